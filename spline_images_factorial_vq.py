@@ -802,8 +802,8 @@ def model_label(name, M, K):
     return LABELS[name].format(MK=M * K, M=M, K=K, w=WIDTH // M if WIDTH % M == 0 else "~")
 
 
-def format_table(results, cfg):
-    """The results table: mean (and +- sd over seeds) in bits per image."""
+def format_table(results, cfg, markdown=False):
+    """The results table: mean (and +- sd over seeds) in bits per image; plain or Markdown."""
     seeds, M, K = list(results), cfg["n_dims"], cfg["n_units_per_dim"]
     legacy = cfg["objective"] == "meanfield"
 
@@ -828,12 +828,16 @@ def format_table(results, cfg):
         row += [stat(name, "heldout", "legacy")] if legacy else []
         row += [f"{np.mean([results[s][name]['seconds'] for s in seeds]):.2f}"]
         rows.append(row)
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                               for i, (v, w) in enumerate(zip(r, widths)))
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (mean ± sd)"
     head = (f"Bits-back description length, bits per image, {cfg['n_test']} held-out images, "
             f"{seed_text}; sigma_x = {cfg['sigma_x']}, t = sigma_x*sqrt(2 pi)")
+    if markdown:
+        line = lambda r: "| " + " | ".join(r) + " |"
+        return "\n".join([f"*{head}*", "", line(cols), line(["---"] + ["---:"] * (len(cols) - 1))]
+                         + [line(r) for r in rows])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(r, widths)))
     return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
@@ -905,6 +909,7 @@ def parse_args(argv=None):
     ap.add_argument("--workers", type=_int_at_least(1), default=min(2, os.cpu_count() or 1),
                     help="worker processes (default: up to 2)")
     ap.add_argument("--json", metavar="PATH", help="write config, versions and all numbers here")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--quiet", action="store_true", help="print only the table")
     args = ap.parse_args(argv)
     args.models = list(dict.fromkeys(args.models))
@@ -942,7 +947,7 @@ def main(argv=None):
             f"each, {min(args.workers, len(seeds) * len(cfg['models']))} worker(s)")
     results = run_seeds(cfg, seeds, workers=args.workers, log=log)
     wall = time.perf_counter() - t0
-    print(format_table(results, cfg))
+    print(format_table(results, cfg, markdown=args.markdown))
     if args.objective == "meanfield":
         print("legacy = ||x - E[xhat]||^2/(2 sigma^2) + KL, the earlier reproduction's number: it "
               "omits the variance of the stochastic code and is not a code length; total F is.")
