@@ -110,7 +110,7 @@ def softmax(z, axis=-1):
     e = np.exp(z - z.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
-#
+
 # The generative family (SPEC section 2): M factors of K codes, codebooks C (M, K, D),
 # bias b (D,), prior p(k) = prod_d softmax(a_d)[k_d], likelihood N(x; xhat(k), sigma_x^2 I)
 # with xhat(k) = b + sum_d C_d[k_d].  The recognition model is factorial, q = prod_d q_d.
@@ -241,6 +241,14 @@ class CodeModel:
     def _views(self, flat):
         """Named views into a flat vector laid out like theta."""
         return {name: flat[sl].reshape(shape) for name, (sl, shape) in self._layout.items()}
+
+    # copies and pickles must rebuild the views, or p would stop sharing memory with theta
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("p", "mask")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.p, self.mask = self._views(self.theta), self._views(self.trainable)
 
     @property
     def n_dims(self):
@@ -405,18 +413,16 @@ class StochasticVQ(CodeModel):
         if M > 1:
             dev = dev * column_bands(M)[:, None, :] if band_init else scale * dev
         p["C"][...] = dev * self.mask["C"]
-        # recognition starts as one mean-field step from "other factors at zero":
-        # logits_d(k) = C_d[k].(x - b)/s^2 - ||C_d[k]||^2/(2 s^2)
-        W = (p["C"] / self.sigma_x**2).transpose(2, 0, 1).reshape(D, M * K)
-        c = (-(np.einsum("mkd,mkd->mk", p["C"], p["C"])) / (2 * self.sigma_x**2)
-             - np.einsum("mkd,d->mk", p["C"], p["b"]) / self.sigma_x**2).reshape(-1)
         if self.n_hidden:
             H = self.n_hidden
             p["W1"][...] = self.rng.normal(0, 1 / math.sqrt(D), (D, H)) * self.mask["W1"]
             p["W2"][...] = self.rng.normal(0, 1 / math.sqrt(H), (H, M * K)) * self.mask["W2"]
         else:
-            p["W"][...] = W * self.mask["W"]
-            p["c"][...] = c
+            # a linear recognition starts as one mean-field step from "other factors at 0":
+            # logits_d(k) = (C_d[k].(x - b) - ||C_d[k]||^2 / 2) / sigma_x^2
+            C, s2 = p["C"], self.sigma_x**2
+            p["W"][...] = (C / s2).transpose(2, 0, 1).reshape(D, M * K) * self.mask["W"]
+            p["c"][...] = (-(0.5 * np.einsum("mkd,mkd->mk", C, C) + C @ p["b"]) / s2).ravel()
         return self
 
     def fit(self, X, **kw):

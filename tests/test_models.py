@@ -103,3 +103,13 @@ def test_training_history_records_both_sets():
     h = out["histories"]["factorial_vq"]
     assert h["eval_step"] == [1, 6, 11, 16, 20]
     assert len(h["train"]) == len(h["heldout"]) == 5 and len(h["loss"]) == 20
+
+
+def test_copies_keep_parameters_as_views_of_theta():
+    import copy
+    import pickle
+    model = sv.StochasticVQ(2, 3).init_from_data(sv.load_data(0, 200, 10)[0])
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        clone.theta += 1.0
+        np.testing.assert_array_equal(clone.p["b"], model.p["b"] + 1.0)
+        assert not np.shares_memory(clone.theta, model.theta)
