@@ -391,6 +391,15 @@ class StochasticVQ(CodeModel):
                                   self.sigma_x, variance=variance)
         return {"recon": recon / LN2, "code": code / LN2, "total": (recon + code) / LN2}
 
+    def mean_reconstruction(self, X):
+        """E_q[xhat(k)] = b + sum_d sum_k q_d(k|x) C_d[k]: (N, D)."""
+        q = self._q(X)
+        return self.p["b"] + np.matmul(q.transpose(1, 0, 2), self.p["C"]).sum(axis=0)
+
+    def contributions(self, X):
+        """Each factor's expected contribution sum_k q_d(k|x) C_d[k]: (M, N, D)."""
+        return np.matmul(self._q(X).transpose(1, 0, 2), self.p["C"])
+
     def sample_codes(self, X, rng):
         """Draw k ~ q(k|x): codes (N, M) ints and log q(k|x) (N,) in nats."""
         q = self._q(X)                                                  # (N, M, K)
@@ -448,17 +457,20 @@ class ResidualVQ(CodeModel):
                          sigma_x, rng if rng is not None else np.random.default_rng(0))
         self.learn_prior, self.replicas = learn_prior, int(replicas)
 
-    def fit(self, X, steps=400, **kw):
+    def fit(self, X, steps=400, X_eval=None, eval_every=0, **kw):
         """Train stage by stage on sampled residuals, steps // M optimiser steps a stage.
 
-        Returns {"stages": [history, ...]}.
+        Returns {"stages": [stage history, ...]} and, with eval_every, the F of the chain
+        built so far after each stage, in train()'s history keys.
         """
         p, R = self.p, np.repeat(X, self.replicas, axis=0)   # several code draws per image
-        stages = []
+        per_stage = max(1, steps // self.n_dims)
+        history = {"stages": [], "eval_step": [], "train": [], "heldout": [],
+                   "heldout_recon": [], "heldout_code": []}
         for d in range(self.n_dims):
             stage = StochasticVQ(1, self.n_codes, self.sigma_x, learn_prior=self.learn_prior,
                                  rng=self.rng).init_from_data(R)
-            stages.append(train(stage, R, steps=max(1, steps // self.n_dims), **kw))
+            history["stages"].append(train(stage, R, steps=per_stage, **kw))
             s = stage.p
             if d == 0:
                 p["b"][...] = s["b"]
@@ -468,7 +480,17 @@ class ResidualVQ(CodeModel):
             p["a"][d], p["W"][d], p["c"][d] = s["a"][0], s["W"], s["c"]
             codes, _ = stage.sample_codes(R, self.rng)
             R = R - stage.reconstruct(codes)
-        return {"stages": stages}
+            if eval_every:
+                record_eval(history, (d + 1) * per_stage, self.truncated(d + 1), X, X_eval)
+        return history
+
+    def truncated(self, n):
+        """The chain of the first n stages (a new model)."""
+        out = ResidualVQ(n, self.n_codes, self.sigma_x, self.learn_prior, self.replicas, self.rng)
+        for name in ("C", "a", "W", "c"):
+            out.p[name][...] = self.p[name][:n]
+        out.p["b"][...] = self.p["b"]
+        return out
 
     def sample_codes(self, X, rng):
         """Draw k ~ q(k|x) down the chain: codes (N, M), log q(k|x) (N,) in nats."""
@@ -501,15 +523,25 @@ class ResidualVQ(CodeModel):
             prefix = (prefix[:, None, :] + p["C"][d][None]).reshape(-1, D)
         w = np.exp(log_q)
         recon = np.einsum("nj,nj->n", w, code_sq_errors(T, prefix)) / (2 * self.sigma_x**2)
-        return recon, np.einsum("nj,nj->n", w, code)
+        return recon, np.einsum("nj,nj->n", w, code), p["b"] + w @ prefix
+
+    def mean_reconstruction(self, X, n_draws=256, rng=None):
+        """E_q[xhat(k)] down the chain (N, D): exact, or a Monte Carlo mean of n_draws."""
+        if self.n_codes**self.n_dims <= MAX_ENUMERATION:
+            step = max(1, 2_000_000 // self.n_codes**self.n_dims)
+            return np.concatenate([self._chain_exact(X[i:i + step])[2]
+                                   for i in range(0, len(X), step)])
+        codes, _ = self.sample_codes(np.repeat(X, n_draws, axis=0),
+                                     rng if rng is not None else np.random.default_rng(0))
+        return self.reconstruct(codes).reshape(len(X), n_draws, D).mean(axis=1)
 
     def description_length(self, X, n_draws=64, rng=None):
         """Per-image bits {"recon", "code", "total"}; with Monte Carlo also "se" of total."""
         if self.n_codes**self.n_dims <= MAX_ENUMERATION:
             step = max(1, 2_000_000 // self.n_codes**self.n_dims)
             parts = [self._chain_exact(X[i:i + step]) for i in range(0, len(X), step)]
-            recon = np.concatenate([r for r, _ in parts])
-            code = np.concatenate([c for _, c in parts])
+            recon = np.concatenate([part[0] for part in parts])
+            code = np.concatenate([part[1] for part in parts])
             return {"recon": recon / LN2, "code": code / LN2, "total": (recon + code) / LN2}
         rng = rng if rng is not None else np.random.default_rng(0)
         Xr = np.repeat(X, n_draws, axis=0)
@@ -558,6 +590,8 @@ class PPCA:
         """Posterior-mean reconstruction (N, D)."""
         m, _ = self._posterior(X)
         return self.mean + m @ self.W.T
+
+    mean_reconstruction = reconstruct          # the same call as the discrete models'
 
     def description_length(self, X):
         """Per-image bits {"recon", "code", "total"}."""
@@ -620,33 +654,45 @@ def schedule_values(schedule, frac, sigma_x):
 
 
 def train(model, X, steps=400, lr=0.02, schedule="sigma", objective="bits-back",
-          X_eval=None, eval_every=0):
+          X_eval=None, eval_every=0, snapshot_every=0):
     """Full-batch training of a StochasticVQ with Adam (one step = one epoch).
 
     The learning rate decays on a cosine from lr to lr/20.  Returns a history with the
-    training objective per step and, every eval_every steps, the amortised F (bits) on X
-    and on X_eval.
+    training objective per step ("loss", bits); at the start, every eval_every steps and
+    after the last, the amortised F in bits on X ("train") and on X_eval ("heldout", with its
+    "heldout_recon" and "heldout_code"); and with snapshot_every, copies of theta
+    ("snapshots": [(step, theta)], from step 0 on).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}")
     opt = Adam([model.theta], lr=lr)
-    history = {"loss": [], "eval_step": [], "train": [], "heldout": [], "recon": [], "code": []}
+    history = {"loss": [], "eval_step": [], "train": [], "heldout": [], "heldout_recon": [],
+               "heldout_code": [], "snapshots": []}
+    if eval_every:
+        record_eval(history, 0, model, X, X_eval, refine=0)
     for t in range(steps):
+        if snapshot_every and t % snapshot_every == 0:
+            history["snapshots"].append((t, model.theta.copy()))
         beta, sigma = schedule_values(schedule, t / steps, model.sigma_x)
         loss, g = model.loss_and_grad(X, kl_weight=beta, variance=objective == "bits-back",
                                       sigma_x=sigma)
         opt.step([g], lr=lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t / steps))))
         history["loss"].append(loss / LN2)
-        if eval_every and (t % eval_every == 0 or t == steps - 1):
-            dl = model.description_length(X, refine=0)
-            history["eval_step"].append(t + 1)
-            history["train"].append(float(dl["total"].mean()))
-            history["recon"].append(float(dl["recon"].mean()))
-            history["code"].append(float(dl["code"].mean()))
-            if X_eval is not None:
-                history["heldout"].append(float(model.description_length(X_eval, refine=0)
-                                                ["total"].mean()))
+        if eval_every and ((t + 1) % eval_every == 0 or t + 1 == steps):
+            record_eval(history, t + 1, model, X, X_eval, refine=0)
+    if snapshot_every:
+        history["snapshots"].append((steps, model.theta.copy()))
     return history
+
+
+def record_eval(history, step, model, X, X_eval, **kw):
+    """Append F (bits, mean over images) on the training and held-out sets to history."""
+    history["eval_step"].append(step)
+    history["train"].append(float(model.description_length(X, **kw)["total"].mean()))
+    if X_eval is not None:
+        dl = model.description_length(X_eval, **kw)
+        for key in ("total", "recon", "code"):
+            history["heldout" if key == "total" else f"heldout_{key}"].append(float(dl[key].mean()))
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -684,8 +730,7 @@ def fit_model(name, X, seed=0, steps=400, schedule="sigma", objective="bits-back
     if isinstance(model, StochasticVQ):
         # band_init breaks the symmetry between the factorial model's factors
         model.init_from_data(X, band_init=init == "band" and name == "factorial_vq")
-        return model, train(model, X, X_eval=X_eval, eval_every=eval_every, **kw)
-    return model, model.fit(X, **kw)
+    return model, model.fit(X, X_eval=X_eval, eval_every=eval_every, **kw)
 
 
 def evaluate(model, X, legacy=False, rng=None):
@@ -719,21 +764,46 @@ def load_data(seed, n_samples=200, n_test=2000):
 
 def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=2000, steps=400,
                    sigma_x=0.15, objective="bits-back", schedule="sigma", init="band", refine=50,
-                   models=MODEL_NAMES, eval_every=0):
-    """Train the paper's comparison at one seed, in this process.
+                   models=MODEL_NAMES, eval_every=0, score=False, workers=1):
+    """Train the paper's comparison at one seed.
 
     Returns {"models": {NAME: fitted model}, "histories": {NAME: history},
-    "train": (n_samples, 96), "heldout": (n_test, 96)}.  With eval_every > 0 the
-    histories hold F on both sets every eval_every steps (for the figures).
+    "train": (n_samples, 96), "heldout": (n_test, 96)}, and with score=True also
+    "scores": {NAME: evaluate(model, heldout)}.  With eval_every > 0 the histories hold F
+    on both sets every eval_every steps (for the figures).  workers > 1 fits the models in
+    parallel processes; the results are the same.
     """
     X, Xt = load_data(seed, n_samples, n_test)
-    out = {"models": {}, "histories": {}, "train": X, "heldout": Xt}
-    for name in models:
-        out["models"][name], out["histories"][name] = fit_model(
-            name, X, seed=seed, steps=steps, schedule=schedule, objective=objective, init=init,
-            X_eval=Xt, eval_every=eval_every, n_dims=n_dims, n_units_per_dim=n_units_per_dim,
-            sigma_x=sigma_x, refine=refine)
+    kw = dict(seed=seed, steps=steps, schedule=schedule, objective=objective, init=init,
+              X_eval=Xt, eval_every=eval_every, n_dims=n_dims, n_units_per_dim=n_units_per_dim,
+              sigma_x=sigma_x, refine=refine)
+    tasks = [(name, X, Xt, kw, score) for name in sorted(models, key=_COST_ORDER.index)]
+    fitted = {name: rest for name, *rest in _map(_fit_task, tasks, workers)}
+    out = {"models": {n: fitted[n][0] for n in models},
+           "histories": {n: fitted[n][1] for n in models}, "train": X, "heldout": Xt}
+    if score:
+        out["scores"] = {n: fitted[n][2] for n in models}
     return out
+
+
+def _fit_task(task):
+    """Worker: fit one model (and score it on the held-out set if asked)."""
+    name, X, Xt, kw, score = task
+    model, history = fit_model(name, X, **kw)
+    return name, model, history, evaluate(model, Xt) if score else None
+
+
+def _map(fn, tasks, workers):
+    """Yield fn(task) for every task, in `workers` forked processes when that helps;
+    results arrive in completion order."""
+    if workers > 1 and len(tasks) > 1:
+        import multiprocessing
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                          else "spawn")
+        with ctx.Pool(min(workers, len(tasks))) as pool:
+            yield from pool.imap_unordered(fn, tasks)
+    else:
+        yield from map(fn, tasks)
 
 
 def _run_task(task):
@@ -772,18 +842,11 @@ def run_seeds(cfg, seeds, workers=1, log=None):
             log(f"seed {seed} {name:16s} held-out F {res['heldout']['total']:7.2f} bits "
                 f"({res['seconds']:.2f} s)  [{sum(map(len, results.values()))}/{len(tasks)}]")
 
-    if workers > 1 and len(tasks) > 1:
-        import multiprocessing
+    if workers > 1:
         for s in seeds:                 # render once here; forked workers inherit the cache
             load_data(s, cfg["n_samples"], cfg["n_test"])
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                          else "spawn")
-        with ctx.Pool(min(workers, len(tasks))) as pool:
-            for item in pool.imap_unordered(_run_task, tasks):
-                collect(item)
-    else:
-        for task in tasks:
-            collect(_run_task(task))
+    for item in _map(_run_task, tasks, workers):
+        collect(item)
     return {s: {name: results[s][name] for name in cfg["models"]} for s in seeds}
 
 
@@ -847,14 +910,14 @@ def format_table(results, cfg, markdown=False):
     return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-class _Parser(argparse.ArgumentParser):
+class CLIParser(argparse.ArgumentParser):
     """argparse that reports a bad value in one line and exits with status 2."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _int_at_least(lo):
+def int_at_least(lo):
     def parse(text):
         try:
             value = int(text)
@@ -866,7 +929,7 @@ def _int_at_least(lo):
     return parse
 
 
-def _positive_float(text):
+def positive_float(text):
     try:
         value = float(text)
     except ValueError:
@@ -877,28 +940,28 @@ def _positive_float(text):
 
 
 def _seed(text):
-    return _int_at_least(0)(text)
+    return int_at_least(0)(text)
 
 
 def parse_args(argv=None):
-    ap = _Parser(prog="spline_images_factorial_vq.py",
+    ap = CLIParser(prog="spline_images_factorial_vq.py",
                  description="Factorial stochastic VQ of spline images (Hinton & Zemel 1994), "
                              "scored by bits-back description length in bits per image.")
     seeds = ap.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     seeds.add_argument("--seeds", type=_seed, nargs="+", metavar="S",
                        help="several seeds: mean ± sd, run in parallel worker processes")
-    ap.add_argument("--n-dims", type=_int_at_least(1), default=4,
+    ap.add_argument("--n-dims", type=int_at_least(1), default=4,
                     help="factors M (VQs) of the factorial model (default 4)")
-    ap.add_argument("--n-units-per-dim", type=_int_at_least(2), default=6,
+    ap.add_argument("--n-units-per-dim", type=int_at_least(2), default=6,
                     help="codes K per factor (default 6); the standard VQ gets M*K codes")
-    ap.add_argument("--n-samples", type=_int_at_least(1), default=200,
+    ap.add_argument("--n-samples", type=int_at_least(1), default=200,
                     help="training images (default 200, as in the paper)")
-    ap.add_argument("--n-test", type=_int_at_least(1), default=2000,
+    ap.add_argument("--n-test", type=int_at_least(1), default=2000,
                     help="held-out images (default 2000)")
-    ap.add_argument("--steps", "--n-epochs", dest="steps", type=_int_at_least(1), default=400,
+    ap.add_argument("--steps", "--n-epochs", dest="steps", type=int_at_least(1), default=400,
                     help="full-batch Adam steps per model, so one step is one epoch (default 400)")
-    ap.add_argument("--sigma-x", type=_positive_float, default=0.15,
+    ap.add_argument("--sigma-x", type=positive_float, default=0.15,
                     help="std of the Gaussian pixel noise model (default 0.15)")
     ap.add_argument("--objective", choices=("bits-back", "meanfield"), default="bits-back",
                     help="train on the valid free energy (default) or on the earlier "
@@ -908,11 +971,11 @@ def parse_args(argv=None):
     ap.add_argument("--init", choices=("band", "random"), default="band",
                     help="factorial codebook start: confined to column bands, or small "
                          "random image deviations (default band)")
-    ap.add_argument("--refine", type=_int_at_least(0), default=50,
+    ap.add_argument("--refine", type=int_at_least(0), default=50,
                     help="max mean-field sweeps that refine the posterior (0: amortised only)")
     ap.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES),
                     metavar="NAME", help=f"models to run (default all: {' '.join(MODEL_NAMES)})")
-    ap.add_argument("--workers", type=_int_at_least(1), default=min(2, os.cpu_count() or 1),
+    ap.add_argument("--workers", type=int_at_least(1), default=min(2, os.cpu_count() or 1),
                     help="worker processes (default: up to 2)")
     ap.add_argument("--json", metavar="PATH", help="write config, versions and all numbers here")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -932,12 +995,36 @@ def parse_args(argv=None):
     return args
 
 
+def writable_folder(path):
+    """Create folder `path` if missing; OSError with a plain message if it cannot be used."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create output folder {path}: {err.strerror or err}") from None
+    if not os.access(path, os.W_OK):
+        raise OSError(f"output folder {path} is not writable")
+    return path
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then rename the temporary file onto path, so that an
+    interrupted run never leaves a half-written file."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def write_json(path, payload):
-    """Write JSON atomically: a temporary file beside the target, then a rename."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
+    """Write JSON atomically."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=1)
+    atomic_write(path, write)
 
 
 def main(argv=None):

@@ -101,8 +101,9 @@ def test_training_history_records_both_sets():
     out = sv.run_comparison(seed=0, n_samples=60, n_test=20, steps=20, eval_every=5,
                             models=["factorial_vq"])
     h = out["histories"]["factorial_vq"]
-    assert h["eval_step"] == [1, 6, 11, 16, 20]
-    assert len(h["train"]) == len(h["heldout"]) == 5 and len(h["loss"]) == 20
+    assert h["eval_step"] == [0, 5, 10, 15, 20]
+    assert len(h["train"]) == len(h["heldout"]) == len(h["heldout_code"]) == 5
+    assert len(h["loss"]) == 20
 
 
 def test_copies_keep_parameters_as_views_of_theta():
@@ -113,3 +114,40 @@ def test_copies_keep_parameters_as_views_of_theta():
         clone.theta += 1.0
         np.testing.assert_array_equal(clone.p["b"], model.p["b"] + 1.0)
         assert not np.shares_memory(clone.theta, model.theta)
+
+
+def test_residual_history_is_the_chain_after_each_stage():
+    out = sv.run_comparison(seed=0, n_samples=60, n_test=20, steps=40, eval_every=1,
+                            models=["residual_vq"])
+    model, h = out["models"]["residual_vq"], out["histories"]["residual_vq"]
+    assert h["eval_step"] == [10, 20, 30, 40]
+    assert h["heldout"][-1] == pytest.approx(model.description_length(out["heldout"])["total"].mean())
+
+
+def test_snapshots_replay_the_training():
+    X = sv.load_data(0, 200, 10)[0][:50]
+    model = sv.StochasticVQ(2, 3, rng=np.random.default_rng(0)).init_from_data(X)
+    h = sv.train(model, X, steps=12, snapshot_every=5)
+    assert [s for s, _ in h["snapshots"]] == [0, 5, 10, 12]
+    np.testing.assert_array_equal(h["snapshots"][-1][1], model.theta)
+
+
+@pytest.mark.parametrize("name", ["factorial_vq", "residual_vq"])
+def test_mean_reconstruction_is_the_average_of_sampled_reconstructions(name):
+    X, Xt = sv.load_data(0, 200, 20)
+    model, _ = sv.fit_model(name, X, steps=40, sigma_x=0.4)
+    xr = np.repeat(Xt, 3000, axis=0)
+    codes, _ = model.sample_codes(xr, np.random.default_rng(1))
+    mc = model.reconstruct(codes).reshape(20, 3000, sv.D).mean(axis=1)
+    np.testing.assert_allclose(model.mean_reconstruction(Xt), mc, atol=0.03)
+    if name == "factorial_vq":
+        np.testing.assert_allclose(model.contributions(Xt).sum(axis=0) + model.p["b"],
+                                   model.mean_reconstruction(Xt), rtol=1e-12)
+
+
+def test_run_comparison_gives_the_same_models_in_parallel():
+    kw = dict(seed=2, n_samples=60, n_test=30, steps=20, score=True)
+    one, two = sv.run_comparison(workers=1, **kw), sv.run_comparison(workers=2, **kw)
+    assert list(two["models"]) == list(sv.MODEL_NAMES)
+    for name in sv.MODEL_NAMES:
+        assert one["scores"][name] == two["scores"][name]
