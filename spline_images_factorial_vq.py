@@ -163,8 +163,9 @@ def mean_field(X, C, b, a, q, sigma_x, sweeps=50, tol=1e-7):
     q (N, M, K) is the starting posterior (e.g. the recognition network's).  Each update
     sets q_d to the exact minimiser of F given the other factors, so F never increases and
     the refined posterior is still a deterministic function of x: a valid bits-back code.
-    Stops after `sweeps` sweeps or once no probability moves by more than tol (tol=None:
-    no check, for the training loop).  Returns the refined q (N, M, K).
+    An image stops once none of its probabilities moved by more than tol in a sweep (images
+    are independent, so the others go on alone); all stop after `sweeps` sweeps.  tol=None
+    runs every sweep on every image (the training loop).  Returns the refined q (N, M, K).
     """
     q = q.copy()
     M = C.shape[0]
@@ -173,19 +174,26 @@ def mean_field(X, C, b, a, q, sigma_x, sweeps=50, tol=1e-7):
     mu_d = np.matmul(q.transpose(1, 0, 2), C)                      # (M, N, D)
     target = X - b
     total = mu_d.sum(axis=0)
+    active = np.arange(len(X))
     for _ in range(sweeps):
-        change = 0.0
+        qa, ma, ta, ra = q[active], mu_d[:, active], total[active], target[active]
+        change = np.zeros(len(active))
         for d in range(M):
-            r = target - total + mu_d[d]                           # what factor d must explain
+            r = ra - ta + ma[d]                                    # what factor d must explain
             new = softmax(log_pi[d] + (r @ C[d].T - 0.5 * sq[d]) / sigma_x**2, axis=-1)
             if tol is not None:
-                change = max(change, float(np.abs(new - q[:, d]).max()))
-            q[:, d] = new
+                change = np.maximum(change, np.abs(new - qa[:, d]).max(axis=1))
+            qa[:, d] = new
             new_mu = new @ C[d]
-            total += new_mu - mu_d[d]
-            mu_d[d] = new_mu
-        if M == 1 or (tol is not None and change < tol):   # M = 1: one update is exact
+            ta += new_mu - ma[d]
+            ma[d] = new_mu
+        q[active], mu_d[:, active], total[active] = qa, ma, ta
+        if M == 1:                                     # one update is the exact posterior
             break
+        if tol is not None:
+            active = active[change >= tol]
+            if not len(active):
+                break
     return q
 
 
@@ -716,7 +724,7 @@ def build_model(name, n_dims=4, n_units_per_dim=6, sigma_x=0.15, refine=50, init
 
 
 def fit_model(name, X, seed=0, steps=400, schedule="sigma", objective="bits-back", init="band",
-              X_eval=None, eval_every=0, **model_kw):
+              X_eval=None, eval_every=0, snapshot_every=0, **model_kw):
     """Build and train model `name` on X (N, 96); returns (model, history).
 
     Each model draws from its own generator, derived from (seed, model), so results do not
@@ -726,7 +734,7 @@ def fit_model(name, X, seed=0, steps=400, schedule="sigma", objective="bits-back
     model = build_model(name, rng=rng, **model_kw)
     if isinstance(model, PPCA):
         return model.fit(X), {}
-    kw = dict(steps=steps, schedule=schedule, objective=objective)
+    kw = dict(steps=steps, schedule=schedule, objective=objective, snapshot_every=snapshot_every)
     if isinstance(model, StochasticVQ):
         # band_init breaks the symmetry between the factorial model's factors
         model.init_from_data(X, band_init=init == "band" and name == "factorial_vq")
@@ -764,19 +772,20 @@ def load_data(seed, n_samples=200, n_test=2000):
 
 def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=2000, steps=400,
                    sigma_x=0.15, objective="bits-back", schedule="sigma", init="band", refine=50,
-                   models=MODEL_NAMES, eval_every=0, score=False, workers=1):
+                   models=MODEL_NAMES, eval_every=0, snapshot_every=0, score=False, workers=1):
     """Train the paper's comparison at one seed.
 
     Returns {"models": {NAME: fitted model}, "histories": {NAME: history},
     "train": (n_samples, 96), "heldout": (n_test, 96)}, and with score=True also
     "scores": {NAME: evaluate(model, heldout)}.  With eval_every > 0 the histories hold F
-    on both sets every eval_every steps (for the figures).  workers > 1 fits the models in
-    parallel processes; the results are the same.
+    on both sets every eval_every steps, with snapshot_every > 0 copies of the parameters
+    (for the figures and the animation).  workers > 1 fits the models in parallel
+    processes; the results are the same.
     """
     X, Xt = load_data(seed, n_samples, n_test)
     kw = dict(seed=seed, steps=steps, schedule=schedule, objective=objective, init=init,
-              X_eval=Xt, eval_every=eval_every, n_dims=n_dims, n_units_per_dim=n_units_per_dim,
-              sigma_x=sigma_x, refine=refine)
+              X_eval=Xt, eval_every=eval_every, snapshot_every=snapshot_every, n_dims=n_dims,
+              n_units_per_dim=n_units_per_dim, sigma_x=sigma_x, refine=refine)
     tasks = [(name, X, Xt, kw, score) for name in sorted(models, key=_COST_ORDER.index)]
     fitted = {name: rest for name, *rest in _map(_fit_task, tasks, workers)}
     out = {"models": {n: fitted[n][0] for n in models},

@@ -1,25 +1,38 @@
-"""Benchmark: wall time of the default run and of the five-seed run (not collected by pytest).
+"""Benchmark: wall time of the main commands (not collected by pytest).
 
     python3 tests/bench.py [--repeats 3]
 
 Prints the median wall time of each command over the repeats, measured around the whole
-process (interpreter start, imports, training, evaluation), as a user would see it.
+process (interpreter start, imports, training, evaluation, drawing), as a user would see
+it: the default run, the five-seed run, the six figures and the training GIF (these two
+write into a temporary folder).
 """
 import argparse
 import statistics
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "spline_images_factorial_vq.py"
-RUNS = {"default run (seed 0, all models, 2000 held-out, exact DLs)": [],
-        "five seeds (--seeds 0 1 2 3 4, 2 workers)": ["--seeds", "0", "1", "2", "3", "4"]}
+ROOT = Path(__file__).resolve().parents[1]
+TMP = tempfile.mkdtemp()
+RUNS = {
+    "default run (seed 0, all models, 2000 held-out, exact DLs)":
+        ["spline_images_factorial_vq.py"],
+    "five seeds (--seeds 0 1 2 3 4, 2 workers)":
+        ["spline_images_factorial_vq.py", "--seeds", "0", "1", "2", "3", "4"],
+    "six figures (visualize, seed 0)":
+        ["visualize_spline_images_factorial_vq.py", "--outdir", TMP],
+    "training GIF (seed 0, --snapshot-every 10)":
+        ["make_spline_images_factorial_vq_gif.py", "--out", os.path.join(TMP, "a.gif")],
+}
 
 
 def wall(args):
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(SCRIPT), "--quiet", *args], check=True,
+    subprocess.run([sys.executable, str(ROOT / args[0]), "--quiet", *args[1:]], check=True,
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
@@ -32,6 +45,8 @@ def main():
         times = [wall(args) for _ in range(n)]
         print(f"{label}: median {statistics.median(times):.2f} s wall over {n} "
               f"(min {min(times):.2f}, max {max(times):.2f})")
+    gif = os.path.join(TMP, "a.gif")
+    print(f"GIF size: {os.path.getsize(gif) / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,97 @@
+"""The figure and GIF scripts render from a tiny configuration and write decodable files."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image
+
+import spline_images_factorial_vq as sv
+import visualize_spline_images_factorial_vq as viz
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--steps", "12", "--n-test", "24", "--quiet"]
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_every_figure_is_written_and_decodes(tmp_path):
+    res = run("visualize_spline_images_factorial_vq.py", *TINY, "--eval-every", "4",
+              "--outdir", str(tmp_path / "new" / "viz"))
+    assert res.returncode == 0, res.stderr
+    folder = tmp_path / "new" / "viz"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.png" for n in viz.FIGURES)
+    for name in viz.FIGURES:
+        img = iio.imread(folder / f"{name}.png")
+        assert img.ndim == 3 and min(img.shape[:2]) > 200 and img.std() > 0, name
+
+
+def test_figures_have_the_size_they_were_drawn_at(tmp_path):
+    out = sv.run_comparison(seed=0, n_samples=60, n_test=24, steps=12, eval_every=4, score=True)
+    cfg = {"seed": 0, "n_dims": 4, "n_units_per_dim": 6, "n_test": 24, "sigma_x": 0.15}
+    images, controls = sv.generate_spline_images(16, 0)
+    fvq = out["models"]["factorial_vq"]
+    figures = {
+        "example_splines": viz.fig_example_splines(images, controls),
+        "dl_comparison": viz.fig_dl_comparison(out["scores"], cfg),
+        "dl_trajectory": viz.fig_dl_trajectory(out["histories"], out["scores"], cfg),
+        "factor_codebooks": viz.fig_factor_codebooks(fvq),
+        "per_factor_receptive": viz.fig_per_factor_receptive(fvq, out["heldout"]),
+        "factorial_reconstructions": viz.fig_reconstructions(out["models"], out["heldout"], cfg,
+                                                             np.random.default_rng(0)),
+    }
+    for name, fig in figures.items():
+        path = tmp_path / f"{name}.png"
+        fig.savefig(path, dpi=50)
+        w, h = fig.get_size_inches() * 50
+        got_h, got_w = iio.imread(path).shape[:2]
+        assert abs(got_h - h) <= 1 and abs(got_w - w) <= 1, name      # pixel rounding only
+        viz.plt.close(fig)
+
+
+def test_mosaic_places_each_image_in_its_tile():
+    images = np.arange(2 * 3 * sv.D, dtype=float).reshape(2, 3, sv.D)
+    m = viz.mosaic(images)
+    assert m.shape == (2 * 9 - 1, 3 * 13 - 1)
+    x0, y0 = viz.tile_origin(1, 2)
+    np.testing.assert_array_equal(m[y0:y0 + 8, x0:x0 + 12], images[1, 2].reshape(8, 12))
+    assert np.isnan(m[8]).all() and np.isnan(m[:, 12]).all()
+
+
+def test_gif_frames_loop_and_reported_count(tmp_path):
+    out = tmp_path / "anim" / "train.gif"
+    res = run("make_spline_images_factorial_vq_gif.py", "--steps", "12", "--n-test", "24",
+              "--snapshot-every", "5", "--fps", "10", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    reported = int(re.search(r"(\d+) frames", res.stderr).group(1))
+    frames = iio.imread(out, index=None)
+    assert reported == len(frames) == 4                         # steps 0, 5, 10 and 12
+    assert frames.shape[1:3] == (448, 720)
+    assert Image.open(out).info.get("loop") == 0               # loops forever
+    assert not [p for p in out.parent.iterdir() if p.name != "train.gif"]   # no temp left
+
+
+@pytest.mark.parametrize("script,args", [
+    ("visualize_spline_images_factorial_vq.py", ["--outdir"]),
+    ("make_spline_images_factorial_vq_gif.py", ["--out"]),
+])
+def test_unwritable_output_exits_2_with_one_line(tmp_path, script, args):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    target = str(blocker / "sub" / ("x.gif" if "gif" in script else ""))
+    res = run(script, *TINY, *args, target)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@pytest.mark.parametrize("args", [["--snapshot-every", "0"], ["--fps", "-2"], ["--fps", "1000"],
+                                  ["--seed", "x"]])
+def test_gif_bad_values_exit_2(args):
+    res = run("make_spline_images_factorial_vq_gif.py", *args)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
