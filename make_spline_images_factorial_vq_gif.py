@@ -9,6 +9,7 @@ free energy so far (bits per image, refined posterior) against the final held-ou
 the baselines.
 """
 
+import os
 import sys
 import time
 
@@ -122,7 +123,7 @@ def parse_args(argv=None):
     if args.fps > 100:
         ap.error(f"argument --fps: at most 100 frames per second, got {args.fps:g}")
     try:
-        sv.writable_folder(sv.os.path.dirname(sv.os.path.abspath(args.out)))
+        sv.writable_folder(os.path.dirname(os.path.abspath(args.out)))
     except OSError as err:
         ap.error(str(err))
     return args
@@ -130,7 +131,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = sv.progress_logger(args.quiet)
     t0 = time.perf_counter()
     cfg = {"n_dims": 4, "n_units_per_dim": 6}
     log(f"training the factorial VQ and {len(BASELINES)} baselines, seed {args.seed} ...")
@@ -161,7 +162,7 @@ def main(argv=None):
         print(f"make_spline_images_factorial_vq_gif.py: error: cannot write {args.out}: {err}",
               file=sys.stderr)
         return 2
-    size = sv.os.path.getsize(args.out)
+    size = os.path.getsize(args.out)
     log(f"wrote {args.out}: {len(frames)} frames, {frames[0].shape[1]}x{frames[0].shape[0]} px, "
         f"{size / 1e6:.2f} MB, in {time.perf_counter() - t0:.2f} s")
     return 0

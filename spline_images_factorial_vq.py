@@ -831,11 +831,18 @@ def _run_task(task):
     return seed, name, result
 
 
+def progress_logger(quiet):
+    """A function that prints a progress line on stderr, or does nothing when quiet."""
+    if quiet:
+        return lambda msg: None
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
 # run the slowest models first so the two workers finish together
 _COST_ORDER = ("factorial_vq", "residual_vq", "separate_slices", "standard_vq", "pca24", "pca5")
 
 
-def run_seeds(cfg, seeds, workers=1, log=None):
+def run_seeds(cfg, seeds, workers=1, log=progress_logger(True)):
     """Run every model of cfg["models"] at every seed, in `workers` processes.
 
     Returns {seed: {NAME: result}}; results are identical whatever the worker count.
@@ -847,9 +854,8 @@ def run_seeds(cfg, seeds, workers=1, log=None):
     def collect(item):
         seed, name, res = item
         results[seed][name] = res
-        if log:
-            log(f"seed {seed} {name:16s} held-out F {res['heldout']['total']:7.2f} bits "
-                f"({res['seconds']:.2f} s)  [{sum(map(len, results.values()))}/{len(tasks)}]")
+        log(f"seed {seed} {name:16s} held-out F {res['heldout']['total']:7.2f} bits "
+            f"({res['seconds']:.2f} s)  [{sum(map(len, results.values()))}/{len(tasks)}]")
 
     if workers > 1:
         for s in seeds:                 # render once here; forked workers inherit the cache
@@ -1043,18 +1049,16 @@ def main(argv=None):
     cfg = {k: getattr(args, k) for k in ("n_dims", "n_units_per_dim", "n_samples", "n_test",
                                          "steps", "sigma_x", "objective", "schedule", "init",
                                          "refine", "models")}
-    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    if log:
-        log(f"training {len(cfg['models'])} models x {len(seeds)} seed(s), {args.steps} steps "
-            f"each, {min(args.workers, len(seeds) * len(cfg['models']))} worker(s)")
+    log = progress_logger(args.quiet)
+    log(f"training {len(cfg['models'])} models x {len(seeds)} seed(s), {args.steps} steps "
+        f"each, {min(args.workers, len(seeds) * len(cfg['models']))} worker(s)")
     results = run_seeds(cfg, seeds, workers=args.workers, log=log)
     wall = time.perf_counter() - t0
     print(format_table(results, cfg, markdown=args.markdown))
     if args.objective == "meanfield":
         print("legacy = ||x - E[xhat]||^2/(2 sigma^2) + KL, the earlier reproduction's number: it "
               "omits the variance of the stochastic code and is not a code length; total F is.")
-    if log:
-        log(f"done in {wall:.2f} s wall")
+    log(f"done in {wall:.2f} s wall")
     if args.json:
         import platform
         import scipy

@@ -242,7 +242,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = sv.progress_logger(args.quiet)
     t0 = time.perf_counter()
     cfg = {"seed": args.seed, "n_dims": 4, "n_units_per_dim": 6, "n_test": args.n_test,
            "sigma_x": 0.15}
