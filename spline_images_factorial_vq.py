@@ -30,6 +30,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402  (after the thread settings, which numpy reads at import)
 from scipy.interpolate import CubicSpline
+from scipy.special import ndtr
 
 HEIGHT, WIDTH = 8, 12
 D = HEIGHT * WIDTH                      # 96 pixels, flattened row-major
@@ -514,10 +515,21 @@ class ResidualVQ(CodeModel):
             r = r - p["C"][d][k]
         return codes, log_q
 
-    def _chain_exact(self, X):
-        """Exact recon and code (nats, (N,) each) by enumerating every path of the chain."""
+    def stage_posterior(self, X, codes, d):
+        """q_d(. | r_d) (N, K) of stage d, its residual fixed by the earlier codes (N, >= d)."""
+        p = self.p
+        r = X - p["b"] - p["C"][np.arange(d), codes[:, :d]].sum(axis=1)
+        return softmax(r @ p["W"][d] + p["c"][d], axis=-1)
+
+    def chain_paths(self, X, tables=False):
+        """Every path k of the chain for X (N, D): its probability q(k|x) (N, P), its
+        sum_d log(q_d / pi_d) in nats (N, P), and its reconstruction xhat(k) (P, D);
+        P = K^M paths in lexicographic order.  tables=True uses the bits-back coder's
+        integer tables for q_d and the prior instead of the exact probabilities."""
         p, M, K = self.p, self.n_dims, self.n_codes
         log_pi = log_softmax(p["a"], axis=-1)
+        if tables:
+            log_pi = np.log(quantise(np.exp(log_pi), PRIOR_PRECISION) / 2.0**PRIOR_PRECISION)
         T = X - p["b"]
         prefix = np.zeros((1, D))                # sum of the codewords chosen so far, per path
         log_q = np.zeros((len(X), 1))            # log q of each path prefix
@@ -526,12 +538,18 @@ class ResidualVQ(CodeModel):
             # the stage is linear in its input, so its logits for every prefix are cheap
             lq = log_softmax((T @ p["W"][d])[:, None, :] - (prefix @ p["W"][d])[None]
                              + p["c"][d], axis=-1)                                   # (N, P, K)
+            if tables:
+                lq = np.log(quantise(np.exp(lq), CODE_PRECISION) / 2.0**CODE_PRECISION)
             log_q = (log_q[:, :, None] + lq).reshape(len(X), -1)
             code = (code[:, :, None] + lq - log_pi[d]).reshape(len(X), -1)
             prefix = (prefix[:, None, :] + p["C"][d][None]).reshape(-1, D)
-        w = np.exp(log_q)
-        recon = np.einsum("nj,nj->n", w, code_sq_errors(T, prefix)) / (2 * self.sigma_x**2)
-        return recon, np.einsum("nj,nj->n", w, code), p["b"] + w @ prefix
+        return np.exp(log_q), code, p["b"] + prefix
+
+    def _chain_exact(self, X):
+        """Exact recon, code (nats, (N,) each) and E_q[xhat] (N, D) over every path."""
+        w, code, xhat = self.chain_paths(X)
+        recon = np.einsum("nj,nj->n", w, code_sq_errors(X, xhat)) / (2 * self.sigma_x**2)
+        return recon, np.einsum("nj,nj->n", w, code), w @ xhat
 
     def mean_reconstruction(self, X, n_draws=256, rng=None):
         """E_q[xhat(k)] down the chain (N, D): exact, or a Monte Carlo mean of n_draws."""
@@ -875,6 +893,454 @@ def summarise(results, models):
     return summary
 
 
+# ----------------------------------------------------------------------------- bits-back coding
+#
+# The paper's argument made real: the sender pops a code k ~ q(k|x) off the message (the
+# "random bits" it later gets back), pushes the image given k, then pushes k under the
+# prior; the receiver runs the chain backwards.  The net growth of the message is then
+# about -log P(v|k) - log p(k) + log q(k|x) per image, F in expectation.  The coder is rANS
+# with a vector of 64-bit heads (one per lane, each lane coding its own images in turn) over
+# one shared stack of 32-bit words.
+
+WORD = np.uint64(32)
+HEAD_MIN = np.uint64(1 << 32)          # heads live in [2^32, 2^64)
+CODE_PRECISION = 16                    # bits of the integer tables for q(k|x)
+PRIOR_PRECISION = 28                   # ... for the prior p(k); see bits_back_encode
+PIXEL_PRECISION = 24                   # ... and for 8-bit pixels
+PIXEL_LEVELS = 256
+CODER_LANES = 100
+
+
+class Message:
+    """An rANS message: heads (lanes,) uint64 over a stack of 32-bit words.
+
+    push/pop take `lanes`, the indices of the lanes taking part, and per-lane starts and
+    frequencies of integer tables summing to 2^precision.  Renormalisation moves one
+    32-bit word between a head and the stack; lanes that move words do so in ascending
+    order, and pop reverses exactly what push did, so the stack discipline holds.
+    """
+
+    def __init__(self, heads, words=()):
+        self.heads = np.asarray(heads, dtype=np.uint64).copy()
+        self.stack = np.zeros(max(1024, 2 * len(words)), dtype=np.uint32)
+        self.size = len(words)
+        self.stack[:self.size] = words
+
+    @classmethod
+    def random(cls, lanes, n_words, rng):
+        """Initial random bits.  Heads are log-uniform on [2^32, 2^64), the stationary law of
+        rANS states, so that the net length of a message is not biased by head capacity."""
+        heads = np.floor(2.0 ** (32 + 32 * rng.random(lanes))).astype(np.uint64)
+        return cls(np.maximum(heads, HEAD_MIN), rng.integers(0, 1 << 32, n_words, dtype=np.uint32))
+
+    def copy(self):
+        return Message(self.heads, self.stack[:self.size])
+
+    def __eq__(self, other):
+        return (np.array_equal(self.heads, other.heads)
+                and np.array_equal(self.stack[:self.size], other.stack[:other.size]))
+
+    @property
+    def bits(self):
+        """Length of the message in bits: 64 per head plus 32 per stacked word."""
+        return 64 * len(self.heads) + 32 * self.size
+
+    def push(self, lanes, start, freq, precision):
+        """Encode one symbol per lane: start, freq (A,) uint64."""
+        h = self.heads[lanes]
+        full = h >= (np.uint64(1) << np.uint64(64 - precision)) * freq
+        if full.any():
+            words = (h[full] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+            if self.size + len(words) > len(self.stack):
+                self.stack = np.concatenate([self.stack, np.zeros_like(self.stack)])
+            self.stack[self.size:self.size + len(words)] = words
+            self.size += len(words)
+            h[full] >>= WORD
+        self.heads[lanes] = ((h // freq) << np.uint64(precision)) + h % freq + start
+
+    def peek(self, lanes, precision):
+        """The cumulative-frequency slot each lane's next symbol is decoded from (A,)."""
+        return self.heads[lanes] & np.uint64((1 << precision) - 1)
+
+    def pop(self, lanes, start, freq, precision):
+        """Remove the symbols found by peek: start, freq (A,) uint64."""
+        h = self.heads[lanes]
+        h = freq * (h >> np.uint64(precision)) + (h & np.uint64((1 << precision) - 1)) - start
+        low = h < HEAD_MIN
+        n = int(low.sum())
+        if n:
+            if n > self.size:
+                raise ValueError("message underflow: the stream is damaged or too short")
+            self.size -= n
+            h[low] = (h[low] << WORD) | self.stack[self.size:self.size + n].astype(np.uint64)
+        self.heads[lanes] = h
+
+    def to_bytes(self):
+        return self.heads.astype("<u8").tobytes() + self.stack[:self.size].astype("<u4").tobytes()
+
+    @classmethod
+    def from_bytes(cls, data, lanes):
+        if len(data) < 8 * lanes or (len(data) - 8 * lanes) % 4:
+            raise ValueError("message has the wrong length")
+        heads = np.frombuffer(data[:8 * lanes], dtype="<u8")
+        if np.any(heads < HEAD_MIN):
+            raise ValueError("message heads out of range")
+        return cls(heads, np.frombuffer(data[8 * lanes:], dtype="<u4"))
+
+
+def quantise(probs, precision):
+    """Integer frequencies (..., S) >= 1 summing to 2^precision, from probabilities (..., S).
+
+    Each symbol gets 1 plus its share of the rest, rounded down; the rounding deficit goes
+    to the most probable symbol.
+    """
+    probs = probs / probs.sum(axis=-1, keepdims=True)
+    total, S = 1 << precision, probs.shape[-1]
+    freqs = np.floor(probs * (total - S)).astype(np.int64) + 1
+    top = np.argmax(probs, axis=-1)[..., None]
+    deficit = total - freqs.sum(axis=-1, keepdims=True)
+    np.put_along_axis(freqs, top, np.take_along_axis(freqs, top, axis=-1) + deficit, axis=-1)
+    return freqs
+
+
+class Categorical:
+    """Codec for one symbol per lane under per-lane integer tables freqs (A, S)."""
+
+    def __init__(self, freqs, precision=CODE_PRECISION):
+        self.freqs = np.asarray(freqs, dtype=np.uint64)
+        self.cdf = np.concatenate([np.zeros((len(self.freqs), 1), np.uint64),
+                                   np.cumsum(self.freqs, axis=1, dtype=np.uint64)], axis=1)
+        self.precision = precision
+        self.rows = np.arange(len(self.freqs))
+
+    def push(self, msg, lanes, symbols):
+        msg.push(lanes, self.cdf[self.rows, symbols], self.freqs[self.rows, symbols],
+                 self.precision)
+
+    def pop(self, msg, lanes):
+        slot = msg.peek(lanes, self.precision)
+        symbols = (self.cdf[:, 1:] <= slot[:, None]).sum(axis=1)
+        msg.pop(lanes, self.cdf[self.rows, symbols], self.freqs[self.rows, symbols],
+                self.precision)
+        return symbols
+
+
+class PixelGaussian:
+    """Codec for 8-bit pixels v under N(mean, sigma^2), one pixel per lane.
+
+    Bin v covers [(v - 0.5)/255, (v + 0.5)/255]; the end bins take the tails.  The integer
+    table is defined through its CDF, C(v) = floor(Phi_v * (2^p - 256)) + v, so every bin
+    has frequency >= 1 and one symbol's start and frequency need only two CDF values.
+    """
+
+    def __init__(self, mean, sigma, precision=PIXEL_PRECISION):
+        self.mean, self.sigma, self.precision = mean, sigma, precision
+        self.scale = np.uint64((1 << precision) - PIXEL_LEVELS)
+
+    def cdf(self, v):
+        """C(v) (uint64) for integer v in 0..256, same shape as mean."""
+        z = ((v - 0.5) / (PIXEL_LEVELS - 1) - self.mean) / self.sigma
+        phi = np.where(v <= 0, 0.0, np.where(v >= PIXEL_LEVELS, 1.0, ndtr(z)))
+        return np.floor(phi * float(self.scale)).astype(np.uint64) + v.astype(np.uint64)
+
+    def start_freq(self, v):
+        lo = self.cdf(v)
+        return lo, self.cdf(v + 1) - lo
+
+    def push(self, msg, lanes, v):
+        msg.push(lanes, *self.start_freq(v), self.precision)
+
+    def pop(self, msg, lanes):
+        slot = msg.peek(lanes, self.precision)
+        lo = np.zeros(len(slot), dtype=np.int64)
+        hi = np.full(len(slot), PIXEL_LEVELS, dtype=np.int64)
+        for _ in range(8):                     # binary search: C(lo) <= slot < C(hi)
+            mid = (lo + hi) // 2
+            below = self.cdf(mid) <= slot
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        msg.pop(lanes, *self.start_freq(lo), self.precision)
+        return lo
+
+
+def quantise_images(X):
+    """8-bit pixels (N, 96) uint8 of images in [0, 1]."""
+    return np.clip(np.round(X * (PIXEL_LEVELS - 1)), 0, PIXEL_LEVELS - 1).astype(np.uint8)
+
+
+def _lane_layout(n_images, lanes):
+    """Image index (lanes, steps) per lane and step, -1 where a lane has run out."""
+    steps = -(-n_images // lanes)
+    idx = np.arange(lanes * steps).reshape(lanes, steps)
+    return np.where(idx < n_images, idx, -1)
+
+
+def _code_posterior(model, X, codes, d, q_all):
+    """q_d for the lanes' images: the residual chain's depends on the earlier codes."""
+    if isinstance(model, ResidualVQ):
+        return model.stage_posterior(X, codes, d)
+    return q_all[:, d]
+
+
+def initial_message(lanes, n_dims, seed):
+    """The initial random bits: a head per lane and enough words for the first M pops."""
+    words = lanes * (-(-n_dims * CODE_PRECISION // 32) + 1)
+    return Message.random(lanes, words, np.random.default_rng([seed, 7]))
+
+
+def bits_back_encode(model, V, lanes=CODER_LANES, seed=0):
+    """Encode 8-bit images V (N, 96) with bits-back coding.
+
+    Returns (message, initial message).  Per step every lane takes its next image:
+    pop k ~ q(k|x) (M codes), push the 96 pixels given xhat(k), push k under the prior.
+    """
+    layout = _lane_layout(len(V), lanes)
+    M = model.n_dims
+    prior = quantise(softmax(model.p["a"]), PRIOR_PRECISION)                    # (M, K)
+    msg = initial_message(lanes, M, seed)
+    initial = msg.copy()
+    for step in range(layout.shape[1]):
+        act = np.flatnonzero(layout[:, step] >= 0)
+        v = V[layout[act, step]]
+        x = v / (PIXEL_LEVELS - 1)
+        codes = np.zeros((len(act), M), dtype=np.int64)
+        q_all = None if isinstance(model, ResidualVQ) else model._q(x)
+        for d in range(M):
+            q = _code_posterior(model, x, codes, d, q_all)
+            codes[:, d] = Categorical(quantise(q, CODE_PRECISION)).pop(msg, act)
+        pixels = PixelGaussian(model.reconstruct(codes), model.sigma_x)
+        starts, freqs = pixels.start_freq(v.astype(np.int64))
+        for i in range(D):
+            msg.push(act, starts[:, i], freqs[:, i], PIXEL_PRECISION)
+        for d in range(M):
+            Categorical(np.broadcast_to(prior[d], (len(act), prior.shape[1])),
+                        PRIOR_PRECISION).push(msg, act, codes[:, d])
+    return msg, initial
+
+
+def bits_back_decode(model, msg, n_images, lanes=CODER_LANES):
+    """Invert bits_back_encode: returns the images (n_images, 96) uint8; msg is left
+    holding the initial bits."""
+    layout = _lane_layout(n_images, lanes)
+    M = model.n_dims
+    prior = quantise(softmax(model.p["a"]), PRIOR_PRECISION)
+    V = np.zeros((n_images, D), dtype=np.uint8)
+    for step in reversed(range(layout.shape[1])):
+        act = np.flatnonzero(layout[:, step] >= 0)
+        codes = np.zeros((len(act), M), dtype=np.int64)
+        for d in reversed(range(M)):
+            codes[:, d] = Categorical(np.broadcast_to(prior[d], (len(act), prior.shape[1])),
+                                      PRIOR_PRECISION).pop(msg, act)
+        means = model.reconstruct(codes)
+        v = np.zeros((len(act), D), dtype=np.int64)
+        for i in reversed(range(D)):
+            v[:, i] = PixelGaussian(means[:, i], model.sigma_x).pop(msg, act)
+        x = v / (PIXEL_LEVELS - 1)
+        q_all = None if isinstance(model, ResidualVQ) else model._q(x)
+        for d in reversed(range(M)):
+            q = _code_posterior(model, x, codes, d, q_all)
+            Categorical(quantise(q, CODE_PRECISION)).push(msg, act, codes[:, d])
+        V[layout[act, step]] = v
+    return V
+
+
+def pixel_table_bits(V, means, sigma):
+    """-log2 of the coder's table probability of each 8-bit pixel, elementwise."""
+    _, freq = PixelGaussian(means, sigma).start_freq(V.astype(np.int64))
+    return PIXEL_PRECISION - np.log2(freq.astype(np.float64))
+
+
+def _table_posterior(model, X):
+    """The coder's integer-table posterior for a factorial model, as probabilities (N, M, K)."""
+    return quantise(model._q(X), CODE_PRECISION) / 2.0**CODE_PRECISION
+
+
+def _sample_table_codes(model, X, rng):
+    """k ~ the coder's table posterior: codes (N, M) and log2 of their probability (N,)."""
+    M = model.n_dims
+    codes, log2_q = np.zeros((len(X), M), dtype=np.int64), np.zeros(len(X))
+    q_all = None if isinstance(model, ResidualVQ) else model._q(X)
+    for d in range(M):
+        q = quantise(_code_posterior(model, X, codes, d, q_all), CODE_PRECISION)
+        u = rng.integers(0, 1 << CODE_PRECISION, size=(len(X), 1))
+        codes[:, d] = (np.cumsum(q, axis=1) <= u).sum(axis=1)
+        log2_q += np.log2(q[np.arange(len(X)), codes[:, d]]) - CODE_PRECISION
+    return codes, log2_q
+
+
+def discrete_bound(model, V, prune=1e-9, n_draws=64, rng=None):
+    """The coder's own bound F_t (bits per image, (N,)): what bits_back_encode pays on average,
+
+        F_t(v) = E_q[-log2 P(v|k) - log2 p(k) + log2 q(k|x)],  x = v/255,
+
+    with P, p and q the coder's integer tables (the folded-tail discretised Gaussian for
+    pixels).  Returns (F_t, err).  While K^M <= 65,536 the expectation runs over every joint
+    code of table weight > prune; the tables give every symbol a nonzero share, so each
+    code costs at most 96*24 + M*(16 + 28) bits and err bounds what the skipped codes could
+    add.  Beyond that, Monte Carlo with n_draws draws per image, err its standard error.
+    """
+    X = V / (PIXEL_LEVELS - 1)
+    M, K = model.n_dims, model.n_codes
+    log2_pi = (np.log2(quantise(softmax(model.p["a"]), PRIOR_PRECISION))
+               - PRIOR_PRECISION)                                           # (M, K)
+    if K**M > MAX_ENUMERATION:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        Xr, Vr = np.repeat(X, n_draws, axis=0), np.repeat(V, n_draws, axis=0)
+        codes, log2_q = _sample_table_codes(model, Xr, rng)
+        cost = (pixel_table_bits(Vr, model.reconstruct(codes), model.sigma_x).sum(axis=1)
+                - log2_pi[np.arange(M), codes].sum(axis=1) + log2_q).reshape(len(V), n_draws)
+        return cost.mean(axis=1), cost.std(axis=1, ddof=1) / math.sqrt(n_draws)
+    if isinstance(model, ResidualVQ):
+        w, code, xhat = model.chain_paths(X, tables=True)
+        code = code / LN2                                                   # (N, P) bits
+    else:
+        q = _table_posterior(model, X)                                      # (N, M, K)
+        codes = all_codes(M, K)
+        w = np.prod(q[:, np.arange(M), codes], axis=-1)                     # (N, K^M)
+        xhat = model.reconstruct(codes)
+        code = None
+    n, j = np.nonzero(w > prune)
+    cost = np.zeros(len(n))
+    for s in range(0, len(n), 20_000):               # bounded memory: 20,000 x 96 at a time
+        sl = slice(s, s + 20_000)
+        cost[sl] = pixel_table_bits(V[n[sl]], xhat[j[sl]], model.sigma_x).sum(axis=1)
+    if code is None:
+        cost += (np.log2(q[n[:, None], np.arange(M), codes[j]])
+                 - log2_pi[np.arange(M), codes[j]]).sum(axis=1)
+    else:
+        cost += code[n, j]
+    kept = np.bincount(n, weights=w[n, j], minlength=len(V))
+    bound = np.bincount(n, weights=w[n, j] * cost, minlength=len(V))
+    worst = D * PIXEL_PRECISION + M * (CODE_PRECISION + PRIOR_PRECISION)
+    return bound, np.maximum(1.0 - kept, 0.0) * worst
+
+
+# The compression experiment, the bitstream file and the baselines.
+
+CODER_MODELS = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq",
+                "factorial_vq_amortised")
+STREAM_MAGIC, STREAM_VERSION = b"SVQB", 1
+
+
+def _coder_variant(models, name):
+    """The fitted model behind a coder row; the amortised row is the factorial model with
+    its refinement switched off."""
+    if name == "factorial_vq_amortised":
+        import copy
+        model = copy.deepcopy(models["factorial_vq"])
+        model.refine = 0
+        return model
+    return models[name]
+
+
+def code_and_check(model, V, seed=0, lanes=CODER_LANES):
+    """Encode and decode V (N, 96) uint8; returns the numbers of one coder row."""
+    t0 = time.perf_counter()
+    msg, initial = bits_back_encode(model, V, lanes, seed)
+    encoded = msg.copy()
+    decoded = bits_back_decode(model, msg, len(V), lanes)
+    seconds = time.perf_counter() - t0
+    bound, err = discrete_bound(model, V)
+    actual = (encoded.bits - initial.bits) / len(V)
+    density = (float(model.description_length(V / (PIXEL_LEVELS - 1))["total"].mean())
+               + D * math.log2(model.sigma_x * math.sqrt(2 * math.pi) * (PIXEL_LEVELS - 1)))
+    return {"actual_bits": actual, "bound_t": float(bound.mean()),
+            "bound_t_err": float(np.sqrt(np.sum(err**2)) / len(V)),
+            "overhead_pct": 100.0 * (actual / float(bound.mean()) - 1.0),
+            "density_bound": density,
+            "roundtrip": bool(np.array_equal(decoded, V) and msg == initial),
+            "seconds": seconds}, encoded
+
+
+def baseline_bits(V):
+    """Bits per image of general-purpose compressors on the same 8-bit images."""
+    import bz2
+    import gzip
+    import io
+    import lzma
+    from PIL import Image
+    raw = V.tobytes()
+    png = io.BytesIO()
+    Image.fromarray(V.reshape(-1, WIDTH)).save(png, format="PNG", optimize=True)   # images stacked
+    sizes = {"gzip": len(gzip.compress(raw, 9)), "bz2": len(bz2.compress(raw, 9)),
+             "lzma": len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)),
+             "png": len(png.getvalue())}
+    return {name: 8.0 * size / len(V) for name, size in sizes.items()}
+
+
+def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log=None,
+                        **fit_kw):
+    """Train the discrete models, then code the 8-bit held-out set with each.
+
+    Returns ({NAME: coder row, "baselines": {...}, "seconds": encode + decode wall time of
+    all rows, run one after another}, {NAME: (model, encoded message)}).
+    """
+    log = log or progress_logger(True)
+    fitted = sorted({m.replace("_amortised", "") for m in models})
+    out = run_comparison(seed=seed, n_test=n_test, models=fitted, workers=workers, **fit_kw)
+    V = quantise_images(out["heldout"])
+    rows, streams = {}, {}
+    for name in models:
+        model = _coder_variant(out["models"], name)
+        rows[name], message = code_and_check(model, V, seed)
+        streams[name] = (model, message)
+        log(f"{name:24s} {rows[name]['actual_bits']:8.2f} bits per image "
+            f"({rows[name]['overhead_pct']:+.3f}% over F_t), round trip "
+            f"{'exact' if rows[name]['roundtrip'] else 'FAILED'}, {rows[name]['seconds']:.2f} s")
+    rows["seconds"] = sum(rows[name]["seconds"] for name in models)
+    rows["baselines"] = baseline_bits(V)
+    return rows, streams
+
+
+def write_bitstream(path, name, model, message, config, V):
+    """Write one model's message with a header: magic, version, SHA-256 of the rest, then
+    a JSON header, the model parameters and the message."""
+    import hashlib
+    header = {**config, "model": name, "n_images": len(V), "lanes": CODER_LANES,
+              "n_params": int(model.theta.size),
+              "images_sha256": hashlib.sha256(V.tobytes()).hexdigest()}
+    head = json.dumps(header, sort_keys=True).encode()
+    body = (len(head).to_bytes(4, "little") + head + model.theta.astype("<f8").tobytes()
+            + message.to_bytes())
+    blob = STREAM_MAGIC + bytes([STREAM_VERSION]) + hashlib.sha256(body).digest() + body
+    atomic_write(path, lambda tmp: open(tmp, "wb").write(blob))
+    return len(blob)
+
+
+def read_bitstream(path):
+    """Decode a bitstream file: returns (header, images (N, 96) uint8).
+
+    Raises ValueError with a plain message on any damage; images are only returned when
+    the checksum, the decoded images' hash and the recovered initial bits all agree.
+    """
+    import hashlib
+    with open(path, "rb") as f:
+        blob = f.read()
+    if blob[:4] != STREAM_MAGIC:
+        raise ValueError(f"{path} is not a bitstream of this program (bad magic)")
+    if len(blob) < 41 or blob[4] != STREAM_VERSION:
+        raise ValueError(f"{path}: unsupported format version or truncated header")
+    body = blob[37:]
+    if hashlib.sha256(body).digest() != blob[5:37]:
+        raise ValueError(f"{path} is damaged or truncated (checksum mismatch)")
+    n = int.from_bytes(body[:4], "little")
+    header = json.loads(body[4:4 + n])
+    rest = body[4 + n:]
+    k = 8 * header["n_params"]
+    model = build_model(header["model"].replace("_amortised", ""), header["n_dims"],
+                        header["n_units_per_dim"], header["sigma_x"], header["refine"])
+    if header["model"].endswith("_amortised"):
+        model.refine = 0
+    if model.theta.size != header["n_params"]:
+        raise ValueError(f"{path}: parameter count does not match the model")
+    model.theta[...] = np.frombuffer(rest[:k], dtype="<f8")
+    msg = Message.from_bytes(rest[k:], header["lanes"])
+    V = bits_back_decode(model, msg, header["n_images"], header["lanes"])
+    initial = initial_message(header["lanes"], model.n_dims, header["seed"])
+    if hashlib.sha256(V.tobytes()).hexdigest() != header["images_sha256"] or not msg == initial:
+        raise ValueError(f"{path}: decoding did not reproduce the encoded images")
+    return header, V
+
+
 # ----------------------------------------------------------------------------- CLI
 
 LABELS = {"standard_vq": "standard {MK}-VQ", "separate_slices": "separate {M} x 8x{w} slices",
@@ -923,6 +1389,35 @@ def format_table(results, cfg, markdown=False):
     line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
                                for i, (v, w) in enumerate(zip(r, widths)))
     return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def format_compress_table(rows, cfg, markdown=False):
+    """The coder table: bits per image of the 8-bit held-out images, per model."""
+    cols = ["model", "actual bits", "F_t", "overhead", "density bound", "round trip", "seconds"]
+    table = []
+    for name, r in rows.items():
+        if name in ("baselines", "seconds"):
+            continue
+        label = (model_label("factorial_vq", cfg["n_dims"], cfg["n_units_per_dim"]) + ", amortised"
+                 if name == "factorial_vq_amortised"
+                 else model_label(name, cfg["n_dims"], cfg["n_units_per_dim"]))
+        table.append([label, f"{r['actual_bits']:.2f}", f"{r['bound_t']:.2f}",
+                      f"{r['overhead_pct']:+.3f}%", f"{r['density_bound']:.2f}",
+                      "exact" if r["roundtrip"] else "FAILED", f"{r['seconds']:.2f}"])
+    b = rows["baselines"]
+    head = (f"Bits-back coding of {cfg['n_test']} held-out images (8-bit pixels), seed "
+            f"{cfg['seed']}, bits per image; sigma_x = {cfg['sigma_x']}")
+    tail = (f"Same images, general-purpose compressors: gzip {b['gzip']:.1f}, bz2 {b['bz2']:.1f}, "
+            f"lzma {b['lzma']:.1f}, PNG {b['png']:.1f} bits per image; raw 768.")
+    if markdown:
+        line = lambda r: "| " + " | ".join(r) + " |"
+        return "\n".join([f"*{head}*", "", line(cols), line(["---"] + ["---:"] * (len(cols) - 1))]
+                         + [line(r) for r in table] + ["", tail])
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(cols)]
+    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(r, widths)))
+    return "\n".join([head, line(cols), line(["-" * w for w in widths])]
+                     + [line(r) for r in table] + [tail])
 
 
 class CLIParser(argparse.ArgumentParser):
@@ -993,6 +1488,15 @@ def parse_args(argv=None):
     ap.add_argument("--workers", type=int_at_least(1), default=min(2, os.cpu_count() or 1),
                     help="worker processes (default: up to 2)")
     ap.add_argument("--json", metavar="PATH", help="write config, versions and all numbers here")
+    ap.add_argument("--compress", action="store_true",
+                    help="code the 8-bit held-out set with every discrete model (bits-back "
+                         "rANS), decode it, and compare with gzip, bz2, lzma and PNG")
+    ap.add_argument("--bitstream", metavar="PATH",
+                    help="write one model's coded held-out set to PATH (see --bitstream-model)")
+    ap.add_argument("--bitstream-model", choices=CODER_MODELS, default="factorial_vq",
+                    help="the model whose message --bitstream writes (default factorial_vq)")
+    ap.add_argument("--decode", metavar="PATH",
+                    help="decode a --bitstream file and check it against the held-out set")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--quiet", action="store_true", help="print only the table")
     args = ap.parse_args(argv)
@@ -1003,10 +1507,16 @@ def parse_args(argv=None):
     if small:
         ap.error(f"--n-samples {args.n_samples} is too small for {small[0]} "
                  f"(needs >= {small[0][3:]}); raise it or leave {small[0]} out of --models")
-    if args.json:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            ap.error(f"--json {args.json}: folder {folder} does not exist or is not writable")
+    if (args.compress or args.bitstream) and args.seeds:
+        ap.error("--compress and --bitstream code one seed: use --seed")
+    for flag in ("json", "bitstream"):
+        path = getattr(args, flag)
+        if path:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+                ap.error(f"--{flag} {path}: folder {folder} does not exist or is not writable")
+    if args.decode and not os.path.isfile(args.decode):
+        ap.error(f"--decode {args.decode}: no such file")
     return args
 
 
@@ -1042,20 +1552,64 @@ def write_json(path, payload):
     atomic_write(path, write)
 
 
+def decode_main(path):
+    """--decode: decode a bitstream and check it; 0 when every image is recovered, else 2."""
+    try:
+        header, V = read_bitstream(path)
+        expected = quantise_images(generate_spline_images(header["n_test"], header["seed"],
+                                                          stream=1)[0])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print(f"spline_images_factorial_vq.py: error: {err}", file=sys.stderr)
+        return 2
+    if not np.array_equal(V, expected):
+        print(f"spline_images_factorial_vq.py: error: {path} decodes to images that differ from "
+              f"the held-out set of seed {header['seed']}", file=sys.stderr)
+        return 2
+    print(f"decoded {len(V)} images with {header['model']} (seed {header['seed']}): identical to "
+          f"the held-out set, initial bits recovered, file {os.path.getsize(path)} bytes")
+    return 0
+
+
+def compress_main(args, cfg, log):
+    """--compress / --bitstream: train, code, decode, print the coder table."""
+    models = CODER_MODELS if args.compress else (args.bitstream_model,)
+    if args.bitstream_model not in models:
+        models = models + (args.bitstream_model,)
+    fit_kw = {k: cfg[k] for k in ("n_dims", "n_units_per_dim", "n_samples", "steps", "sigma_x",
+                                  "objective", "schedule", "init", "refine")}
+    rows, streams = compress_comparison(args.seed, cfg["n_test"], models, args.workers, log,
+                                        **fit_kw)
+    print(format_compress_table(rows, {**cfg, "seed": args.seed}, markdown=args.markdown))
+    if args.bitstream:
+        model, message = streams[args.bitstream_model]
+        V = quantise_images(load_data(args.seed, cfg["n_samples"], cfg["n_test"])[1])
+        keys = ("n_dims", "n_units_per_dim", "sigma_x", "refine", "n_test")
+        size = write_bitstream(args.bitstream, args.bitstream_model, model, message,
+                               {"seed": args.seed, **{k: cfg[k] for k in keys}}, V)
+        log(f"wrote {args.bitstream}: {size} bytes ({8 * size / len(V):.1f} bits per image "
+            f"with header and model parameters)")
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.decode:
+        return decode_main(args.decode)
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds else [args.seed]
     cfg = {k: getattr(args, k) for k in ("n_dims", "n_units_per_dim", "n_samples", "n_test",
                                          "steps", "sigma_x", "objective", "schedule", "init",
                                          "refine", "models")}
     log = progress_logger(args.quiet)
-    log(f"training {len(cfg['models'])} models x {len(seeds)} seed(s), {args.steps} steps "
-        f"each, {min(args.workers, len(seeds) * len(cfg['models']))} worker(s)")
-    results = run_seeds(cfg, seeds, workers=args.workers, log=log)
+    if args.compress or args.bitstream:
+        compress, results = compress_main(args, cfg, log), None
+    else:
+        log(f"training {len(cfg['models'])} models x {len(seeds)} seed(s), {args.steps} steps "
+            f"each, {min(args.workers, len(seeds) * len(cfg['models']))} worker(s)")
+        results, compress = run_seeds(cfg, seeds, workers=args.workers, log=log), None
+        print(format_table(results, cfg, markdown=args.markdown))
     wall = time.perf_counter() - t0
-    print(format_table(results, cfg, markdown=args.markdown))
-    if args.objective == "meanfield":
+    if results and args.objective == "meanfield":
         print("legacy = ||x - E[xhat]||^2/(2 sigma^2) + KL, the earlier reproduction's number: it "
               "omits the variance of the stochastic code and is not a code length; total F is.")
     log(f"done in {wall:.2f} s wall")
@@ -1065,9 +1619,12 @@ def main(argv=None):
         payload = {"config": {**cfg, "seeds": seeds},
                    "versions": {"python": platform.python_version(), "numpy": np.__version__,
                                 "scipy": scipy.__version__, "platform": platform.platform()},
-                   "results": [{"seed": s, "models": results[s]} for s in seeds],
-                   "summary": summarise(results, cfg["models"]),
                    "wall_seconds": wall}
+        if results:
+            payload["results"] = [{"seed": s, "models": results[s]} for s in seeds]
+            payload["summary"] = summarise(results, cfg["models"])
+        if compress:
+            payload["compress"] = compress
         try:
             write_json(args.json, payload)
         except OSError as err:

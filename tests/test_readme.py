@@ -11,6 +11,7 @@ TABLES = {
     "results": ["--seeds", "0", "1", "2", "3", "4"],
     "meanfield": ["--objective", "meanfield", "--models", "standard_vq", "separate_slices",
                   "factorial_vq"],
+    "compress": ["--compress"],
 }
 
 
