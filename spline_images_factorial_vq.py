@@ -893,6 +893,199 @@ def summarise(results, models):
     return summary
 
 
+# ----------------------------------------------------------------------------- open questions
+#
+# The earlier reproduction listed these and never ran them: how the description length
+# depends on the number of factors at a fixed 24 codewords and on bigger codes; whether
+# factors align with control points; whether warm-up schedules matter; and the floor, the
+# description length of the true generator itself.
+
+SWEEP_FIXED = ((1, 24), (2, 12), (3, 8), (4, 6), (6, 4), (8, 3), (12, 2))
+SWEEP_LARGER = ((4, 8), (4, 12), (4, 16), (5, 6))
+ALIGNMENT_MODELS = ((4, 6), (5, 6))
+ANNEALING_RUNS = tuple((s, i) for i in ("band", "random") for s in ("sigma", "kl", "none"))
+EXPERIMENTS = ("sweep", "alignment", "annealing", "limit")
+POOR_OPTIMUM_BITS = 5.0        # a run this much worse than the best at its seed is "poor"
+
+
+def segment_heights(controls, n_points=64):
+    """Mean spline height over each of the 4 segments between control points: (N, 4)."""
+    spline = CubicSpline(CONTROL_X, np.asarray(controls).T, bc_type="natural")
+    xs = np.linspace(CONTROL_X[:-1], CONTROL_X[1:], n_points)                   # (n, 4)
+    return spline(xs).mean(axis=0).T
+
+
+def quantile_bins(values, n_bins=8):
+    """Equal-frequency bin index (N,) of each value, from the values' own quantiles."""
+    edges = np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1])
+    return np.searchsorted(edges, values, side="right")
+
+
+def mutual_information(q, labels, n_labels):
+    """Plug-in MI in bits between a stochastic code q (N, K) and labels (N,) in 0..n_labels-1.
+
+    The joint p(k, b) is the average over images of q(k|x_n) [b_n = b]."""
+    joint = q.T @ np.eye(n_labels)[labels] / len(q)                            # (K, B)
+    outer = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)
+    nz = joint > 0
+    return float(np.sum(joint[nz] * np.log2(joint[nz] / outer[nz])))
+
+
+def alignment(model, X, controls, n_bins=8):
+    """MI (bits) between every factor's posterior and every control height (M, 5) and
+    segment mean height (M, 4), and the score mean_d max_j MI_dj / sum_j MI_dj (controls)."""
+    q = model.posteriors(X)
+    heights = [quantile_bins(h, n_bins) for h in np.asarray(controls).T]
+    segments = [quantile_bins(h, n_bins) for h in segment_heights(controls).T]
+    mi_c = np.array([[mutual_information(qd, b, n_bins) for b in heights] for qd in q])
+    mi_s = np.array([[mutual_information(qd, b, n_bins) for b in segments] for qd in q])
+    score = lambda mi: float(np.mean(mi.max(axis=1) / np.maximum(mi.sum(axis=1), 1e-12)))
+    return {"mi_controls": mi_c, "mi_segments": mi_s, "score": score(mi_c),
+            "score_segments": score(mi_s)}
+
+
+def importance_dl(x, render, centre, cov, low, high, sigma_x, n_samples, rng, df=4):
+    """DL (bits) of x under h ~ U[low, high]^d, x = render(h) + N(0, sigma_x^2 I), and its
+    standard error, by importance sampling from a multivariate t around `centre`.
+
+    In the convention t = sigma_x sqrt(2 pi), DL(x) = -log2 E_h exp(-||x - render(h)||^2 /
+    (2 sigma_x^2)).  x (D,), centre (d,), cov (d, d); render maps (S, d) to (S, D).
+    """
+    from scipy.stats import multivariate_t
+    proposal = multivariate_t(centre, cov, df=df)
+    h = proposal.rvs(size=n_samples, random_state=rng).reshape(n_samples, -1)
+    inside = np.all((h >= low) & (h <= high), axis=1)
+    log_w = np.full(n_samples, -np.inf)
+    if inside.any():
+        r = render(h[inside])
+        log_w[inside] = (-np.sum((x - r) ** 2, axis=1) / (2 * sigma_x**2)
+                         - h.shape[1] * math.log(high - low) - proposal.logpdf(h[inside]))
+    top = log_w.max()
+    w = np.exp(log_w - top)
+    mean = w.mean()
+    dl = -(top + math.log(mean)) / LN2
+    se = w.std(ddof=1) / (mean * math.sqrt(n_samples)) / LN2        # delta method, in bits
+    return dl, se
+
+
+def generator_dl(X, controls, sigma_x=0.15, n_samples=1000, rng=None, widen=1.5, eps=1e-5):
+    """DL of the true generator for images X (N, 96) with their controls (N, 5): per-image
+    bits and standard errors, each proposal centred at the true heights with widen^2 times
+    the Laplace covariance sigma_x^2 (J^T J)^-1 of the renderer."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    lo, hi = CONTROL_RANGE
+    out = np.zeros((len(X), 2))
+    for n, (x, h) in enumerate(zip(X, controls)):
+        J = (render_splines(h + eps * np.eye(N_CONTROL)) - render_splines(h[None])) / eps  # (5, D)
+        cov = widen**2 * sigma_x**2 * np.linalg.inv(J @ J.T + 1e-9 * np.eye(N_CONTROL))
+        out[n] = importance_dl(x, render_splines, h, cov, lo, hi, sigma_x, n_samples, rng)
+    return out[:, 0], out[:, 1]
+
+
+def _experiment_task(task):
+    """Worker: one factorial model fitted and scored, or one chunk of the limit."""
+    kind, seed, arg = task
+    X, Xt = load_data(seed)
+    if kind == "limit":
+        start, stop, n_samples = arg
+        controls = generate_spline_images(stop, seed, stream=1)[1][start:stop]
+        bits, se = generator_dl(Xt[start:stop], controls,
+                                rng=np.random.default_rng([seed, 11, start]), n_samples=n_samples)
+        return kind, seed, arg, {"bits": bits, "se": se}
+    M, K, schedule, init, want_alignment = arg
+    model, _ = fit_model("factorial_vq", X, seed=seed, n_dims=M, n_units_per_dim=K,
+                         schedule=schedule, init=init)
+    exact = model.exact_dl(Xt)
+    res = {"total": float(model.description_length(Xt)["total"].mean()),
+           "exact": None if exact is None else float(exact.mean())}
+    if want_alignment:
+        res["alignment"] = alignment(model, Xt, generate_spline_images(len(Xt), seed, stream=1)[1])
+    return kind, seed, arg, res
+
+
+def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
+                    limit_samples=1000, log=None):
+    """Run the open-question experiments; returns the JSON-ready dict, one key per name."""
+    log = log or progress_logger(True)
+    fits = {}
+    if "sweep" in names:
+        fits.update({(M, K, "sigma", "band"): False for M, K in SWEEP_FIXED + SWEEP_LARGER})
+    if "alignment" in names:
+        fits.update({(M, K, "sigma", "band"): True for M, K in ALIGNMENT_MODELS})
+    if "annealing" in names:
+        fits.update({(4, 6, s, i): fits.get((4, 6, s, i), False) for s, i in ANNEALING_RUNS})
+    # the biggest enumerations first, so that the two workers finish together
+    tasks = [("fit", s, key + (want,)) for key, want in
+             sorted(fits.items(), key=lambda kv: -kv[0][1] ** kv[0][0]) for s in seeds]
+    if "limit" in names:
+        chunk = max(1, limit_images // (4 * max(workers, 1)))
+        tasks += [("limit", seeds[0], (a, min(a + chunk, limit_images), limit_samples))
+                  for a in range(0, limit_images, chunk)]
+    for s in seeds:
+        load_data(s)                         # render once here; forked workers inherit it
+    done, t0, results = 0, time.perf_counter(), []
+    for item in _map(_experiment_task, tasks, workers):
+        results.append(item)
+        done += 1
+        kind, seed, arg, _ = item
+        what = "limit images %d-%d" % arg[:2] if kind == "limit" else "%dx%d %s/%s" % arg[:4]
+        log(f"[{done}/{len(tasks)}] seed {seed} {what}  ({time.perf_counter() - t0:.1f} s)")
+    return summarise_experiments(names, results, seeds)
+
+
+def summarise_experiments(names, results, seeds):
+    """Collect the worker results into the experiments' JSON entries."""
+    fit = {}
+    for kind, seed, arg, res in results:
+        if kind == "fit":
+            fit.setdefault(tuple(arg[:4]), {})[seed] = res
+    stats = lambda v: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+    out = {}
+    if "sweep" in names:
+        out["sweep"] = {}
+        for M, K in SWEEP_FIXED + SWEEP_LARGER:
+            runs = fit[(M, K, "sigma", "band")]
+            mean, sd = stats([runs[s]["total"] for s in seeds])
+            exact = [runs[s]["exact"] for s in seeds]
+            out["sweep"][f"{M}x{K}"] = {
+                "heldout_total_mean": mean, "heldout_total_sd": sd,
+                "exact_mean": None if None in exact else float(np.mean(exact)),
+                "exact_sd": None if None in exact else stats(exact)[1],
+                "codewords": M * K, "joint_codes": K**M}
+    if "alignment" in names:
+        out["alignment"] = {}
+        for M, K in ALIGNMENT_MODELS:
+            runs = fit[(M, K, "sigma", "band")]
+            score, sd = stats([runs[s]["alignment"]["score"] for s in seeds])
+            seg, seg_sd = stats([runs[s]["alignment"]["score_segments"] for s in seeds])
+            first = runs[seeds[0]]["alignment"]
+            out["alignment"][f"{M}x{K}"] = {
+                "score": score, "score_sd": sd, "score_segments": seg, "score_segments_sd": seg_sd,
+                "seed": seeds[0], "mi_controls": first["mi_controls"].tolist(),
+                "mi_segments": first["mi_segments"].tolist()}
+    if "annealing" in names:
+        out["annealing"] = {}
+        best = {s: min(fit[(4, 6) + r][s]["total"] for r in ANNEALING_RUNS) for s in seeds}
+        for schedule, init in ANNEALING_RUNS:
+            totals = [fit[(4, 6, schedule, init)][s]["total"] for s in seeds]
+            mean, sd = stats(totals)
+            poor = sum(t > best[s] + POOR_OPTIMUM_BITS for t, s in zip(totals, seeds))
+            key = schedule if init == "band" else f"{schedule}/random-init"
+            out["annealing"][key] = {"heldout_total_mean": mean, "heldout_total_sd": sd,
+                                     "poor_optima": poor, "runs": len(seeds),
+                                     "totals": totals}
+    if "limit" in names:
+        parts = sorted((arg, res) for kind, _, arg, res in results if kind == "limit")
+        bits = np.concatenate([res["bits"] for _, res in parts])
+        is_se = np.concatenate([res["se"] for _, res in parts])
+        n = len(bits)
+        # the error of the mean over images, which includes each image's sampling error
+        out["limit"] = {"bits": float(bits.mean()), "se": float(bits.std(ddof=1) / math.sqrt(n)),
+                        "importance_se": float(np.sqrt(np.sum(is_se**2)) / n),
+                        "n_images": n, "n_samples": parts[0][0][2], "seed": seeds[0]}
+    return out
+
+
 # ----------------------------------------------------------------------------- bits-back coding
 #
 # The paper's argument made real: the sender pops a code k ~ q(k|x) off the message (the
@@ -1420,6 +1613,60 @@ def format_compress_table(rows, cfg, markdown=False):
                      + [line(r) for r in table] + [tail])
 
 
+def _md_or_plain(head, cols, rows, markdown):
+    """One table, plain text or Markdown."""
+    if markdown:
+        line = lambda r: "| " + " | ".join(r) + " |"
+        return "\n".join([f"*{head}*", "", line(cols), line(["---"] + ["---:"] * (len(cols) - 1))]
+                         + [line(r) for r in rows])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(r, widths)))
+    return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def format_experiments(out, seeds, markdown=False):
+    """Tables of the open-question experiments, in the order they were asked."""
+    pm = lambda m, s: f"{m:.2f} ± {s:.2f}"
+    seed_text = f"seeds {', '.join(map(str, seeds))}"
+    parts = []
+    if "sweep" in out:
+        rows = [[k, str(v["codewords"]), str(v["joint_codes"]),
+                 pm(v["heldout_total_mean"], v["heldout_total_sd"]),
+                 "skipped" if v["exact_mean"] is None else pm(v["exact_mean"], v["exact_sd"])]
+                for k, v in out["sweep"].items()]
+        parts.append(_md_or_plain(
+            f"Factor-count sweep: factorial M x K VQ, held-out F and exact DL* in bits per "
+            f"image, mean ± sd over {seed_text}",
+            ["M x K", "codewords", "joint codes", "held-out F", "exact DL*"], rows, markdown))
+    if "limit" in out:
+        v = out["limit"]
+        parts.append(f"Limit: the true generator (5 uniform heights, renderer, noise sigma_x) "
+                     f"needs {v['bits']:.2f} ± {v['se']:.2f} bits per image ({v['n_images']} "
+                     f"held-out images of seed {v['seed']}, {v['n_samples']} importance samples "
+                     f"each; importance-sampling error {v['importance_se']:.3f})")
+    if "alignment" in out:
+        for key, v in out["alignment"].items():
+            rows = [[f"factor {d + 1}"] + [f"{x:.2f}" for x in mc] + [f"{x:.2f}" for x in ms]
+                    for d, (mc, ms) in enumerate(zip(v["mi_controls"], v["mi_segments"]))]
+            cols = ["", *(f"h{j + 1}" for j in range(N_CONTROL)),
+                    *(f"seg{j + 1}" for j in range(N_CONTROL - 1))]
+            parts.append(_md_or_plain(
+                f"Alignment of the factorial {key} VQ (seed {v['seed']}): MI in bits between "
+                f"each factor's code and each control height h_j and segment mean height seg_j; "
+                f"score {pm(v['score'], v['score_sd'])} (controls), "
+                f"{pm(v['score_segments'], v['score_segments_sd'])} (segments) over {seed_text}",
+                cols, rows, markdown))
+    if "annealing" in out:
+        rows = [[k, pm(v["heldout_total_mean"], v["heldout_total_sd"]),
+                 f"{v['poor_optima']}/{v['runs']}"] for k, v in out["annealing"].items()]
+        parts.append(_md_or_plain(
+            f"Warm-up schedules for the factorial 4x6 VQ: held-out F in bits per image, mean ± sd "
+            f"over {seed_text}; poor = more than {POOR_OPTIMUM_BITS:g} bits above the best run "
+            f"at its seed", ["schedule", "held-out F", "poor optima"], rows, markdown))
+    return "\n\n".join(parts)
+
+
 class CLIParser(argparse.ArgumentParser):
     """argparse that reports a bad value in one line and exits with status 2."""
 
@@ -1497,6 +1744,10 @@ def parse_args(argv=None):
                     help="the model whose message --bitstream writes (default factorial_vq)")
     ap.add_argument("--decode", metavar="PATH",
                     help="decode a --bitstream file and check it against the held-out set")
+    ap.add_argument("--experiment", choices=EXPERIMENTS + ("all",),
+                    help="answer an open question: sweep (factor counts), alignment (factors vs "
+                         "control points), annealing (warm-up schedules), limit (the true "
+                         "generator's DL), or all; over --seeds (default 0 1 2 3 4)")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--quiet", action="store_true", help="print only the table")
     args = ap.parse_args(argv)
@@ -1509,6 +1760,8 @@ def parse_args(argv=None):
                  f"(needs >= {small[0][3:]}); raise it or leave {small[0]} out of --models")
     if (args.compress or args.bitstream) and args.seeds:
         ap.error("--compress and --bitstream code one seed: use --seed")
+    if args.experiment and (args.compress or args.bitstream or args.decode):
+        ap.error("--experiment runs on its own: leave out --compress, --bitstream and --decode")
     for flag in ("json", "bitstream"):
         path = getattr(args, flag)
         if path:
@@ -1601,12 +1854,19 @@ def main(argv=None):
                                          "steps", "sigma_x", "objective", "schedule", "init",
                                          "refine", "models")}
     log = progress_logger(args.quiet)
-    if args.compress or args.bitstream:
-        compress, results = compress_main(args, cfg, log), None
+    compress = results = experiments = None
+    if args.experiment:
+        names = EXPERIMENTS if args.experiment == "all" else (args.experiment,)
+        seeds = args.seeds or [0, 1, 2, 3, 4]
+        log(f"experiments {', '.join(names)} over seeds {seeds}, {args.workers} worker(s)")
+        experiments = run_experiments(names, seeds, workers=args.workers, log=log)
+        print(format_experiments(experiments, seeds, markdown=args.markdown))
+    elif args.compress or args.bitstream:
+        compress = compress_main(args, cfg, log)
     else:
         log(f"training {len(cfg['models'])} models x {len(seeds)} seed(s), {args.steps} steps "
             f"each, {min(args.workers, len(seeds) * len(cfg['models']))} worker(s)")
-        results, compress = run_seeds(cfg, seeds, workers=args.workers, log=log), None
+        results = run_seeds(cfg, seeds, workers=args.workers, log=log)
         print(format_table(results, cfg, markdown=args.markdown))
     wall = time.perf_counter() - t0
     if results and args.objective == "meanfield":
@@ -1625,6 +1885,8 @@ def main(argv=None):
             payload["summary"] = summarise(results, cfg["models"])
         if compress:
             payload["compress"] = compress
+        if experiments:
+            payload.update(experiments)
         try:
             write_json(args.json, payload)
         except OSError as err:

@@ -216,6 +216,132 @@ def fig_reconstructions(models, heldout, cfg, rng, n=8):
     return fig
 
 
+# ----------------------------------------------------------------------------- open questions
+
+
+def fig_sweep(sweep, limit, seeds):
+    """Held-out F and exact DL* against the factor count (24 codewords) and the code size."""
+    fixed = [k for k in sweep if sweep[k]["codewords"] == 24]
+    larger = [k for k in sweep if k.startswith("4x")] 
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    for ax, keys, xs, xlabel in (
+            (ax1, fixed, [int(k.split("x")[0]) for k in fixed],
+             "factors M (with K = 24 / M codes each)"),
+            (ax2, larger, [sweep[k]["codewords"] for k in larger], "codewords M·K (M = 4)")):
+        F = np.array([sweep[k]["heldout_total_mean"] for k in keys])
+        sd = np.array([sweep[k]["heldout_total_sd"] for k in keys])
+        ax.errorbar(xs, F, yerr=sd, fmt="-o", color=COLORS["factorial_vq"], capsize=3,
+                    label="held-out F (refined posterior)")
+        ex = [sweep[k]["exact_mean"] for k in keys]
+        ax.plot(xs, ex, "D", color="black", ms=5, mfc="none", label="exact DL* of the model")
+        for x, k, f in zip(xs, keys, F):
+            ax.annotate(k, (x, f), textcoords="offset points", xytext=(0, 8), ha="center",
+                        fontsize=8)
+        if limit:
+            ax.axhline(limit["bits"], color="tab:green", lw=1.5,
+                       label=f"limit: true generator, {limit['bits']:.1f} ± {limit['se']:.1f}")
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.minorticks_off()
+        ax.set_xlabel(xlabel)
+    if "5x6" in sweep:
+        ax2.errorbar([30], [sweep["5x6"]["heldout_total_mean"]], yerr=[sweep["5x6"]["heldout_total_sd"]],
+                     fmt="s", color="tab:orange", capsize=3, label="5x6")
+    ax1.set_ylabel("bits per image")
+    ax1.set_ylim(0, None)
+    ax1.legend(fontsize=8, loc="center")
+    ax2.legend(fontsize=8, loc="upper right")
+    ax1.set_title("Same 24 codewords, split into M factors", fontsize=10)
+    ax2.set_title("Bigger codes", fontsize=10)
+    fig.suptitle(f"Factorial VQ description length on 2000 held-out images, mean ± sd over seeds "
+                 f"{seeds[0]}–{seeds[-1]}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def fig_alignment(alignment):
+    """MI heatmaps: factors against control heights and segment mean heights."""
+    keys = list(alignment)
+    fig, axes = plt.subplots(len(keys), 2, figsize=(11, 2.2 + 1.9 * len(keys)), squeeze=False,
+                             gridspec_kw={"width_ratios": (5, 4)})
+    top = max(np.max(alignment[k][f]) for k in keys for f in ("mi_controls", "mi_segments"))
+    for row, key in enumerate(keys):
+        a = alignment[key]
+        for col, (field, names) in enumerate((
+                ("mi_controls", [f"h{j + 1}" for j in range(sv.N_CONTROL)]),
+                ("mi_segments", [f"seg{j + 1}" for j in range(sv.N_CONTROL - 1)]))):
+            ax, mi = axes[row, col], np.array(a[field])
+            handle = ax.imshow(mi, cmap="viridis", vmin=0, vmax=top, aspect="auto")
+            for (i, j), value in np.ndenumerate(mi):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if value < 0.6 * top else "black")
+            ax.set_xticks(range(len(names)), names)
+            ax.set_yticks(range(len(mi)), [f"factor {d + 1}" for d in range(len(mi))])
+            score = a["score"] if col == 0 else a["score_segments"]
+            what = "control heights" if col == 0 else "segment mean heights"
+            ax.set_title(f"{key} VQ vs {what} (score {score:.2f})", fontsize=9)
+    fig.subplots_adjust(left=0.09, right=0.84, wspace=0.3, hspace=0.45, top=0.86, bottom=0.07)
+    fig.colorbar(handle, ax=axes, shrink=0.8, label="mutual information (bits)")
+    fig.suptitle(f"What each factor's code knows about the curve (held-out images, seed "
+                 f"{alignment[keys[0]]['seed']}; a height has 3 bits in 8 equal-frequency bins)",
+                 fontsize=10)
+    return fig
+
+
+def fig_annealing(annealing, seeds):
+    """Final held-out F of every run, per warm-up schedule and initialisation."""
+    keys = list(annealing)
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    for i, key in enumerate(keys):
+        totals = annealing[key]["totals"]
+        color = "tab:blue" if "random" not in key else "tab:red"
+        ax.plot(np.full(len(totals), i) + np.linspace(-0.12, 0.12, len(totals)), totals, "o",
+                color=color, alpha=0.8)
+        ax.hlines(np.mean(totals), i - 0.3, i + 0.3, color="black")
+        ax.text(i, max(totals) + 0.8, f"poor {annealing[key]['poor_optima']}/"
+                f"{annealing[key]['runs']}", ha="center", fontsize=8)
+    top = max(max(annealing[k]["totals"]) for k in keys)
+    ax.set_ylim(top=top + 2.5)
+    ax.set_xticks(range(len(keys)), [k.replace("/", "\n") for k in keys])
+    ax.set_ylabel("held-out F, bits per image")
+    ax.set_title(f"Factorial 4×6 VQ: warm-up schedule and codebook start, one dot per seed "
+                 f"({seeds[0]}–{seeds[-1]}), bar = mean", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+EXPERIMENT_FIGURES = {"sweep": "sweep", "alignment": "alignment", "annealing": "annealing"}
+
+
+def draw_experiments(path, outdir, dpi, log):
+    """Draw the figures of the experiments found in a --json file of --experiment."""
+    import json
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        seeds = data["config"]["seeds"]
+    except (OSError, ValueError, KeyError) as err:
+        raise OSError(f"cannot read experiments from {path}: {err}") from None
+    makers = {"sweep": lambda: fig_sweep(data["sweep"], data.get("limit"), seeds),
+              "alignment": lambda: fig_alignment(data["alignment"]),
+              "annealing": lambda: fig_annealing(data["annealing"], seeds)}
+    written = []
+    for name, make in makers.items():
+        if name not in data:
+            continue
+        fig = make()
+        target = f"{outdir}/{name}.png"
+        try:
+            sv.atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+        finally:
+            plt.close(fig)
+        log(f"wrote {target}")
+        written.append(target)
+    if not written:
+        raise OSError(f"{path} holds no sweep, alignment or annealing results")
+    return written
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -231,6 +357,9 @@ def parse_args(argv=None):
     ap.add_argument("--eval-every", type=sv.int_at_least(1), default=25,
                     help="steps between points of the training curves (default 25)")
     ap.add_argument("--dpi", type=sv.int_at_least(30), default=100)
+    ap.add_argument("--experiments", metavar="JSON",
+                    help="instead: draw sweep.png, alignment.png and annealing.png from the "
+                         "--json output of spline_images_factorial_vq.py --experiment")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -243,6 +372,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     log = sv.progress_logger(args.quiet)
+    if args.experiments:
+        try:
+            draw_experiments(args.experiments, args.outdir, args.dpi, log)
+        except OSError as err:
+            print(f"visualize_spline_images_factorial_vq.py: error: {err}", file=sys.stderr)
+            return 2
+        return 0
     t0 = time.perf_counter()
     cfg = {"seed": args.seed, "n_dims": 4, "n_units_per_dim": 6, "n_test": args.n_test,
            "sigma_x": 0.15}

@@ -5,7 +5,8 @@
 Prints the median wall time of each command over the repeats, measured around the whole
 process (interpreter start, imports, training, evaluation, drawing), as a user would see
 it: the default run, the five-seed run, the six figures and the training GIF (these two
-write into a temporary folder).
+write into a temporary folder), the coder's encode + decode time (from its JSON), and the
+open-question experiments.
 """
 import argparse
 import json
@@ -57,6 +58,8 @@ def main():
             coding.append(json.load(f)["compress"]["seconds"])
     print(f"bits-back encode + decode of 2000 images, all {len(CODERS)} coder rows: "
           f"median {statistics.median(coding):.2f} s wall over {n}")
+    t = wall(["spline_images_factorial_vq.py", "--experiment", "all"])
+    print(f"open-question experiments (--experiment all, 5 seeds, 2 workers): {t:.2f} s wall, once")
 
 
 if __name__ == "__main__":

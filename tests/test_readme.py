@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,20 @@ def numbers_by_row(markdown):
                 continue
             rows[cells[0]] = [float(x) for c in cells[1:-1] for x in re.findall(r"-?\d+\.\d+", c)]
     return rows
+
+
+def test_readme_experiments_match_a_fresh_run():
+    """Every number of the open-question section: tables, scores in captions, the limit."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- experiments:start -->(.*?)<!-- experiments:end -->", readme,
+                      re.S).group(1)
+    fresh = subprocess.run([sys.executable, str(ROOT / "spline_images_factorial_vq.py"),
+                            "--quiet", "--markdown", "--experiment", "all"], capture_output=True,
+                           text=True, check=True, timeout=300).stdout
+    number = r"-?\d+\.\d+"
+    old, new = re.findall(number, block), re.findall(number, fresh)
+    assert len(old) == len(new) > 100
+    np.testing.assert_allclose(np.array(old, float), np.array(new, float), atol=0.011)
 
 
 @pytest.mark.parametrize("name", TABLES)

@@ -1,0 +1,83 @@
+"""The open-question experiments: MI estimate, importance sampling, CLI and figures."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.integrate import quad
+
+import spline_images_factorial_vq as sv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_mi_of_independent_codes_is_near_zero():
+    rng = np.random.default_rng(0)
+    n = 20000
+    q = np.eye(6)[rng.integers(0, 6, n)]
+    labels = sv.quantile_bins(rng.uniform(0.5, 6.5, n))
+    # the plug-in bias is about (K-1)(B-1) / (2 n ln 2) = 0.0025 bits here
+    assert 0 <= sv.mutual_information(q, labels, 8) < 0.01
+
+
+def test_mi_of_a_code_equal_to_the_binned_height_is_its_entropy():
+    rng = np.random.default_rng(1)
+    h = rng.uniform(0.5, 6.5, 4000)
+    labels = sv.quantile_bins(h, 8)
+    q = np.eye(8)[labels]                                           # the code is the bin
+    counts = np.bincount(labels, minlength=8) / len(h)
+    entropy = -np.sum(counts * np.log2(counts))
+    assert entropy == pytest.approx(3.0, abs=1e-3)                  # equal-frequency bins
+    assert sv.mutual_information(q, labels, 8) == pytest.approx(entropy, rel=1e-12)
+    # a soft code that keeps half its mass on the right bin knows less
+    soft = 0.5 * q + 0.5 / 8
+    assert sv.mutual_information(soft, labels, 8) < entropy
+
+
+def test_importance_sampling_agrees_with_quadrature_on_a_1d_generator():
+    render = lambda h: np.stack([np.sin(3 * h[:, 0]), h[:, 0] ** 2, np.cos(h[:, 0])], axis=1)
+    sigma, low, high = 0.1, 0.0, 1.0
+    x = render(np.array([[0.37]]))[0] + np.array([0.03, -0.02, 0.01])
+    integrand = lambda h: np.exp(-np.sum((x - render(np.array([[h]]))[0]) ** 2) / (2 * sigma**2))
+    exact = -np.log2(quad(integrand, low, high, points=[0.37], limit=200)[0] / (high - low))
+    dl, se = sv.importance_dl(x, render, np.array([0.4]), np.array([[0.05**2]]), low, high,
+                              sigma, 20000, np.random.default_rng(2))
+    assert 0 < se < 0.05
+    assert abs(dl - exact) < 4 * se
+
+
+def test_segment_heights_are_the_spline_means():
+    ctrl = np.array([[1.0, 2.0, 3.0, 4.0, 5.0]])                    # a straight line
+    np.testing.assert_allclose(sv.segment_heights(ctrl)[0], [1.5, 2.5, 3.5, 4.5], rtol=1e-3)
+
+
+def test_generator_dl_is_near_the_laplace_estimate():
+    Xt, ctrl = sv.generate_spline_images(5, 0, stream=1)
+    bits, se = sv.generator_dl(Xt, ctrl, n_samples=2000)
+    assert np.all(se < 0.2) and 15 < bits.mean() < 27               # about 21 bits
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_experiment_cli_writes_json_and_figures(tmp_path):
+    out = tmp_path / "e.json"
+    res = run("spline_images_factorial_vq.py", "--experiment", "annealing", "--seeds", "0", "1",
+              "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "[12/12]" in res.stderr and "poor optima" in res.stdout
+    data = json.loads(out.read_text())
+    assert set(data["annealing"]) == {"sigma", "kl", "none", "sigma/random-init",
+                                      "kl/random-init", "none/random-init"}
+    assert all(v["runs"] == 2 for v in data["annealing"].values())
+    figs = run("visualize_spline_images_factorial_vq.py", "--experiments", str(out),
+               "--outdir", str(tmp_path / "viz"), "--quiet")
+    assert figs.returncode == 0, figs.stderr
+    assert [p.name for p in (tmp_path / "viz").iterdir()] == ["annealing.png"]
+    bad = run("visualize_spline_images_factorial_vq.py", "--experiments", str(tmp_path / "none"),
+              "--outdir", str(tmp_path / "viz"))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
