@@ -11,7 +11,9 @@ per-pixel Gaussian normaliser vanishes. At another width t' add
 D * log2(sigma_x * sqrt(2 pi) / t') bits.
 
 The file reads like the paper: data -> free energy -> models -> optimiser -> training ->
-evaluation -> CLI. Run `python3 spline_images_factorial_vq.py --help`.
+evaluation, then the open questions the paper leaves (factor counts, alignment, warm-up,
+the generator's own description length), a bits-back rANS coder that turns the bound into
+actual bits, and the CLI. Run `python3 spline_images_factorial_vq.py --help`.
 """
 
 import argparse
@@ -323,7 +325,6 @@ class StochasticVQ(CodeModel):
             if bands.shape != (M, D):
                 raise ValueError(f"bands must have shape {(M, D)}")
             self.mask["C"][...] = bands[:, None, :]
-            per_logit = np.repeat(bands.T, K, axis=1)                          # (D, M*K)
             if H:
                 groups = np.array_split(np.arange(H), M)
                 unit_band = np.zeros((M, H))
@@ -332,7 +333,7 @@ class StochasticVQ(CodeModel):
                 self.mask["W1"][...] = bands.T @ unit_band                     # band d -> units of d
                 self.mask["W2"][...] = np.repeat(unit_band.T, K, axis=1)      # units of d -> q_d
             else:
-                self.mask["W"][...] = per_logit
+                self.mask["W"][...] = np.repeat(bands.T, K, axis=1)           # (D, M*K)
 
     # --- recognition ---------------------------------------------------------
 
@@ -400,14 +401,13 @@ class StochasticVQ(CodeModel):
                                   self.sigma_x, variance=variance)
         return {"recon": recon / LN2, "code": code / LN2, "total": (recon + code) / LN2}
 
-    def mean_reconstruction(self, X):
-        """E_q[xhat(k)] = b + sum_d sum_k q_d(k|x) C_d[k]: (N, D)."""
-        q = self._q(X)
-        return self.p["b"] + np.matmul(q.transpose(1, 0, 2), self.p["C"]).sum(axis=0)
-
     def contributions(self, X):
         """Each factor's expected contribution sum_k q_d(k|x) C_d[k]: (M, N, D)."""
         return np.matmul(self._q(X).transpose(1, 0, 2), self.p["C"])
+
+    def mean_reconstruction(self, X):
+        """E_q[xhat(k)] = b + sum_d sum_k q_d(k|x) C_d[k]: (N, D)."""
+        return self.p["b"] + self.contributions(X).sum(axis=0)
 
     def sample_codes(self, X, rng):
         """Draw k ~ q(k|x): codes (N, M) ints and log q(k|x) (N,) in nats."""
@@ -724,8 +724,7 @@ def record_eval(history, step, model, X, X_eval, **kw):
 # ----------------------------------------------------------------------------- evaluation
 
 
-def build_model(name, n_dims=4, n_units_per_dim=6, sigma_x=0.15, refine=50, init="band",
-                rng=None):
+def build_model(name, n_dims=4, n_units_per_dim=6, sigma_x=0.15, refine=50, rng=None):
     """A fresh, untrained model by name (see MODEL_NAMES)."""
     M, K = n_dims, n_units_per_dim
     if name == "standard_vq":                       # the M = 1 case with the same 24 codewords
@@ -783,9 +782,12 @@ def evaluate(model, X, legacy=False, rng=None):
 
 @functools.lru_cache(maxsize=16)
 def load_data(seed, n_samples=200, n_test=2000):
-    """(train (n_samples, 96), held-out (n_test, 96)) for a seed; cached, do not modify."""
-    return (generate_spline_images(n_samples, seed)[0],
+    """(train (n_samples, 96), held-out (n_test, 96)) for a seed; cached, so read-only."""
+    data = (generate_spline_images(n_samples, seed)[0],
             generate_spline_images(n_test, seed, stream=1)[0])
+    for array in data:
+        array.flags.writeable = False
+    return data
 
 
 def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=2000, steps=400,
