@@ -1547,6 +1547,18 @@ def model_label(name, M, K):
     return LABELS[name].format(MK=M * K, M=M, K=K, w=WIDTH // M if WIDTH % M == 0 else "~")
 
 
+def _md_or_plain(head, cols, rows, markdown):
+    """One table, plain text or Markdown."""
+    if markdown:
+        line = lambda r: "| " + " | ".join(r) + " |"
+        return "\n".join([f"*{head}*", "", line(cols), line(["---"] + ["---:"] * (len(cols) - 1))]
+                         + [line(r) for r in rows])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(r, widths)))
+    return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
 def format_table(results, cfg, markdown=False):
     """The results table: mean (and +- sd over seeds) in bits per image; plain or Markdown."""
     seeds, M, K = list(results), cfg["n_dims"], cfg["n_units_per_dim"]
@@ -1576,14 +1588,7 @@ def format_table(results, cfg, markdown=False):
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (mean ± sd)"
     head = (f"Bits-back description length, bits per image, {cfg['n_test']} held-out images, "
             f"{seed_text}; sigma_x = {cfg['sigma_x']}, t = sigma_x*sqrt(2 pi)")
-    if markdown:
-        line = lambda r: "| " + " | ".join(r) + " |"
-        return "\n".join([f"*{head}*", "", line(cols), line(["---"] + ["---:"] * (len(cols) - 1))]
-                         + [line(r) for r in rows])
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                               for i, (v, w) in enumerate(zip(r, widths)))
-    return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    return _md_or_plain(head, cols, rows, markdown)
 
 
 def format_compress_table(rows, cfg, markdown=False):
@@ -1604,27 +1609,7 @@ def format_compress_table(rows, cfg, markdown=False):
             f"{cfg['seed']}, bits per image; sigma_x = {cfg['sigma_x']}")
     tail = (f"Same images, general-purpose compressors: gzip {b['gzip']:.1f}, bz2 {b['bz2']:.1f}, "
             f"lzma {b['lzma']:.1f}, PNG {b['png']:.1f} bits per image; raw 768.")
-    if markdown:
-        line = lambda r: "| " + " | ".join(r) + " |"
-        return "\n".join([f"*{head}*", "", line(cols), line(["---"] + ["---:"] * (len(cols) - 1))]
-                         + [line(r) for r in table] + ["", tail])
-    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(cols)]
-    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                               for i, (v, w) in enumerate(zip(r, widths)))
-    return "\n".join([head, line(cols), line(["-" * w for w in widths])]
-                     + [line(r) for r in table] + [tail])
-
-
-def _md_or_plain(head, cols, rows, markdown):
-    """One table, plain text or Markdown."""
-    if markdown:
-        line = lambda r: "| " + " | ".join(r) + " |"
-        return "\n".join([f"*{head}*", "", line(cols), line(["---"] + ["---:"] * (len(cols) - 1))]
-                         + [line(r) for r in rows])
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                               for i, (v, w) in enumerate(zip(r, widths)))
-    return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    return _md_or_plain(head, cols, table, markdown) + ("\n\n" if markdown else "\n") + tail
 
 
 def format_experiments(out, seeds, markdown=False):
