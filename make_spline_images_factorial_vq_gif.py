@@ -82,12 +82,13 @@ class Animation:
     def frame(self, theta, title, steps_so_far, f_so_far):
         """Load a snapshot, redraw what changes and return the frame as (H, W, 3) uint8."""
         self.model.theta[...] = theta
-        self.images.set_data(mosaic(np.stack([self.shown,
-                                              self.model.mean_reconstruction(self.shown)])))
-        q = np.stack(self.model.posteriors(self.shown[:1]))[:, 0]      # (M, K)
-        for bar, height in zip(self.bars, q.ravel()):
+        q = np.stack(self.model.posteriors(self.shown), axis=1)        # (N_SHOWN, M, K), once
+        parts = np.matmul(q.transpose(1, 0, 2), self.model.p["C"])     # (M, N_SHOWN, D)
+        recon = self.model.p["b"] + parts.sum(axis=0)
+        self.images.set_data(mosaic(np.stack([self.shown, recon])))
+        for bar, height in zip(self.bars, q[0].ravel()):
             bar.set_height(height)
-        self.parts.set_data(mosaic(self.model.contributions(self.shown[:1])[:, 0][None]))
+        self.parts.set_data(mosaic(parts[:, 0][None]))
         self.curve.set_data(steps_so_far, f_so_far)
         self.title.set_text(title)
         canvas = self.fig.canvas
@@ -122,10 +123,7 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.fps > 100:
         ap.error(f"argument --fps: at most 100 frames per second, got {args.fps:g}")
-    try:
-        sv.writable_folder(os.path.dirname(os.path.abspath(args.out)))
-    except OSError as err:
-        ap.error(str(err))
+    ap.output_folder(os.path.dirname(os.path.abspath(args.out)))
     return args
 
 

@@ -545,18 +545,22 @@ class ResidualVQ(CodeModel):
             prefix = (prefix[:, None, :] + p["C"][d][None]).reshape(-1, D)
         return np.exp(log_q), code, p["b"] + prefix
 
-    def _chain_exact(self, X):
-        """Exact recon, code (nats, (N,) each) and E_q[xhat] (N, D) over every path."""
-        w, code, xhat = self.chain_paths(X)
-        recon = np.einsum("nj,nj->n", w, code_sq_errors(X, xhat)) / (2 * self.sigma_x**2)
-        return recon, np.einsum("nj,nj->n", w, code), w @ xhat
+    def _chain_exact(self, X, chunk_entries=2_000_000):
+        """Exact recon, code (nats, (N,) each) and E_q[xhat] (N, D) over every path,
+        a chunk of images at a time so that the (images x paths) arrays stay small."""
+        step = max(1, chunk_entries // self.n_codes**self.n_dims)
+        parts = []
+        for i in range(0, len(X), step):
+            x = X[i:i + step]
+            w, code, xhat = self.chain_paths(x)
+            recon = np.einsum("nj,nj->n", w, code_sq_errors(x, xhat)) / (2 * self.sigma_x**2)
+            parts.append((recon, np.einsum("nj,nj->n", w, code), w @ xhat))
+        return tuple(np.concatenate(column) for column in zip(*parts))
 
     def mean_reconstruction(self, X, n_draws=256, rng=None):
         """E_q[xhat(k)] down the chain (N, D): exact, or a Monte Carlo mean of n_draws."""
         if self.n_codes**self.n_dims <= MAX_ENUMERATION:
-            step = max(1, 2_000_000 // self.n_codes**self.n_dims)
-            return np.concatenate([self._chain_exact(X[i:i + step])[2]
-                                   for i in range(0, len(X), step)])
+            return self._chain_exact(X)[2]
         codes, _ = self.sample_codes(np.repeat(X, n_draws, axis=0),
                                      rng if rng is not None else np.random.default_rng(0))
         return self.reconstruct(codes).reshape(len(X), n_draws, D).mean(axis=1)
@@ -564,10 +568,7 @@ class ResidualVQ(CodeModel):
     def description_length(self, X, n_draws=64, rng=None):
         """Per-image bits {"recon", "code", "total"}; with Monte Carlo also "se" of total."""
         if self.n_codes**self.n_dims <= MAX_ENUMERATION:
-            step = max(1, 2_000_000 // self.n_codes**self.n_dims)
-            parts = [self._chain_exact(X[i:i + step]) for i in range(0, len(X), step)]
-            recon = np.concatenate([part[0] for part in parts])
-            code = np.concatenate([part[1] for part in parts])
+            recon, code, _ = self._chain_exact(X)
             return {"recon": recon / LN2, "code": code / LN2, "total": (recon + code) / LN2}
         rng = rng if rng is not None else np.random.default_rng(0)
         Xr = np.repeat(X, n_draws, axis=0)
@@ -1660,6 +1661,13 @@ class CLIParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def output_folder(self, path):
+        """Create output folder `path` if missing, or exit 2 with one line saying why not."""
+        try:
+            return writable_folder(path)
+        except OSError as err:
+            self.error(str(err))
+
 
 def int_at_least(lo):
     def parse(text):
@@ -1683,17 +1691,13 @@ def positive_float(text):
     return value
 
 
-def _seed(text):
-    return int_at_least(0)(text)
-
-
 def parse_args(argv=None):
     ap = CLIParser(prog="spline_images_factorial_vq.py",
                  description="Factorial stochastic VQ of spline images (Hinton & Zemel 1994), "
                              "scored by bits-back description length in bits per image.")
     seeds = ap.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
-    seeds.add_argument("--seeds", type=_seed, nargs="+", metavar="S",
+    seeds.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default 0)")
+    seeds.add_argument("--seeds", type=int_at_least(0), nargs="+", metavar="S",
                        help="several seeds: mean ± sd, run in parallel worker processes")
     ap.add_argument("--n-dims", type=int_at_least(1), default=4,
                     help="factors M (VQs) of the factorial model (default 4)")

@@ -362,10 +362,7 @@ def parse_args(argv=None):
                          "--json output of spline_images_factorial_vq.py --experiment")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        sv.writable_folder(args.outdir)
-    except OSError as err:
-        ap.error(str(err))
+    ap.output_folder(args.outdir)
     return args
 
 
