@@ -10,11 +10,16 @@ the baselines.
 """
 
 import os
+import signal
 import sys
 import time
 
+if __name__ == "__main__":     # Ctrl-C while the libraries load: one line, no traceback
+    signal.signal(signal.SIGINT, lambda *_: (print("make_spline_images_factorial_vq_gif.py: "
+                                                   "interrupted", file=sys.stderr), os._exit(130)))
+
 # first: the module sets its BLAS thread default before anything imports numpy
-import spline_images_factorial_vq as sv
+import spline_images_factorial_vq as sv  # noqa: E402
 
 import imageio.v3 as iio  # noqa: E402
 import matplotlib  # noqa: E402
@@ -107,23 +112,32 @@ def heldout_curve(model, snapshots, heldout):
     return curve
 
 
+MAX_FRAMES = 2000              # about 1 MB of memory each while the GIF is assembled
+FPS_RANGE = (0.1, 100.0)       # GIF frame delays are whole centiseconds, at most 655 s
+
+
 def parse_args(argv=None):
     ap = sv.CLIParser(prog="make_spline_images_factorial_vq_gif.py",
                       description="Write the factorial VQ training animation as a GIF.")
-    ap.add_argument("--seed", type=sv.int_at_least(0), default=0)
-    ap.add_argument("--snapshot-every", type=sv.int_at_least(1), default=10,
-                    help="optimiser steps between frames (default 10)")
-    ap.add_argument("--fps", type=sv.positive_float, default=8.0, help="frames per second")
-    ap.add_argument("--out", default="viz/spline_images_factorial_vq.gif", help="output GIF path")
-    ap.add_argument("--steps", type=sv.int_at_least(1), default=400,
-                    help="training steps (default 400)")
-    ap.add_argument("--n-test", type=sv.int_at_least(N_SHOWN), default=2000,
-                    help="held-out images (default 2000)")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--seed", type=sv.int_at_least(0), default=0,
+                    help="random seed of the data and the models")
+    ap.add_argument("--snapshot-every", type=sv.int_at_least(1, sv.MAX_STEPS), default=10,
+                    help="optimiser steps between frames")
+    ap.add_argument("--fps", type=sv.float_between(*FPS_RANGE), default=8.0,
+                    help="frames per second (the last frame stays 2 s)")
+    ap.add_argument("--out", default="viz/spline_images_factorial_vq.gif",
+                    help="output GIF path; its folder is made if missing")
+    ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=400,
+                    help="training steps")
+    ap.add_argument("--n-test", type=sv.int_at_least(N_SHOWN, 100_000), default=2000,
+                    help="held-out images")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
-    if args.fps > 100:
-        ap.error(f"argument --fps: at most 100 frames per second, got {args.fps:g}")
-    ap.output_folder(os.path.dirname(os.path.abspath(args.out)))
+    frames = args.steps // args.snapshot_every + 2
+    if frames > MAX_FRAMES:
+        ap.error(f"--steps {args.steps} with --snapshot-every {args.snapshot_every} makes "
+                 f"{frames} frames; at most {MAX_FRAMES}: raise --snapshot-every")
+    ap.output_file("--out", args.out)
     return args
 
 
@@ -167,4 +181,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(sv.run_main(main, "make_spline_images_factorial_vq_gif.py"))

@@ -16,13 +16,19 @@ the generator's own description length), a bits-back rANS coder that turns the b
 actual bits, and the CLI. Run `python3 spline_images_factorial_vq.py --help`.
 """
 
-import argparse
-import functools
-import json
-import math
 import os
+import signal
 import sys
-import time
+
+if __name__ == "__main__":     # Ctrl-C while the libraries load: one line, no traceback
+    signal.signal(signal.SIGINT, lambda *_: (print("spline_images_factorial_vq.py: interrupted",
+                                                   file=sys.stderr), os._exit(130)))
+
+import argparse  # noqa: E402
+import functools  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
 
 # Every matrix here is small (at most 2000 x 1296), where threaded BLAS gains nothing and
 # two worker processes with two BLAS threads each fight over two cores (2x slower here).
@@ -830,7 +836,9 @@ def _map(fn, tasks, workers):
         import multiprocessing
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
                                           else "spawn")
-        with ctx.Pool(min(workers, len(tasks))) as pool:
+        # workers ignore Ctrl-C: the parent alone handles it, and its pool ends them
+        with ctx.Pool(min(workers, len(tasks)), initializer=signal.signal,
+                      initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
             yield from pool.imap_unordered(fn, tasks)
     else:
         yield from map(fn, tasks)
@@ -1105,6 +1113,7 @@ PRIOR_PRECISION = 28                   # ... for the prior p(k); see bits_back_e
 PIXEL_PRECISION = 24                   # ... and for 8-bit pixels
 PIXEL_LEVELS = 256
 CODER_LANES = 100
+COMPRESS_CHUNK = 2_000_000             # (image, joint code) pairs the bound holds at once
 
 
 class Message:
@@ -1545,7 +1554,15 @@ LABELS = {"standard_vq": "standard {MK}-VQ", "separate_slices": "separate {M} x 
 
 
 def model_label(name, M, K):
-    return LABELS[name].format(MK=M * K, M=M, K=K, w=WIDTH // M if WIDTH % M == 0 else "~")
+    widths = sorted({len(g) for g in np.array_split(np.arange(WIDTH), min(M, WIDTH))})
+    w = "-".join(map(str, (widths[0], widths[-1]) if len(widths) > 1 else widths))
+    return LABELS[name].format(MK=M * K, M=M, K=K, w=w)
+
+
+def num(x, spec=".2f"):
+    """format(x, spec), with a value that rounds to zero shown without a minus sign."""
+    text = format(x, spec)
+    return format(0.0, spec) if float(text.rstrip("%")) == 0 else text
 
 
 def _md_or_plain(head, cols, rows, markdown):
@@ -1571,8 +1588,8 @@ def format_table(results, cfg, markdown=False):
             return "skipped" if key == "exact" else "-"
         vals = np.array(vals)
         if len(vals) == 1:
-            return f"{vals[0]:.2f}"
-        return f"{vals.mean():.2f} ± {vals.std(ddof=1):.2f}"
+            return num(vals[0])
+        return f"{num(vals.mean())} ± {num(vals.std(ddof=1))}"
 
     cols = ["model", "recon", "code", "total F", "amortised", "exact DL*", "train F"]
     cols += ["legacy (not a DL)"] if legacy else []
@@ -1602,8 +1619,8 @@ def format_compress_table(rows, cfg, markdown=False):
         label = (model_label("factorial_vq", cfg["n_dims"], cfg["n_units_per_dim"]) + ", amortised"
                  if name == "factorial_vq_amortised"
                  else model_label(name, cfg["n_dims"], cfg["n_units_per_dim"]))
-        table.append([label, f"{r['actual_bits']:.2f}", f"{r['bound_t']:.2f}",
-                      f"{r['overhead_pct']:+.3f}%", f"{r['density_bound']:.2f}",
+        table.append([label, num(r["actual_bits"]), num(r["bound_t"]),
+                      num(r["overhead_pct"], "+.3f") + "%", num(r["density_bound"]),
                       "exact" if r["roundtrip"] else "FAILED", f"{r['seconds']:.2f}"])
     b = rows["baselines"]
     head = (f"Bits-back coding of {cfg['n_test']} held-out images (8-bit pixels), seed "
@@ -1615,7 +1632,7 @@ def format_compress_table(rows, cfg, markdown=False):
 
 def format_experiments(out, seeds, markdown=False):
     """Tables of the open-question experiments, in the order they were asked."""
-    pm = lambda m, s: f"{m:.2f} ± {s:.2f}"
+    pm = lambda m, s: f"{num(m)} ± {num(s)}"
     seed_text = f"seeds {', '.join(map(str, seeds))}"
     parts = []
     if "sweep" in out:
@@ -1635,7 +1652,7 @@ def format_experiments(out, seeds, markdown=False):
                      f"each; importance-sampling error {v['importance_se']:.3f})")
     if "alignment" in out:
         for key, v in out["alignment"].items():
-            rows = [[f"factor {d + 1}"] + [f"{x:.2f}" for x in mc] + [f"{x:.2f}" for x in ms]
+            rows = [[f"factor {d + 1}"] + [num(x) for x in mc] + [num(x) for x in ms]
                     for d, (mc, ms) in enumerate(zip(v["mi_controls"], v["mi_segments"]))]
             cols = ["", *(f"h{j + 1}" for j in range(N_CONTROL)),
                     *(f"seg{j + 1}" for j in range(N_CONTROL - 1))]
@@ -1656,93 +1673,234 @@ def format_experiments(out, seeds, markdown=False):
 
 
 class CLIParser(argparse.ArgumentParser):
-    """argparse that reports a bad value in one line and exits with status 2."""
+    """argparse that reports a bad value in one line and exits with status 2.
+
+    Prefix matching is off, so a mistyped flag is an error rather than another flag, and
+    every help line shows its default.
+    """
+
+    def __init__(self, **kw):
+        kw.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(allow_abbrev=False, **kw)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
-    def output_folder(self, path):
-        """Create output folder `path` if missing, or exit 2 with one line saying why not."""
+    def given(self, argv):
+        """The dests of the flags that appear on the command line argv."""
+        argv = sys.argv[1:] if argv is None else argv
+        found = set()
+        for token in argv:
+            action = self._option_string_actions.get(token.split("=", 1)[0])
+            if action is not None:
+                found.add(action.dest)
+        return found
+
+    def refuse_together(self, given, flag, others, why):
+        """Error if flag (a dest) was given together with any of others (dests)."""
+        clash = [o for o in others if o in given]
+        if flag in given and clash:
+            names = ", ".join("--" + o.replace("_", "-") for o in clash)
+            self.error(f"--{flag.replace('_', '-')} {why}: leave out {names}")
+
+    def output_file(self, flag, path):
+        """Check, before any work, that a file can be written at path; creates nothing."""
         try:
-            return writable_folder(path)
+            check_output_path(path, folder=False)
         except OSError as err:
-            self.error(str(err))
+            self.error(f"{flag} {path!r}: {err}")
+
+    def output_folder(self, flag, path):
+        """Check, before any work, that folder path exists or can be made; creates nothing."""
+        try:
+            check_output_path(path, folder=True)
+        except OSError as err:
+            self.error(f"{flag} {path!r}: {err}")
 
 
-def int_at_least(lo):
+def _number_parser(kind, lo, hi, lo_open=False):
+    """An argparse type: a finite number of `kind` in [lo, hi] ((lo, hi] with lo_open)."""
     def parse(text):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if value < lo or (lo_open and value == lo):
+            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo:g}, "
+                                             f"got {text}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi:g}, got {text}")
         return value
     return parse
 
 
+def int_at_least(lo, hi=None):
+    """An argparse type: a whole number in [lo, hi]."""
+    return _number_parser(int, lo, hi)
+
+
 def positive_float(text):
+    """An argparse type: a finite number > 0."""
+    return _number_parser(float, 0.0, None, lo_open=True)(text)
+
+
+def float_between(lo, hi):
+    """An argparse type: a number in [lo, hi]."""
+    return _number_parser(float, lo, hi)
+
+
+# Upper limits of the flags: beyond them a run cannot fit in memory or would not finish
+SIGMA_RANGE = (1e-3, 1e3)     # pixel noise std; images live in [0, 1]
+MAX_STEPS = 1_000_000
+MAX_DIMS = D                  # at most one factor per pixel
+MAX_CODES = 4096              # per factor
+MAX_IMAGES = 1_000_000        # training or held-out images
+LONG_RUN_SECONDS = 120        # print an estimate for runs longer than this
+
+
+def memory_available():
+    """Bytes of memory this machine can still give (MemAvailable), or None if unknown."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _model_shapes(name, M, K):
+    """(factors, codes per factor) of a discrete model's family, or None for PCA."""
+    if name == "standard_vq":
+        return 1, M * K
+    if name.startswith("pca"):
+        return None
+    return M, K
+
+
+def estimate_cost(cfg, n_seeds=1, workers=1, compress=False):
+    """A rough (peak bytes, seconds) of a run: the largest arrays one worker holds at once,
+    times the workers; and the time of training, refinement and enumeration at about
+    0.25 ms per optimiser step plus 0.1 ns per multiply-add, as measured on this 2-core
+    machine (the default comparison takes about 1 s)."""
+    M, K, n, nt = cfg["n_dims"], cfg["n_units_per_dim"], cfg["n_samples"], cfg["n_test"]
+    peak, work = 8.0 * 4 * (n + nt) * D, 0.0
+    for name in cfg["models"]:
+        shape = _model_shapes(name, M, K)
+        if shape is None:
+            work += 3.0 * (n + nt) * D * D
+            continue
+        m, k = shape
+        params = 2.0 * m * k * D
+        biggest = max(n, nt)
+        arrays = 8.0 * (6 * params + 10 * biggest * m * k + 6 * biggest * m * D)
+        joint = float(k) ** m
+        if joint <= MAX_ENUMERATION:
+            arrays += 8.0 * (joint * (D + m) + 3 * 4_000_000)
+            work += 3.0 * joint * nt * D
+        if name == "residual_vq":
+            arrays += 8.0 * 3 * 64 * nt * D if joint > MAX_ENUMERATION else 0.0
+            work += 64.0 * nt * m * k * D
+        if compress and joint <= MAX_ENUMERATION:
+            arrays += 8.0 * 6 * COMPRESS_CHUNK
+            work += 4.0 * joint * nt * D
+        peak = max(peak, 8.0 * 4 * (n + nt) * D + arrays)
+        work += 6.0 * cfg["steps"] * n * m * k * D + 6.0 * cfg["refine"] * nt * m * k * D
+        work += 2.5e6 * cfg["steps"]                                # per-step overhead
+    parallel = max(1, min(workers, n_seeds * len(cfg["models"])))
+    return peak * parallel, 1e-10 * work * n_seeds / parallel
+
+
+def check_resources(ap, cfg, n_seeds, workers, log, compress=False):
+    """Refuse a run that cannot fit in memory; print an estimate for a long one."""
+    need, seconds = estimate_cost(cfg, n_seeds, workers, compress)
+    have = memory_available()
+    if have is not None and need > 0.8 * have:
+        ap.error(f"this run needs about {need / 2**30:.1f} GiB of memory and "
+                 f"{have / 2**30:.1f} GiB are free: lower --n-units-per-dim, --n-dims, "
+                 f"--n-samples, --n-test or --workers")
+    if seconds > LONG_RUN_SECONDS:
+        log(f"estimated run time: about {seconds / 60:.0f} min on 2 cores (a rough guess "
+            f"from the sizes; Ctrl-C stops it)")
 
 
 def parse_args(argv=None):
     ap = CLIParser(prog="spline_images_factorial_vq.py",
-                 description="Factorial stochastic VQ of spline images (Hinton & Zemel 1994), "
-                             "scored by bits-back description length in bits per image.")
+                   description="Factorial stochastic VQ of spline images (Hinton & Zemel 1994), "
+                               "scored by bits-back description length in bits per image.")
     seeds = ap.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default 0)")
+    seeds.add_argument("--seed", type=int_at_least(0), default=0, help="random seed")
     seeds.add_argument("--seeds", type=int_at_least(0), nargs="+", metavar="S",
                        help="several seeds: mean ± sd, run in parallel worker processes")
-    ap.add_argument("--n-dims", type=int_at_least(1), default=4,
-                    help="factors M (VQs) of the factorial model (default 4)")
-    ap.add_argument("--n-units-per-dim", type=int_at_least(2), default=6,
-                    help="codes K per factor (default 6); the standard VQ gets M*K codes")
-    ap.add_argument("--n-samples", type=int_at_least(1), default=200,
-                    help="training images (default 200, as in the paper)")
-    ap.add_argument("--n-test", type=int_at_least(1), default=2000,
-                    help="held-out images (default 2000)")
-    ap.add_argument("--steps", "--n-epochs", dest="steps", type=int_at_least(1), default=400,
-                    help="full-batch Adam steps per model, so one step is one epoch (default 400)")
-    ap.add_argument("--sigma-x", type=positive_float, default=0.15,
-                    help="std of the Gaussian pixel noise model (default 0.15)")
+    ap.add_argument("--n-dims", type=int_at_least(1, MAX_DIMS), default=4,
+                    help="factors M (VQs) of the factorial model; also the slices and the "
+                         "residual chain's stages")
+    ap.add_argument("--n-units-per-dim", type=int_at_least(2, MAX_CODES), default=6,
+                    help="codes K per factor; the standard VQ gets M*K codes")
+    ap.add_argument("--n-samples", type=int_at_least(1, MAX_IMAGES), default=200,
+                    help="training images (200 as in the paper)")
+    ap.add_argument("--n-test", type=int_at_least(1, MAX_IMAGES), default=2000,
+                    help="held-out images")
+    ap.add_argument("--steps", "--n-epochs", dest="steps", type=int_at_least(1, MAX_STEPS),
+                    default=400, help="full-batch Adam steps per model (one step is one epoch)")
+    ap.add_argument("--sigma-x", type=float_between(*SIGMA_RANGE), default=0.15,
+                    help="std of the Gaussian pixel noise model")
     ap.add_argument("--objective", choices=("bits-back", "meanfield"), default="bits-back",
-                    help="train on the valid free energy (default) or on the earlier "
-                         "reproduction's loss without the code variance")
+                    help="train on the valid free energy, or on the earlier reproduction's loss "
+                         "without the code variance")
     ap.add_argument("--schedule", choices=SCHEDULES, default="sigma",
-                    help="warm-up during the first half of training (default sigma)")
+                    help="warm-up during the first half of training")
     ap.add_argument("--init", choices=("band", "random"), default="band",
                     help="factorial codebook start: confined to column bands, or small "
-                         "random image deviations (default band)")
-    ap.add_argument("--refine", type=int_at_least(0), default=50,
-                    help="max mean-field sweeps that refine the posterior (0: amortised only)")
+                         "random image deviations")
+    ap.add_argument("--refine", type=int_at_least(0, 10_000), default=50,
+                    help="max mean-field sweeps that refine the posterior at evaluation "
+                         "(0: the recognition network's posterior alone)")
     ap.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES),
-                    metavar="NAME", help=f"models to run (default all: {' '.join(MODEL_NAMES)})")
-    ap.add_argument("--workers", type=int_at_least(1), default=min(2, os.cpu_count() or 1),
-                    help="worker processes (default: up to 2)")
+                    metavar="NAME", help=f"models to run, any of: {' '.join(MODEL_NAMES)}")
+    ap.add_argument("--workers", type=int_at_least(1, 64), default=min(2, os.cpu_count() or 1),
+                    help="worker processes (up to 2 by default)")
     ap.add_argument("--json", metavar="PATH", help="write config, versions and all numbers here")
     ap.add_argument("--compress", action="store_true",
                     help="code the 8-bit held-out set with every discrete model (bits-back "
-                         "rANS), decode it, and compare with gzip, bz2, lzma and PNG")
+                         "coding), decode it, and compare with gzip, bz2, lzma and PNG")
     ap.add_argument("--bitstream", metavar="PATH",
                     help="write one model's coded held-out set to PATH (see --bitstream-model)")
     ap.add_argument("--bitstream-model", choices=CODER_MODELS, default="factorial_vq",
-                    help="the model whose message --bitstream writes (default factorial_vq)")
+                    help="the model whose message --bitstream writes")
     ap.add_argument("--decode", metavar="PATH",
-                    help="decode a --bitstream file and check it against the held-out set")
+                    help="decode a --bitstream file and check it against the held-out set; "
+                         "everything else is read from the file")
     ap.add_argument("--experiment", choices=EXPERIMENTS + ("all",),
                     help="answer an open question: sweep (factor counts), alignment (factors vs "
                          "control points), annealing (warm-up schedules), limit (the true "
                          "generator's DL), or all; over --seeds (default 0 1 2 3 4)")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    ap.add_argument("--quiet", action="store_true", help="print only the table")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
-    args.models = list(dict.fromkeys(args.models))
+    given = ap.given(argv)
+    training = ("seed", "seeds", "n_dims", "n_units_per_dim", "n_samples", "n_test", "steps",
+                "sigma_x", "objective", "schedule", "init", "refine", "models")
+    ap.refuse_together(given, "decode", training + ("json", "compress", "bitstream",
+                                                    "bitstream_model", "experiment", "markdown",
+                                                    "workers"),
+                       "reads everything from the file")
+    ap.refuse_together(given, "experiment", training[2:] + ("seed",),
+                       "runs fixed configurations over --seeds")
+    ap.refuse_together(given, "compress", ("models",), "codes with every discrete model")
+    if "bitstream_model" in given and not args.bitstream:
+        ap.error("--bitstream-model chooses what --bitstream writes: give --bitstream PATH too")
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        ap.error(f"--seeds: each seed once, got {' '.join(map(str, args.seeds))}")
+    if len(set(args.models)) != len(args.models):
+        ap.error(f"--models: each model once, got {' '.join(args.models)}")
     if "separate_slices" in args.models and args.n_dims > WIDTH:
         ap.error(f"--n-dims {args.n_dims}: separate_slices needs at most {WIDTH} bands")
     small = [n for n in args.models if n.startswith("pca") and int(n[3:]) > args.n_samples]
@@ -1751,41 +1909,76 @@ def parse_args(argv=None):
                  f"(needs >= {small[0][3:]}); raise it or leave {small[0]} out of --models")
     if (args.compress or args.bitstream) and args.seeds:
         ap.error("--compress and --bitstream code one seed: use --seed")
-    if args.experiment and (args.compress or args.bitstream or args.decode):
-        ap.error("--experiment runs on its own: leave out --compress, --bitstream and --decode")
-    for flag in ("json", "bitstream"):
-        path = getattr(args, flag)
-        if path:
-            folder = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-                ap.error(f"--{flag} {path}: folder {folder} does not exist or is not writable")
-    if args.decode and not os.path.isfile(args.decode):
-        ap.error(f"--decode {args.decode}: no such file")
-    return args
+    if args.experiment and (args.compress or args.bitstream):
+        ap.error("--experiment runs on its own: leave out --compress and --bitstream")
+    if args.json is not None:
+        ap.output_file("--json", args.json)
+    if args.bitstream is not None:
+        ap.output_file("--bitstream", args.bitstream)
+    if args.decode is not None:
+        if not args.decode:
+            ap.error("--decode: the path is empty")
+        if not os.path.isfile(args.decode):
+            ap.error(f"--decode {args.decode}: no such file")
+    return args, ap
 
 
-def writable_folder(path):
-    """Create folder `path` if missing; OSError with a plain message if it cannot be used."""
+def check_output_path(path, folder=False):
+    """Raise OSError with a plain reason unless `path` can be written (a file, or with
+    folder=True a folder), without creating anything that stays.
+
+    The nearest existing ancestor must be a writable folder; this is probed by making and
+    removing a temporary entry there, since permission bits say nothing about read-only or
+    special file systems such as /proc.
+    """
+    if not path:
+        raise OSError("the path is empty")
+    path = os.path.abspath(path)
+    if os.path.isdir(path) and not folder:
+        raise OSError("is a folder; give a file name")
+    if os.path.exists(path) and folder and not os.path.isdir(path):
+        raise OSError("exists and is not a folder")
+    if os.path.exists(path) and not folder and not os.path.isfile(path):
+        raise OSError("exists and is not a regular file")
+    parent = path if folder else os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OSError(f"{parent} is a file, so no folder can be made inside it")
+    import tempfile
     try:
-        os.makedirs(path, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".probe"))
     except OSError as err:
-        raise OSError(f"cannot create output folder {path}: {err.strerror or err}") from None
-    if not os.access(path, os.W_OK):
-        raise OSError(f"output folder {path} is not writable")
-    return path
+        raise OSError(f"cannot write in {parent} ({err.strerror or err})") from None
 
 
 def atomic_write(path, write):
     """Call write(tmp_path), then rename the temporary file onto path, so that an
-    interrupted run never leaves a half-written file."""
+    interrupted or failed run never leaves a half-written file.  Missing folders are made
+    here, at the first write, and removed again if that write fails and leaves them empty.
+    The temporary name keeps the extension, for writers that choose a format by it."""
     folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.tmp{os.getpid()}")
+    made, parent = [], folder
+    while not os.path.isdir(parent):
+        made.append(parent)
+        parent = os.path.dirname(parent)
+    stem, ext = os.path.splitext(name)
+    tmp = os.path.join(folder, f".{stem}.tmp{os.getpid()}{ext}")
+    ok = False
     try:
+        os.makedirs(folder, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
+        ok = True
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if not ok:
+            for d in made:                      # deepest first
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    break
 
 
 def write_json(path, payload):
@@ -1836,7 +2029,8 @@ def compress_main(args, cfg, log):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args, ap = parse_args(argv)
+    log = progress_logger(args.quiet)
     if args.decode:
         return decode_main(args.decode)
     t0 = time.perf_counter()
@@ -1844,7 +2038,11 @@ def main(argv=None):
     cfg = {k: getattr(args, k) for k in ("n_dims", "n_units_per_dim", "n_samples", "n_test",
                                          "steps", "sigma_x", "objective", "schedule", "init",
                                          "refine", "models")}
-    log = progress_logger(args.quiet)
+    if args.compress or args.bitstream:
+        cfg["models"] = sorted({m.replace("_amortised", "") for m in CODER_MODELS})
+    if not args.experiment:
+        check_resources(ap, cfg, len(seeds), args.workers, log,
+                        compress=bool(args.compress or args.bitstream))
     compress = results = experiments = None
     if args.experiment:
         names = EXPERIMENTS if args.experiment == "all" else (args.experiment,)
@@ -1887,5 +2085,16 @@ def main(argv=None):
     return 0
 
 
+def run_main(main, prog, argv=None):
+    """Run a script's main(argv); Ctrl-C ends it with one line on stderr and status 130.
+    Worker processes ignore the signal (see _map) and are ended by their pool."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "spline_images_factorial_vq.py"))

@@ -8,11 +8,18 @@ number shown is a bits-back description length in bits per image unless a label 
 otherwise.
 """
 
+import math
+import os
+import signal
 import sys
 import time
 
+if __name__ == "__main__":     # Ctrl-C while the libraries load: one line, no traceback
+    signal.signal(signal.SIGINT, lambda *_: (print("visualize_spline_images_factorial_vq.py: "
+                                                   "interrupted", file=sys.stderr), os._exit(130)))
+
 # first: the module sets its BLAS thread default before anything imports numpy
-import spline_images_factorial_vq as sv
+import spline_images_factorial_vq as sv  # noqa: E402
 
 import matplotlib  # noqa: E402
 
@@ -310,18 +317,88 @@ def fig_annealing(annealing, seeds):
     return fig
 
 
-EXPERIMENT_FIGURES = {"sweep": "sweep", "alignment": "alignment", "annealing": "annealing"}
+# What each figure reads from the --experiment JSON: field -> kind, where "number" is a
+# finite int or float, "number?" may be null, and a list [kind, n] is a list of n entries
+# (n = None: any length >= 1).
+NUMBERS = lambda n=None: ["number", n]
+EXPERIMENT_SCHEMA = {
+    "sweep": {"heldout_total_mean": "number", "heldout_total_sd": "number",
+              "exact_mean": "number?", "codewords": "int", "joint_codes": "int"},
+    "alignment": {"mi_controls": [NUMBERS(sv.N_CONTROL), None],
+                  "mi_segments": [NUMBERS(sv.N_CONTROL - 1), None],
+                  "score": "number", "score_segments": "number", "seed": "int"},
+    "annealing": {"totals": NUMBERS(), "poor_optima": "int", "runs": "int"},
+}
+
+
+def _check(value, kind, where):
+    """Raise ValueError naming `where` unless value is of `kind` (see EXPERIMENT_SCHEMA)."""
+    if isinstance(kind, list):
+        inner, n = kind
+        if not isinstance(value, list) or not value or (n is not None and len(value) != n):
+            size = f"{n} entries" if n is not None else "at least one entry"
+            raise ValueError(f"{where} must be a list of {size}")
+        for i, v in enumerate(value):
+            _check(v, inner, f"{where}[{i}]")
+        return
+    if value is None and kind == "number?":
+        return
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "int" and not (numeric and float(value).is_integer()):
+        raise ValueError(f"{where} must be a whole number, got {value!r}")
+    if kind.startswith("number") and not (numeric and math.isfinite(value)):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+
+
+def read_experiments(path):
+    """The --experiment JSON at path, checked field by field; ValueError names the first
+    problem, so that no figure is drawn from a malformed or empty file."""
+    import json
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except ValueError as err:
+            raise ValueError(f"not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError("the file must hold a JSON object")
+    seeds = data.get("config", {}).get("seeds") if isinstance(data.get("config"), dict) else None
+    _check(seeds, ["int", None], "config.seeds")
+    found = [name for name in EXPERIMENT_SCHEMA if name in data]
+    if not found:
+        raise ValueError("it holds no sweep, alignment or annealing results")
+    for name in found:
+        runs = data[name]
+        if not isinstance(runs, dict) or not runs:
+            raise ValueError(f"{name} must be a non-empty object")
+        for key, entry in runs.items():
+            if not isinstance(entry, dict):
+                raise ValueError(f"{name}.{key} must be an object")
+            for field, kind in EXPERIMENT_SCHEMA[name].items():
+                if field not in entry:
+                    raise ValueError(f"{name}.{key} lacks {field}")
+                _check(entry[field], kind, f"{name}.{key}.{field}")
+        if name == "sweep" and not all(k.count("x") == 1 and k.replace("x", "").isdigit()
+                                       for k in runs):
+            raise ValueError("sweep keys must read MxK, e.g. 4x6")
+        if name == "alignment":
+            for key, entry in runs.items():
+                if len(entry["mi_controls"]) != len(entry["mi_segments"]):
+                    raise ValueError(f"alignment.{key}: mi_controls and mi_segments differ "
+                                     f"in their number of factors")
+    if "limit" in data:
+        for field in ("bits", "se"):
+            _check(data["limit"].get(field) if isinstance(data["limit"], dict) else None,
+                   "number", f"limit.{field}")
+    return data
 
 
 def draw_experiments(path, outdir, dpi, log):
     """Draw the figures of the experiments found in a --json file of --experiment."""
-    import json
     try:
-        with open(path) as f:
-            data = json.load(f)
-        seeds = data["config"]["seeds"]
-    except (OSError, ValueError, KeyError) as err:
-        raise OSError(f"cannot read experiments from {path}: {err}") from None
+        data = read_experiments(path)
+    except (OSError, ValueError) as err:
+        raise OSError(f"cannot draw from {path}: {err}") from None
+    seeds = data["config"]["seeds"]
     makers = {"sweep": lambda: fig_sweep(data["sweep"], data.get("limit"), seeds),
               "alignment": lambda: fig_alignment(data["alignment"]),
               "annealing": lambda: fig_annealing(data["annealing"], seeds)}
@@ -337,8 +414,6 @@ def draw_experiments(path, outdir, dpi, log):
             plt.close(fig)
         log(f"wrote {target}")
         written.append(target)
-    if not written:
-        raise OSError(f"{path} holds no sweep, alignment or annealing results")
     return written
 
 
@@ -348,21 +423,29 @@ def draw_experiments(path, outdir, dpi, log):
 def parse_args(argv=None):
     ap = sv.CLIParser(prog="visualize_spline_images_factorial_vq.py",
                       description="Write the six PNG figures of the comparison into --outdir.")
-    ap.add_argument("--seed", type=sv.int_at_least(0), default=0)
-    ap.add_argument("--outdir", default="viz", help="output folder (created if missing)")
-    ap.add_argument("--steps", type=sv.int_at_least(1), default=400,
-                    help="training steps per model (default 400)")
-    ap.add_argument("--n-test", type=sv.int_at_least(8), default=2000,
-                    help="held-out images (default 2000)")
-    ap.add_argument("--eval-every", type=sv.int_at_least(1), default=25,
-                    help="steps between points of the training curves (default 25)")
-    ap.add_argument("--dpi", type=sv.int_at_least(30), default=100)
+    ap.add_argument("--seed", type=sv.int_at_least(0), default=0,
+                    help="random seed of the data and the models")
+    ap.add_argument("--outdir", default="viz", help="output folder, made if missing")
+    ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=400,
+                    help="training steps per model")
+    ap.add_argument("--n-test", type=sv.int_at_least(8, 100_000), default=2000,
+                    help="held-out images")
+    ap.add_argument("--eval-every", type=sv.int_at_least(1, sv.MAX_STEPS), default=25,
+                    help="steps between points of the training curves")
+    ap.add_argument("--dpi", type=sv.int_at_least(30, 600), default=100,
+                    help="resolution of the PNGs, dots per inch")
     ap.add_argument("--experiments", metavar="JSON",
                     help="instead: draw sweep.png, alignment.png and annealing.png from the "
                          "--json output of spline_images_factorial_vq.py --experiment")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
-    ap.output_folder(args.outdir)
+    ap.refuse_together(ap.given(argv), "experiments", ("seed", "steps", "n_test", "eval_every"),
+                       "draws from the file alone")
+    if args.experiments is not None and not os.path.isfile(args.experiments):
+        ap.error(f"--experiments {args.experiments!r}: no such file")
+    if args.steps // args.eval_every > 10_000:
+        ap.error(f"--eval-every {args.eval_every}: at most 10000 points per curve")
+    ap.output_folder("--outdir", args.outdir)
     return args
 
 
@@ -412,4 +495,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(sv.run_main(main, "visualize_spline_images_factorial_vq.py"))

@@ -7,6 +7,12 @@ process (interpreter start, imports, training, evaluation, drawing), as a user w
 it: the default run, the five-seed run, the six figures and the training GIF (these two
 write into a temporary folder), the coder's encode + decode time (from its JSON), and the
 open-question experiments.
+
+    python3 tests/bench.py --readme
+
+instead reruns the full-size open-question experiments (about 25 s) and checks every number
+of the README's experiment section against them, with the test suite's tolerance; the suite
+itself refits only a few cheap rows.
 """
 import argparse
 import json
@@ -40,10 +46,35 @@ def wall(args):
     return time.perf_counter() - t0
 
 
+def check_readme_experiments():
+    """Every number of the README's experiment section against a fresh full-size run."""
+    sys.path.insert(0, str(ROOT))
+    from test_readme import TOL, fresh, readme_block
+    import numpy as np
+    import re
+    t0 = time.perf_counter()
+    number = r"-?\d+\.\d+"
+    old = np.array(re.findall(number, readme_block("experiments")), float)
+    new = np.array(re.findall(number, fresh("--experiment", "all")), float)
+    if len(old) != len(new):
+        print(f"README experiments: {len(old)} numbers, a fresh run prints {len(new)}: FAIL")
+        return 1
+    worst = float(np.abs(old - new).max())
+    ok = worst <= TOL
+    print(f"README experiments: {len(old)} numbers, largest difference {worst:.3f} bits "
+          f"(tolerance {TOL}): {'ok' if ok else 'FAIL'}; {time.perf_counter() - t0:.1f} s")
+    return 0 if ok else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    n = ap.parse_args().repeats
+    ap.add_argument("--readme", action="store_true",
+                    help="check the README's experiment section against a full-size run")
+    opts = ap.parse_args()
+    if opts.readme:
+        return check_readme_experiments()
+    n = opts.repeats
     for label, args in RUNS.items():
         times = [wall(args) for _ in range(n)]
         print(f"{label}: median {statistics.median(times):.2f} s wall over {n} "
@@ -63,4 +94,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

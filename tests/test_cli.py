@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import spline_images_factorial_vq as sv
+
 SCRIPT = Path(__file__).resolve().parents[1] / "spline_images_factorial_vq.py"
 SMALL = ["--n-samples", "40", "--n-test", "30", "--steps", "15", "--quiet"]
 
@@ -15,18 +17,74 @@ def run(*args):
                           timeout=120)
 
 
-@pytest.mark.parametrize("args", [
+BAD_INPUT = [
+    # values
     ["--n-dims", "0"], ["--n-units-per-dim", "1"], ["--sigma-x", "-1"], ["--sigma-x", "nan"],
     ["--n-samples", "0"], ["--n-test", "abc"], ["--steps", "2.5"], ["--seed", "-3"],
     ["--models", "nonsense"], ["--objective", "mse"], ["--n-dims", "13"],
-    ["--n-samples", "10", "--models", "pca24"], ["--json", "/no/such/folder/out.json"],
-    ["--seed", "1", "--seeds", "2"]])
-def test_bad_input_exits_2_with_one_line(args):
+    ["--n-samples", "10", "--models", "pca24"], ["--seed", "1", "--seeds", "2"],
+    # sizes and values that cannot run
+    ["--sigma-x", "1e-300"], ["--sigma-x", "1e308"], ["--n-units-per-dim", "1000000"],
+    ["--n-samples", "1000000000"], ["--n-test", "1000000000"], ["--steps", "1000000000"],
+    ["--n-dims", "1000"], ["--n-dims", "96", "--n-units-per-dim", "4096"],
+    # paths, checked before any work
+    ["--json", "README.md/sub/out.json"], ["--json", ""], ["--json", "/tmp"],
+    ["--json", "/proc/out.json"], ["--bitstream", "/tmp"], ["--bitstream", ""],
+    ["--decode", ""], ["--decode", "/no/such/file"],
+    # flags that would do nothing
+    ["--decode", "README.md", "--seed", "1"], ["--decode", "README.md", "--json", "x.json"],
+    ["--decode", "README.md", "--compress"], ["--decode", "README.md", "--n-dims", "3"],
+    ["--compress", "--models", "factorial_vq"], ["--bitstream-model", "standard_vq"],
+    ["--experiment", "sweep", "--n-dims", "3"], ["--seeds", "1", "1"],
+    ["--models", "pca5", "pca5"], ["--n-dim", "3"], ["--jso", "x.json"]]
+
+
+@pytest.mark.parametrize("args", BAD_INPUT, ids=" ".join)
+def test_bad_input_exits_2_with_one_line(args, cli, monkeypatch):
+    monkeypatch.chdir(SCRIPT.parent)
+    status, out, err = cli(sv.main, *args)
+    lines = err.strip().splitlines()
+    assert status == 2 and not out and len(lines) == 1 and "error" in lines[0], err
+
+
+@pytest.mark.parametrize("args", [["--n-dims", "0"], ["--json", "/proc/out.json"],
+                                  ["--sigma-x", "1e308"]])
+def test_bad_input_as_a_process_prints_no_traceback(args):
     res = run(*args)
-    assert res.returncode == 2
-    assert "Traceback" not in res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "error" in lines[0], res.stderr
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_help_explains_every_flag_with_its_default(cli):
+    status, out, _ = cli(sv.main, "--help")
+    assert status == 0
+    for flag in ("--refine", "--workers", "--seed ", "--sigma-x", "--bitstream-model"):
+        assert flag in out
+    assert out.count("(default:") >= 10
+
+
+def test_no_output_folder_is_made_when_the_input_is_bad(tmp_path, cli):
+    target = tmp_path / "new" / "r.json"
+    status, _, _ = cli(sv.main, "--n-dims", "0", "--json", str(target))
+    assert status == 2 and not (tmp_path / "new").exists()
+
+
+def test_values_that_round_to_zero_have_no_minus_sign():
+    assert sv.num(-0.001) == "0.00" and sv.num(-0.0001, "+.3f") == "+0.000"
+    assert sv.num(-0.02) == "-0.02"
+
+
+def test_slice_labels_say_the_band_widths():
+    assert sv.model_label("separate_slices", 4, 6) == "separate 4 x 8x3 slices"
+    assert sv.model_label("separate_slices", 5, 6) == "separate 5 x 8x2-3 slices"
+
+
+def test_memory_estimate_grows_with_the_code_and_is_refused_beyond_the_machine():
+    cfg = dict(n_dims=4, n_units_per_dim=6, n_samples=200, n_test=2000, steps=400, refine=50,
+               models=list(sv.MODEL_NAMES))
+    small, seconds = sv.estimate_cost(cfg)
+    big, _ = sv.estimate_cost({**cfg, "n_units_per_dim": 4096})
+    assert small < 2**30 < big and 0.1 < seconds < 30
 
 
 def test_json_has_the_documented_shape_and_same_seed_same_numbers(tmp_path):

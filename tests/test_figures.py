@@ -1,4 +1,5 @@
 """The figure and GIF scripts render from a tiny configuration and write decodable files."""
+import json
 import re
 import subprocess
 import sys
@@ -9,11 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import make_spline_images_factorial_vq_gif as gif
 import spline_images_factorial_vq as sv
 import visualize_spline_images_factorial_vq as viz
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--steps", "12", "--n-test", "24", "--quiet"]
+SCRIPTS = {"visualize_spline_images_factorial_vq.py": viz,
+           "make_spline_images_factorial_vq_gif.py": gif}
 
 
 def run(script, *args):
@@ -92,6 +96,52 @@ def test_unwritable_output_exits_2_with_one_line(tmp_path, script, args):
 
 @pytest.mark.parametrize("args", [["--snapshot-every", "0"], ["--fps", "-2"], ["--fps", "1000"],
                                   ["--seed", "x"]])
-def test_gif_bad_values_exit_2(args):
-    res = run("make_spline_images_factorial_vq_gif.py", *args)
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+def test_gif_bad_values_exit_2(args, cli):
+    status, _, err = cli(gif.main, *args)
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("script,args", [
+    ("visualize_spline_images_factorial_vq.py", ["--dpi", "20000"]),
+    ("visualize_spline_images_factorial_vq.py", ["--out", "x"]),           # no prefix matching
+    ("visualize_spline_images_factorial_vq.py", ["--experiments", "no_such.json"]),
+    ("visualize_spline_images_factorial_vq.py", ["--experiments", "README.md", "--seed", "1"]),
+    ("make_spline_images_factorial_vq_gif.py", ["--fps", "0.001"]),
+    ("make_spline_images_factorial_vq_gif.py", ["--out", "viz"]),           # a folder
+    ("make_spline_images_factorial_vq_gif.py", ["--out", ""]),
+    ("make_spline_images_factorial_vq_gif.py", ["--steps", "1000000", "--snapshot-every", "1"]),
+])
+def test_bad_figure_flags_exit_2_with_one_line_and_make_nothing(script, args, cli,
+                                                                monkeypatch):
+    monkeypatch.chdir(ROOT)
+    status, _, err = cli(SCRIPTS[script].main, *args, "--quiet")
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+
+
+MALFORMED = {
+    "a list": [1, 2],
+    "no seeds": {"sweep": {"4x6": {}}},
+    "an empty sweep": {"config": {"seeds": [0]}, "sweep": {}},
+    "a wrong field type": {"config": {"seeds": [0]},
+                           "annealing": {"sigma": {"totals": "82", "poor_optima": 0, "runs": 1}}},
+    "a missing field": {"config": {"seeds": [0]},
+                        "sweep": {"4x6": {"heldout_total_mean": 80.0}}},
+    "nothing to draw": {"config": {"seeds": [0]}, "limit": {"bits": 20.8, "se": 0.1}},
+    "short MI rows": {"config": {"seeds": [0]}, "alignment": {"4x6": {
+        "mi_controls": [[0.1, 0.2]], "mi_segments": [[0.1] * 4], "score": 0.5,
+        "score_segments": 0.5, "seed": 0}}},
+}
+
+
+@pytest.mark.parametrize("what", MALFORMED)
+def test_malformed_experiment_json_is_named_and_draws_nothing(tmp_path, what, cli):
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(MALFORMED[what]))
+    status, _, err = cli(viz.main, "--experiments", str(path), "--outdir", str(tmp_path / "figs"))
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "figs").exists()
+
+
+def test_committed_experiment_json_passes_the_check():
+    data = viz.read_experiments(ROOT / "viz" / "experiments.json")
+    assert {"sweep", "alignment", "annealing", "limit"} <= set(data)
