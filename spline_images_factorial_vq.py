@@ -12,8 +12,8 @@ D * log2(sigma_x * sqrt(2 pi) / t') bits.
 
 The file reads like the paper: data -> free energy -> models -> optimiser -> training ->
 evaluation, then the open questions the paper leaves (factor counts, alignment, warm-up,
-the generator's own description length), a bits-back rANS coder that turns the bound into
-actual bits, and the CLI. Run `python3 spline_images_factorial_vq.py --help`.
+the generator's own description length), a bits-back coder on constriction that turns the
+bound into actual bits, and the CLI. Run `python3 spline_images_factorial_vq.py --help`.
 """
 
 import os
@@ -38,7 +38,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402  (after the thread settings, which numpy reads at import)
 from scipy.interpolate import CubicSpline
-from scipy.special import ndtr
 
 HEIGHT, WIDTH = 8, 12
 D = HEIGHT * WIDTH                      # 96 pixels, flattened row-major
@@ -49,6 +48,13 @@ N_CURVE_POINTS = 200
 BLUR_SIGMA = 0.6                        # pixels
 MAX_ENUMERATION = 65_536                # largest K^M enumerated exactly
 LN2 = math.log(2.0)
+
+# upper limits of sizes and values: beyond them a run cannot fit in memory or would not finish
+SIGMA_RANGE = (1e-3, 1e3)              # pixel noise std; images live in [0, 1]
+MAX_STEPS = 1_000_000
+MAX_DIMS = D                           # at most one factor per pixel
+MAX_CODES = 4096                       # per factor
+MAX_IMAGES = 1_000_000                 # training or held-out images
 
 MODEL_NAMES = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq", "pca5", "pca24")
 
@@ -527,15 +533,12 @@ class ResidualVQ(CodeModel):
         r = X - p["b"] - p["C"][np.arange(d), codes[:, :d]].sum(axis=1)
         return softmax(r @ p["W"][d] + p["c"][d], axis=-1)
 
-    def chain_paths(self, X, tables=False):
+    def chain_paths(self, X):
         """Every path k of the chain for X (N, D): its probability q(k|x) (N, P), its
         sum_d log(q_d / pi_d) in nats (N, P), and its reconstruction xhat(k) (P, D);
-        P = K^M paths in lexicographic order.  tables=True uses the bits-back coder's
-        integer tables for q_d and the prior instead of the exact probabilities."""
+        P = K^M paths in lexicographic order."""
         p, M, K = self.p, self.n_dims, self.n_codes
         log_pi = log_softmax(p["a"], axis=-1)
-        if tables:
-            log_pi = np.log(quantise(np.exp(log_pi), PRIOR_PRECISION) / 2.0**PRIOR_PRECISION)
         T = X - p["b"]
         prefix = np.zeros((1, D))                # sum of the codewords chosen so far, per path
         log_q = np.zeros((len(X), 1))            # log q of each path prefix
@@ -544,8 +547,6 @@ class ResidualVQ(CodeModel):
             # the stage is linear in its input, so its logits for every prefix are cheap
             lq = log_softmax((T @ p["W"][d])[:, None, :] - (prefix @ p["W"][d])[None]
                              + p["c"][d], axis=-1)                                   # (N, P, K)
-            if tables:
-                lq = np.log(quantise(np.exp(lq), CODE_PRECISION) / 2.0**CODE_PRECISION)
             log_q = (log_q[:, :, None] + lq).reshape(len(X), -1)
             code = (code[:, :, None] + lq - log_pi[d]).reshape(len(X), -1)
             prefix = (prefix[:, None, :] + p["C"][d][None]).reshape(-1, D)
@@ -1102,174 +1103,297 @@ def summarise_experiments(names, results, seeds):
 # The paper's argument made real: the sender pops a code k ~ q(k|x) off the message (the
 # "random bits" it later gets back), pushes the image given k, then pushes k under the
 # prior; the receiver runs the chain backwards.  The net growth of the message is then
-# about -log P(v|k) - log p(k) + log q(k|x) per image, F in expectation.  The coder is rANS
-# with a vector of 64-bit heads (one per lane, each lane coding its own images in turn) over
-# one shared stack of 32-bit words.
+# -log P(v|k) - log p(k) + log q(k|x) per image, F in expectation.  constriction's ANS
+# stack coder does the pushing (encode_reverse) and popping (decode); lanes are independent
+# stacks, each coding every lanes-th image, so that the numpy work runs over all lanes.
+#
+# Portability.  The decoder rebuilds every probability table, so the tables must come out
+# bit for bit the same on any CPU.  Floating-point kernels differ between CPUs (exp, log and
+# reductions in numpy, blocking and FMA in BLAS), so the coder uses none of them:
+# - the model is coded with its parameters rounded to fixed point (and stored so);
+# - every dot product is an integer matrix product, exact in any order;
+# - exp and the normal CDF are read from tables built by IEEE-754 +, *, / in a fixed order
+#   (correctly rounded, so the same everywhere), starting from constants decimal computes;
+# - what remains in floating point is elementwise +, -, *, / and rounding, which IEEE-754
+#   also fixes to the bit.
+# Tables are integer frequencies >= 1 summing to 2^24.  constriction's categorical model
+# (perfect=False) turns weights w into the table floor(cumsum(w) * (2^24 - S) / sum(w)) + i;
+# given the integer weights f - 1, whose sums are exact, that is exactly the table f.
 
-WORD = np.uint64(32)
-HEAD_MIN = np.uint64(1 << 32)          # heads live in [2^32, 2^64)
-CODE_PRECISION = 16                    # bits of the integer tables for q(k|x)
-PRIOR_PRECISION = 28                   # ... for the prior p(k); see bits_back_encode
-PIXEL_PRECISION = 24                   # ... and for 8-bit pixels
+PRECISION = 24                         # bits of every table; constriction's default
 PIXEL_LEVELS = 256
 CODER_LANES = 100
 COMPRESS_CHUNK = 2_000_000             # (image, joint code) pairs the bound holds at once
+PARAM_BITS = 12                        # codewords and bias in units of 2^-12
+LOGIT_BITS = 10                        # recognition weights and prior logits, 2^-10
+Q_BITS = 15                            # posterior probabilities inside the refinement
+EXP_STEPS, EXP_RANGE = 256, 48         # exp(-i/256) for i/256 < 48 nats; 0 beyond
+PHI_STEPS, PHI_HALF = 16, 16 * 2048    # normal CDF: 16 steps per 8-bit level, +-2048 levels
+CODER_FORMS = ("factorial", "residual")
 
 
-class Message:
-    """An rANS message: heads (lanes,) uint64 over a stack of 32-bit words.
-
-    push/pop take `lanes`, the indices of the lanes taking part, and per-lane starts and
-    frequencies of integer tables summing to 2^precision.  Renormalisation moves one
-    32-bit word between a head and the stack; lanes that move words do so in ascending
-    order, and pop reverses exactly what push did, so the stack discipline holds.
-    """
-
-    def __init__(self, heads, words=()):
-        self.heads = np.asarray(heads, dtype=np.uint64).copy()
-        self.stack = np.zeros(max(1024, 2 * len(words)), dtype=np.uint32)
-        self.size = len(words)
-        self.stack[:self.size] = words
-
-    @classmethod
-    def random(cls, lanes, n_words, rng):
-        """Initial random bits.  Heads are log-uniform on [2^32, 2^64), the stationary law of
-        rANS states, so that the net length of a message is not biased by head capacity."""
-        heads = np.floor(2.0 ** (32 + 32 * rng.random(lanes))).astype(np.uint64)
-        return cls(np.maximum(heads, HEAD_MIN), rng.integers(0, 1 << 32, n_words, dtype=np.uint32))
-
-    def copy(self):
-        return Message(self.heads, self.stack[:self.size])
-
-    def __eq__(self, other):
-        return (np.array_equal(self.heads, other.heads)
-                and np.array_equal(self.stack[:self.size], other.stack[:other.size]))
-
-    @property
-    def bits(self):
-        """Length of the message in bits: 64 per head plus 32 per stacked word."""
-        return 64 * len(self.heads) + 32 * self.size
-
-    def push(self, lanes, start, freq, precision):
-        """Encode one symbol per lane: start, freq (A,) uint64."""
-        h = self.heads[lanes]
-        full = h >= (np.uint64(1) << np.uint64(64 - precision)) * freq
-        if full.any():
-            words = (h[full] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-            if self.size + len(words) > len(self.stack):
-                self.stack = np.concatenate([self.stack, np.zeros_like(self.stack)])
-            self.stack[self.size:self.size + len(words)] = words
-            self.size += len(words)
-            h[full] >>= WORD
-        self.heads[lanes] = ((h // freq) << np.uint64(precision)) + h % freq + start
-
-    def peek(self, lanes, precision):
-        """The cumulative-frequency slot each lane's next symbol is decoded from (A,)."""
-        return self.heads[lanes] & np.uint64((1 << precision) - 1)
-
-    def pop(self, lanes, start, freq, precision):
-        """Remove the symbols found by peek: start, freq (A,) uint64."""
-        h = self.heads[lanes]
-        h = freq * (h >> np.uint64(precision)) + (h & np.uint64((1 << precision) - 1)) - start
-        low = h < HEAD_MIN
-        n = int(low.sum())
-        if n:
-            if n > self.size:
-                raise ValueError("message underflow: the stream is damaged or too short")
-            self.size -= n
-            h[low] = (h[low] << WORD) | self.stack[self.size:self.size + n].astype(np.uint64)
-        self.heads[lanes] = h
-
-    def to_bytes(self):
-        return self.heads.astype("<u8").tobytes() + self.stack[:self.size].astype("<u4").tobytes()
-
-    @classmethod
-    def from_bytes(cls, data, lanes):
-        if len(data) < 8 * lanes or (len(data) - 8 * lanes) % 4:
-            raise ValueError("message has the wrong length")
-        heads = np.frombuffer(data[:8 * lanes], dtype="<u8")
-        if np.any(heads < HEAD_MIN):
-            raise ValueError("message heads out of range")
-        return cls(heads, np.frombuffer(data[8 * lanes:], dtype="<u4"))
+@functools.lru_cache(maxsize=None)
+def exp_table():
+    """round(2^30 exp(-i / 256)) for i < 48 * 256, int64, by a product recurrence."""
+    from decimal import Decimal
+    ratio = float((Decimal(-1) / EXP_STEPS).exp())
+    values, v = [], 1.0
+    for _ in range(EXP_RANGE * EXP_STEPS):
+        values.append(v)
+        v *= ratio
+    return np.floor(np.array(values) * 2.0**30 + 0.5).astype(np.int64)
 
 
-def quantise(probs, precision):
-    """Integer frequencies (..., S) >= 1 summing to 2^precision, from probabilities (..., S).
+@functools.lru_cache(maxsize=None)
+def phi_table(sigma):
+    """floor(Phi(z_j) (2^24 - 256)) (int64, 2 J + 1 entries) on the grid of the pixel tables:
+    z_j = j / (16 * 255 * sigma) for |j| <= J = 16 * 2048, i.e. 16 steps per 8-bit level over
+    +-2048 levels.  Phi is 1/2 plus the trapezoid rule over exp(-z^2 / 2), tabulated with a
+    product recurrence in integers of 2^-40; only IEEE-754 basic operations are used."""
+    from decimal import Decimal, getcontext
+    getcontext().prec = 40
+    h = Decimal(1) / (PHI_STEPS * (PIXEL_LEVELS - 1) * Decimal(sigma))
+    rho = float((-h * h / 2).exp())                          # exp(-h^2 / 2)
+    dens, v, g = [], 1.0, rho
+    for _ in range(PHI_HALF + 1):                            # exp(-(i h)^2 / 2) = prod of rho^(2i-1)
+        dens.append(v)
+        v, g = v * g, g * rho * rho
+    w = np.floor(np.array(dens) * 2.0**40 + 0.5).astype(np.int64)
+    cum = np.concatenate([[0], np.cumsum(w[:-1] + w[1:])])  # twice the trapezoid sums, exact
+    sqrt_2pi = (2 * Decimal("3.141592653589793238462643383279502884")).sqrt()
+    c = float(h / (2 * sqrt_2pi * 2**40))
+    upper = np.minimum(0.5 + cum.astype(np.float64) * c, 1.0)
+    phi = np.concatenate([1.0 - upper[:0:-1], upper])
+    scale = float((1 << PRECISION) - PIXEL_LEVELS)
+    return np.floor(phi * scale).astype(np.int64)
 
-    Each symbol gets 1 plus its share of the rest, rounded down; the rounding deficit goes
-    to the most probable symbol.
-    """
-    probs = probs / probs.sum(axis=-1, keepdims=True)
-    total, S = 1 << precision, probs.shape[-1]
-    freqs = np.floor(probs * (total - S)).astype(np.int64) + 1
-    top = np.argmax(probs, axis=-1)[..., None]
-    deficit = total - freqs.sum(axis=-1, keepdims=True)
+
+@functools.lru_cache(maxsize=None)
+def phi_float_tables(sigma):
+    """phi_table and its differences over 16 steps (one 8-bit level), float32: exact, as
+    every entry and every partial sum constriction forms of the weights is below 2^24."""
+    table = phi_table(sigma)
+    steps = np.concatenate([table[PHI_STEPS:] - table[:-PHI_STEPS], np.zeros(PHI_STEPS, np.int64)])
+    return table.astype(np.float32), steps.astype(np.float32)
+
+
+def softmax_table(logits, precision=PRECISION):
+    """Integer frequencies (..., S) >= 1 summing to 2^precision from logits (..., S) in nats,
+    through exp_table: the same integers on every machine for the same logits."""
+    e_tab = exp_table()
+    steps = np.rint((logits.max(axis=-1, keepdims=True) - logits) * EXP_STEPS)
+    e = e_tab[np.minimum(steps, len(e_tab) - 1).astype(np.int64)]
+    e[steps >= len(e_tab)] = 0
+    S = logits.shape[-1]
+    freqs = e * ((1 << precision) - S) // e.sum(axis=-1, keepdims=True) + 1
+    top = np.argmax(e, axis=-1)[..., None]
+    deficit = (1 << precision) - freqs.sum(axis=-1, keepdims=True)
     np.put_along_axis(freqs, top, np.take_along_axis(freqs, top, axis=-1) + deficit, axis=-1)
     return freqs
 
 
-class Categorical:
-    """Codec for one symbol per lane under per-lane integer tables freqs (A, S)."""
-
-    def __init__(self, freqs, precision=CODE_PRECISION):
-        self.freqs = np.asarray(freqs, dtype=np.uint64)
-        self.cdf = np.concatenate([np.zeros((len(self.freqs), 1), np.uint64),
-                                   np.cumsum(self.freqs, axis=1, dtype=np.uint64)], axis=1)
-        self.precision = precision
-        self.rows = np.arange(len(self.freqs))
-
-    def push(self, msg, lanes, symbols):
-        msg.push(lanes, self.cdf[self.rows, symbols], self.freqs[self.rows, symbols],
-                 self.precision)
-
-    def pop(self, msg, lanes):
-        slot = msg.peek(lanes, self.precision)
-        symbols = (self.cdf[:, 1:] <= slot[:, None]).sum(axis=1)
-        msg.pop(lanes, self.cdf[self.rows, symbols], self.freqs[self.rows, symbols],
-                self.precision)
-        return symbols
+def edge_shift(means):
+    """Grid offset -8 - 16 * 255 * mean of the pixel means (fixed point), int32; clipped so
+    that every inner edge (levels 1..255) falls inside the table, which only matters for a
+    mean more than about 1800 levels off the image range."""
+    shift = -PHI_STEPS // 2 - (((PIXEL_LEVELS - 1) * means + 128) >> (PARAM_BITS - 4))
+    return np.clip(shift, -PHI_HALF - PHI_STEPS, PHI_HALF - PHI_STEPS * (PIXEL_LEVELS - 1)
+                   ).astype(np.int32)
 
 
-class PixelGaussian:
-    """Codec for 8-bit pixels v under N(mean, sigma^2), one pixel per lane.
+def pixel_cdf(means, sigma, v):
+    """The pixel tables' CDF C(v) for 8-bit levels v (integers 0..256, broadcast with means).
 
-    Bin v covers [(v - 0.5)/255, (v + 0.5)/255]; the end bins take the tails.  The integer
-    table is defined through its CDF, C(v) = floor(Phi_v * (2^p - 256)) + v, so every bin
-    has frequency >= 1 and one symbol's start and frequency need only two CDF values.
+    means are fixed-point reconstructions (units 2^-12 of the [0, 1] scale); bin v covers
+    [(v - 0.5)/255, (v + 0.5)/255] and the end bins take the tails, so C(0) = 0, C(256) = 2^24
+    and C(v) = floor(Phi((edge_v - mean) / sigma) (2^24 - 256)) + v between: every level has
+    frequency >= 1.  The mean is rounded to 1/16 of a level, so that the grid index of an
+    edge is an integer: 16 v - 8 - 16 * 255 * mean.
+    """
+    idx = PHI_STEPS * v + edge_shift(means) + PHI_HALF
+    cdf = phi_table(sigma)[np.clip(idx, 0, 2 * PHI_HALF)] + v
+    cdf = np.where(v <= 0, 0, cdf)
+    return np.where(v >= PIXEL_LEVELS, 1 << PRECISION, cdf)
+
+
+class CodingModel:
+    """A discrete model as the coder sees it: its parameters in fixed point (int64), and
+    every table the chain needs computed from them in integer arithmetic.
+
+    form "factorial" covers the standard VQ, the slices and the factorial VQ (with up to
+    `refine` mean-field sweeps, also in fixed point); "residual" is the residual chain.
     """
 
-    def __init__(self, mean, sigma, precision=PIXEL_PRECISION):
-        self.mean, self.sigma, self.precision = mean, sigma, precision
-        self.scale = np.uint64((1 << precision) - PIXEL_LEVELS)
+    def __init__(self, form, n_dims, n_codes, sigma_x, refine, params):
+        if form not in CODER_FORMS:
+            raise ValueError(f"unknown coder form {form!r}")
+        self.form, self.n_dims, self.n_codes = form, int(n_dims), int(n_codes)
+        self.sigma_x, self.refine = float(sigma_x), int(refine)
+        self.params = {k: np.asarray(v, dtype=np.int64) for k, v in params.items()}
+        for name, shape in self.shapes().items():
+            if self.params[name].shape != shape:
+                raise ValueError(f"parameter {name} has shape {self.params[name].shape}, "
+                                 f"expected {shape}")
+        self._check_range()
 
-    def cdf(self, v):
-        """C(v) (uint64) for integer v in 0..256, same shape as mean."""
-        z = ((v - 0.5) / (PIXEL_LEVELS - 1) - self.mean) / self.sigma
-        phi = np.where(v <= 0, 0.0, np.where(v >= PIXEL_LEVELS, 1.0, ndtr(z)))
-        return np.floor(phi * float(self.scale)).astype(np.uint64) + v.astype(np.uint64)
+    def shapes(self):
+        return self.param_shapes(self.form, self.n_dims, self.n_codes)
 
-    def start_freq(self, v):
-        lo = self.cdf(v)
-        return lo, self.cdf(v + 1) - lo
+    @staticmethod
+    def param_shapes(form, M, K):
+        """{name: shape} of the parameters, in the order a bitstream stores them."""
+        rec = {"W": (D, M * K), "c": (M * K,)} if form == "factorial" else \
+              {"W": (M, D, K), "c": (M, K)}
+        return {"C": (M, K, D), "b": (D,), "a": (M, K), **rec}
 
-    def push(self, msg, lanes, v):
-        msg.push(lanes, *self.start_freq(v), self.precision)
+    @classmethod
+    def from_model(cls, model):
+        """Round a fitted StochasticVQ (linear recognition) or ResidualVQ to fixed point."""
+        if isinstance(model, ResidualVQ):
+            form = "residual"
+        elif isinstance(model, StochasticVQ) and not model.n_hidden:
+            form = "factorial"
+        else:
+            raise ValueError("the coder takes linear-recognition VQs and the residual chain")
+        p = model.p
+        scale = {"C": PARAM_BITS, "b": PARAM_BITS, "a": LOGIT_BITS, "W": LOGIT_BITS,
+                 "c": LOGIT_BITS}
+        params = {k: np.rint(p[k] * 2.0**s).astype(np.int64) for k, s in scale.items()}
+        return cls(form, model.n_dims, model.n_codes, model.sigma_x,
+                   getattr(model, "refine", 0), params)
 
-    def pop(self, msg, lanes):
-        slot = msg.peek(lanes, self.precision)
-        lo = np.zeros(len(slot), dtype=np.int64)
-        hi = np.full(len(slot), PIXEL_LEVELS, dtype=np.int64)
-        for _ in range(8):                     # binary search: C(lo) <= slot < C(hi)
-            mid = (lo + hi) // 2
-            below = self.cdf(mid) <= slot
-            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        msg.pop(lanes, *self.start_freq(lo), self.precision)
-        return lo
+    def _check_range(self):
+        """Refuse parameters whose integer products could overflow int64."""
+        p = self.params
+        c_max = int(np.abs(p["C"]).max(initial=0))
+        r_max = (PIXEL_LEVELS << 27) + (PIXEL_LEVELS - 1) * (1 << Q_BITS) * (
+            int(np.abs(p["b"]).max(initial=0)) + self.n_dims * c_max)
+        w_max = int(np.abs(p["W"]).max(initial=0))
+        chain = ((PIXEL_LEVELS - 1) * (1 + self.n_dims) << PARAM_BITS) * max(c_max, 1 << 12)
+        if D * c_max * r_max >= 2**62 or D * w_max * chain >= 2**62 or \
+                int(np.abs(p["a"]).max(initial=0)) >= 2**40:
+            raise ValueError("model parameters too large for the fixed-point coder")
+
+    # --- tables --------------------------------------------------------------------------
+
+    def prior_table(self):
+        """Frequencies (M, K) of the prior p(k_d)."""
+        return softmax_table(self.params["a"] / 2.0**LOGIT_BITS)
+
+    def pixel_weights(self, codes):
+        """The pixel tables given codes (N, M) as constriction takes them: frequencies minus
+        one, float32 (N, 96, 256).  This is pixel_cdf over all levels, inlined because it
+        is the coder's hot loop: with F(v) = T[idx_v] at the inner edges v = 1..255 and
+        idx_v+1 = idx_v + 16, the weight F(v+1) - F(v) of level v is one lookup in the table
+        of 16-step differences; level 0 weighs F(1) and level 255 weighs 2^24 - 256 - F(255)."""
+        table, steps = phi_float_tables(self.sigma_x)
+        first = edge_shift(self.reconstruct(codes)) + (PHI_STEPS + PHI_HALF)      # idx_1
+        grid = PHI_STEPS * np.arange(PIXEL_LEVELS - 2, dtype=np.int32)
+        w = np.empty(first.shape + (PIXEL_LEVELS,), dtype=np.float32)
+        w[..., 1:-1] = steps[first[..., None] + grid]
+        w[..., 0] = table[first]
+        w[..., -1] = ((1 << PRECISION) - PIXEL_LEVELS) - table[first + PHI_STEPS * 254]
+        return w
+
+    def reconstruct(self, codes):
+        """Fixed-point xhat(k) (N, 96), units 2^-12."""
+        C = self.params["C"]
+        return self.params["b"] + C[np.arange(self.n_dims), codes].sum(axis=1)
+
+    def posterior_table(self, V):
+        """Frequencies (N, M, K) of the factorial posterior q(k|v), v (N, 96) 8-bit."""
+        p, M, K = self.params, self.n_dims, self.n_codes
+        V = V.astype(np.int64)
+        amortised = (V @ p["W"] + (PIXEL_LEVELS - 1) * p["c"]).reshape(len(V), M, K)
+        logits = amortised / float((PIXEL_LEVELS - 1) << LOGIT_BITS)
+        if self.refine:
+            logits = self._mean_field(V, logits)
+        return softmax_table(logits)
+
+    def _mean_field(self, V, logits):
+        """Mean-field sweeps (SPEC section 3) in fixed point; an image stops when a sweep
+        changes none of its probabilities.  Returns each factor's last logits (N, M, K)."""
+        p, M = self.params, self.n_dims
+        C, prior = p["C"], p["a"] / 2.0**LOGIT_BITS
+        sq = np.einsum("mkd,mkd->mk", C, C)                          # units 2^-24
+        q = softmax_table(logits, Q_BITS)                            # (N, M, K), sum 2^15
+        mu = np.einsum("nmk,mkd->mnd", q, C)                         # units 2^-27
+        # x - b - sum_d mu_d in units 2^-27 / 255, exact
+        base = (V << (PARAM_BITS + Q_BITS)) - (PIXEL_LEVELS - 1) * (p["b"] << Q_BITS)
+        unit = float((PIXEL_LEVELS - 1) << (2 * PARAM_BITS + Q_BITS))
+        s2 = self.sigma_x**2
+        logits = logits.copy()
+        active = np.arange(len(V))
+        for _ in range(self.refine):
+            changed = np.zeros(len(active), dtype=bool)
+            total = mu[:, active].sum(axis=0)
+            for d in range(M):
+                r = base[active] - (PIXEL_LEVELS - 1) * (total - mu[d, active])
+                dot = r @ C[d].T                                     # (A, K), exact
+                ld = prior[d] + (dot / unit - sq[d] / 2.0**(2 * PARAM_BITS + 1)) / s2
+                new = softmax_table(ld, Q_BITS)
+                changed |= np.any(new != q[active, d], axis=1)
+                logits[active, d], q[active, d] = ld, new
+                new_mu = new @ C[d]
+                total += new_mu - mu[d, active]
+                mu[d, active] = new_mu
+            active = active[changed]
+            if not len(active):
+                break
+        return logits
+
+    def stage_table(self, V, codes, d):
+        """Frequencies (N, K) of stage d of the residual chain, given the earlier codes."""
+        p = self.params
+        prefix = p["C"][np.arange(d), codes[:, :d]].sum(axis=1) if d else 0
+        R = (V.astype(np.int64) << PARAM_BITS) - (PIXEL_LEVELS - 1) * (p["b"] + prefix)
+        L = R @ p["W"][d] + ((PIXEL_LEVELS - 1) << PARAM_BITS) * p["c"][d]
+        return softmax_table(L / float((PIXEL_LEVELS - 1) << (PARAM_BITS + LOGIT_BITS)))
+
+    def chain_tables(self, V):
+        """Every path of the residual chain for V (N, 96): log2 of its table probability
+        q(k|v) (N, P) and the joint codes (P, M), P = K^M in lexicographic order."""
+        p, M, K = self.params, self.n_dims, self.n_codes
+        T = (V.astype(np.int64) << PARAM_BITS) - (PIXEL_LEVELS - 1) * p["b"]
+        prefix = np.zeros((1, D), dtype=np.int64)
+        log2_q = np.zeros((len(V), 1))
+        for d in range(M):
+            # integer arithmetic is exact, so the stage's logits split into image and path parts
+            L = ((T @ p["W"][d])[:, None, :] - ((PIXEL_LEVELS - 1) * prefix @ p["W"][d])[None]
+                 + ((PIXEL_LEVELS - 1) << PARAM_BITS) * p["c"][d])
+            f = softmax_table(L / float((PIXEL_LEVELS - 1) << (PARAM_BITS + LOGIT_BITS)))
+            log2_q = (log2_q[:, :, None] + np.log2(f) - PRECISION).reshape(len(V), -1)
+            prefix = (prefix[:, None, :] + p["C"][d][None]).reshape(-1, D)
+        return log2_q, all_codes(M, K)
 
 
-def quantise_images(X):
-    """8-bit pixels (N, 96) uint8 of images in [0, 1]."""
-    return np.clip(np.round(X * (PIXEL_LEVELS - 1)), 0, PIXEL_LEVELS - 1).astype(np.uint8)
+# --- the chain ------------------------------------------------------------------------------
+
+CATEGORICAL = None
+
+
+def _categorical():
+    """constriction's categorical model family, fed integer weights (see above)."""
+    global CATEGORICAL
+    if CATEGORICAL is None:
+        import constriction
+        CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+    return CATEGORICAL
+
+
+def weights(freqs):
+    """Integer tables (..., S) as constriction's weights: frequencies minus one, float64."""
+    return (freqs - 1).astype(np.float64)
+
+
+def _push(coder, symbols, w):
+    """Push symbols (n,) under tables given as weights (n, S) onto one lane's stack."""
+    coder.encode_reverse(np.asarray(symbols, dtype=np.int32), _categorical(), w)
+
+
+def _pop(coder, w):
+    """Pop n symbols under tables given as weights (n, S) off one lane's stack."""
+    return coder.decode(_categorical(), w).astype(np.int64)
 
 
 def _lane_layout(n_images, lanes):
@@ -1279,151 +1403,149 @@ def _lane_layout(n_images, lanes):
     return np.where(idx < n_images, idx, -1)
 
 
-def _code_posterior(model, X, codes, d, q_all):
-    """q_d for the lanes' images: the residual chain's depends on the earlier codes."""
-    if isinstance(model, ResidualVQ):
-        return model.stage_posterior(X, codes, d)
-    return q_all[:, d]
+def initial_words(lanes, n_dims, seed):
+    """The initial random bits: per lane enough 32-bit words for the first M pops.
+
+    The last word is the high half of the coder's 64-bit state.  It is drawn log-uniform
+    on [1, 2^32), the stationary law of ANS states, so that the net length of a message is
+    not biased by how full the states are at the start and at the end (a uniform draw
+    would start them nearly full and make every lane look about 15 bits longer)."""
+    rng = np.random.default_rng([seed, 7])
+    words = rng.integers(0, 1 << 32, size=(lanes, 2 + -(-n_dims * PRECISION // 32)),
+                         dtype=np.uint64)
+    words[:, -1] = np.maximum(np.floor(2.0 ** (32 * rng.random(lanes))), 1)
+    return list(words.astype(np.uint32))
 
 
-def initial_message(lanes, n_dims, seed):
-    """The initial random bits: a head per lane and enough words for the first M pops."""
-    words = lanes * (-(-n_dims * CODE_PRECISION // 32) + 1)
-    return Message.random(lanes, words, np.random.default_rng([seed, 7]))
+def bits_back_encode(cm, V, lanes=CODER_LANES, seed=0):
+    """Encode 8-bit images V (N, 96) with bits-back coding under CodingModel cm.
 
-
-def bits_back_encode(model, V, lanes=CODER_LANES, seed=0):
-    """Encode 8-bit images V (N, 96) with bits-back coding.
-
-    Returns (message, initial message).  Per step every lane takes its next image:
-    pop k ~ q(k|x) (M codes), push the 96 pixels given xhat(k), push k under the prior.
+    Returns (final words, initial words), one uint32 array per lane.  Each lane takes its
+    images in turn: pop k ~ q(k|v), push the 96 pixels given xhat(k), push k under the prior.
     """
+    import constriction
     layout = _lane_layout(len(V), lanes)
-    M = model.n_dims
-    prior = quantise(softmax(model.p["a"]), PRIOR_PRECISION)                    # (M, K)
-    msg = initial_message(lanes, M, seed)
-    initial = msg.copy()
+    initial = initial_words(lanes, cm.n_dims, seed)
+    coders = [constriction.stream.stack.AnsCoder(w) for w in initial]
+    prior = weights(cm.prior_table())
+    q_all = weights(cm.posterior_table(V)) if cm.form == "factorial" else None
     for step in range(layout.shape[1]):
         act = np.flatnonzero(layout[:, step] >= 0)
         v = V[layout[act, step]]
-        x = v / (PIXEL_LEVELS - 1)
-        codes = np.zeros((len(act), M), dtype=np.int64)
-        q_all = None if isinstance(model, ResidualVQ) else model._q(x)
-        for d in range(M):
-            q = _code_posterior(model, x, codes, d, q_all)
-            codes[:, d] = Categorical(quantise(q, CODE_PRECISION)).pop(msg, act)
-        pixels = PixelGaussian(model.reconstruct(codes), model.sigma_x)
-        starts, freqs = pixels.start_freq(v.astype(np.int64))
-        for i in range(D):
-            msg.push(act, starts[:, i], freqs[:, i], PIXEL_PRECISION)
-        for d in range(M):
-            Categorical(np.broadcast_to(prior[d], (len(act), prior.shape[1])),
-                        PRIOR_PRECISION).push(msg, act, codes[:, d])
-    return msg, initial
+        codes = np.zeros((len(act), cm.n_dims), dtype=np.int64)
+        if q_all is not None:
+            q = q_all[layout[act, step]]
+            for i, lane in enumerate(act):
+                codes[i] = _pop(coders[lane], q[i])
+        else:
+            for d in range(cm.n_dims):                  # stage d's table needs k_<d
+                q = weights(cm.stage_table(v, codes, d))
+                for i, lane in enumerate(act):
+                    codes[i, d] = _pop(coders[lane], q[i:i + 1])[0]
+        pixels = cm.pixel_weights(codes)
+        for i, lane in enumerate(act):
+            _push(coders[lane], v[i], pixels[i])
+            _push(coders[lane], codes[i], prior)
+    return [c.get_compressed() for c in coders], initial
 
 
-def bits_back_decode(model, msg, n_images, lanes=CODER_LANES):
-    """Invert bits_back_encode: returns the images (n_images, 96) uint8; msg is left
-    holding the initial bits."""
+def bits_back_decode(cm, words, n_images):
+    """Invert bits_back_encode: images (n_images, 96) uint8 and the words left per lane,
+    which are the initial bits when the message was whole."""
+    import constriction
+    lanes = len(words)
     layout = _lane_layout(n_images, lanes)
-    M = model.n_dims
-    prior = quantise(softmax(model.p["a"]), PRIOR_PRECISION)
+    coders = [constriction.stream.stack.AnsCoder(w) if len(w) else
+              constriction.stream.stack.AnsCoder() for w in words]
+    prior = weights(cm.prior_table())
     V = np.zeros((n_images, D), dtype=np.uint8)
     for step in reversed(range(layout.shape[1])):
         act = np.flatnonzero(layout[:, step] >= 0)
-        codes = np.zeros((len(act), M), dtype=np.int64)
-        for d in reversed(range(M)):
-            codes[:, d] = Categorical(np.broadcast_to(prior[d], (len(act), prior.shape[1])),
-                                      PRIOR_PRECISION).pop(msg, act)
-        means = model.reconstruct(codes)
-        v = np.zeros((len(act), D), dtype=np.int64)
-        for i in reversed(range(D)):
-            v[:, i] = PixelGaussian(means[:, i], model.sigma_x).pop(msg, act)
-        x = v / (PIXEL_LEVELS - 1)
-        q_all = None if isinstance(model, ResidualVQ) else model._q(x)
-        for d in reversed(range(M)):
-            q = _code_posterior(model, x, codes, d, q_all)
-            Categorical(quantise(q, CODE_PRECISION)).push(msg, act, codes[:, d])
+        codes = np.array([_pop(coders[lane], prior) for lane in act])
+        pixels = cm.pixel_weights(codes)
+        v = np.array([_pop(coders[lane], pixels[i]) for i, lane in enumerate(act)])
+        if cm.form == "factorial":
+            q = cm.posterior_table(v)
+        else:
+            q = np.stack([cm.stage_table(v, codes, d) for d in range(cm.n_dims)], axis=1)
+        q = weights(q)
+        for i, lane in enumerate(act):
+            _push(coders[lane], codes[i], q[i])
         V[layout[act, step]] = v
-    return V
+    return V, [c.get_compressed() for c in coders]
 
 
-def pixel_table_bits(V, means, sigma):
-    """-log2 of the coder's table probability of each 8-bit pixel, elementwise."""
-    _, freq = PixelGaussian(means, sigma).start_freq(V.astype(np.int64))
-    return PIXEL_PRECISION - np.log2(freq.astype(np.float64))
+# --- the coder's own bound -------------------------------------------------------------------
 
 
-def _table_posterior(model, X):
-    """The coder's integer-table posterior for a factorial model, as probabilities (N, M, K)."""
-    return quantise(model._q(X), CODE_PRECISION) / 2.0**CODE_PRECISION
+def pixel_table_bits(cm, V, codes):
+    """-log2 of the coder's table probability of every pixel of V (N, 96) given codes (N, M)."""
+    means = cm.reconstruct(codes)
+    v = V.astype(np.int64)
+    freq = pixel_cdf(means, cm.sigma_x, v + 1) - pixel_cdf(means, cm.sigma_x, v)
+    return PRECISION - np.log2(freq)
 
 
-def _sample_table_codes(model, X, rng):
-    """k ~ the coder's table posterior: codes (N, M) and log2 of their probability (N,)."""
-    M = model.n_dims
-    codes, log2_q = np.zeros((len(X), M), dtype=np.int64), np.zeros(len(X))
-    q_all = None if isinstance(model, ResidualVQ) else model._q(X)
-    for d in range(M):
-        q = quantise(_code_posterior(model, X, codes, d, q_all), CODE_PRECISION)
-        u = rng.integers(0, 1 << CODE_PRECISION, size=(len(X), 1))
-        codes[:, d] = (np.cumsum(q, axis=1) <= u).sum(axis=1)
-        log2_q += np.log2(q[np.arange(len(X)), codes[:, d]]) - CODE_PRECISION
-    return codes, log2_q
-
-
-def discrete_bound(model, V, prune=1e-9, n_draws=64, rng=None):
+def discrete_bound(cm, V, prune=1e-9, n_draws=64, rng=None):
     """The coder's own bound F_t (bits per image, (N,)): what bits_back_encode pays on average,
 
-        F_t(v) = E_q[-log2 P(v|k) - log2 p(k) + log2 q(k|x)],  x = v/255,
+        F_t(v) = E_q[-log2 P(v|k) - log2 p(k) + log2 q(k|v)],
 
-    with P, p and q the coder's integer tables (the folded-tail discretised Gaussian for
-    pixels).  Returns (F_t, err).  While K^M <= 65,536 the expectation runs over every joint
-    code of table weight > prune; the tables give every symbol a nonzero share, so each
-    code costs at most 96*24 + M*(16 + 28) bits and err bounds what the skipped codes could
-    add.  Beyond that, Monte Carlo with n_draws draws per image, err its standard error.
+    with P, p and q the coder's integer tables.  Returns (F_t, err).  While K^M <= 65,536 the
+    expectation runs over every joint code of table weight > prune; every table entry is at
+    least 2^-24, so each code costs at most 96*24 + 2*M*24 bits and err bounds what the skipped
+    codes could add.  Beyond that, Monte Carlo with n_draws draws per image, err its standard
+    error.  Images are taken in chunks so that at most COMPRESS_CHUNK (image, code) pairs
+    are held at once.
     """
-    X = V / (PIXEL_LEVELS - 1)
-    M, K = model.n_dims, model.n_codes
-    log2_pi = (np.log2(quantise(softmax(model.p["a"]), PRIOR_PRECISION))
-               - PRIOR_PRECISION)                                           # (M, K)
+    M, K = cm.n_dims, cm.n_codes
+    log2_pi = np.log2(cm.prior_table()) - PRECISION                              # (M, K)
     if K**M > MAX_ENUMERATION:
-        rng = rng if rng is not None else np.random.default_rng(0)
-        Xr, Vr = np.repeat(X, n_draws, axis=0), np.repeat(V, n_draws, axis=0)
-        codes, log2_q = _sample_table_codes(model, Xr, rng)
-        cost = (pixel_table_bits(Vr, model.reconstruct(codes), model.sigma_x).sum(axis=1)
-                - log2_pi[np.arange(M), codes].sum(axis=1) + log2_q).reshape(len(V), n_draws)
-        return cost.mean(axis=1), cost.std(axis=1, ddof=1) / math.sqrt(n_draws)
-    if isinstance(model, ResidualVQ):
-        w, code, xhat = model.chain_paths(X, tables=True)
-        code = code / LN2                                                   # (N, P) bits
-    else:
-        q = _table_posterior(model, X)                                      # (N, M, K)
-        codes = all_codes(M, K)
-        w = np.prod(q[:, np.arange(M), codes], axis=-1)                     # (N, K^M)
-        xhat = model.reconstruct(codes)
-        code = None
-    n, j = np.nonzero(w > prune)
-    cost = np.zeros(len(n))
-    for s in range(0, len(n), 20_000):               # bounded memory: 20,000 x 96 at a time
-        sl = slice(s, s + 20_000)
-        cost[sl] = pixel_table_bits(V[n[sl]], xhat[j[sl]], model.sigma_x).sum(axis=1)
-    if code is None:
-        cost += (np.log2(q[n[:, None], np.arange(M), codes[j]])
-                 - log2_pi[np.arange(M), codes[j]]).sum(axis=1)
-    else:
-        cost += code[n, j]
-    kept = np.bincount(n, weights=w[n, j], minlength=len(V))
-    bound = np.bincount(n, weights=w[n, j] * cost, minlength=len(V))
-    worst = D * PIXEL_PRECISION + M * (CODE_PRECISION + PRIOR_PRECISION)
-    return bound, np.maximum(1.0 - kept, 0.0) * worst
+        return _sampled_bound(cm, V, log2_pi, n_draws, rng or np.random.default_rng(0))
+    codes = all_codes(M, K)
+    prior_bits = -log2_pi[np.arange(M), codes].sum(axis=1)                      # (P,)
+    bound, err = np.zeros(len(V)), np.zeros(len(V))
+    step = max(1, COMPRESS_CHUNK // len(codes))
+    worst = D * PRECISION + 2 * M * PRECISION
+    for s in range(0, len(V), step):
+        v = V[s:s + step]
+        if cm.form == "factorial":
+            log2_q = (np.log2(cm.posterior_table(v)) - PRECISION)[:, np.arange(M), codes].sum(-1)
+        else:
+            log2_q, _ = cm.chain_tables(v)                                       # (n, P)
+        w = np.exp2(log2_q)
+        n, j = np.nonzero(w > prune)
+        cost = prior_bits[j] + log2_q[n, j]
+        for a in range(0, len(n), 20_000):               # bounded memory: 20,000 x 96 at a time
+            sl = slice(a, a + 20_000)
+            cost[sl] += pixel_table_bits(cm, v[n[sl]], codes[j[sl]]).sum(axis=1)
+        bound[s:s + step] = np.bincount(n, weights=w[n, j] * cost, minlength=len(v))
+        kept = np.bincount(n, weights=w[n, j], minlength=len(v))
+        err[s:s + step] = np.maximum(1.0 - kept, 0.0) * worst
+    return bound, err
+
+
+def _sampled_bound(cm, V, log2_pi, n_draws, rng):
+    """Monte Carlo F_t: codes drawn from the coder's tables, n_draws per image."""
+    M = cm.n_dims
+    Vr = np.repeat(V, n_draws, axis=0)
+    codes, log2_q = np.zeros((len(Vr), M), dtype=np.int64), np.zeros(len(Vr))
+    q_all = cm.posterior_table(Vr) if cm.form == "factorial" else None
+    for d in range(M):
+        q = q_all[:, d] if q_all is not None else cm.stage_table(Vr, codes, d)
+        u = rng.integers(0, 1 << PRECISION, size=(len(Vr), 1))
+        codes[:, d] = (np.cumsum(q, axis=1) <= u).sum(axis=1)
+        log2_q += np.log2(q[np.arange(len(Vr)), codes[:, d]]) - PRECISION
+    cost = (pixel_table_bits(cm, Vr, codes).sum(axis=1) - log2_pi[np.arange(M), codes].sum(axis=1)
+            + log2_q).reshape(len(V), n_draws)
+    return cost.mean(axis=1), cost.std(axis=1, ddof=1) / math.sqrt(n_draws)
 
 
 # The compression experiment, the bitstream file and the baselines.
 
 CODER_MODELS = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq",
                 "factorial_vq_amortised")
-STREAM_MAGIC, STREAM_VERSION = b"SVQB", 1
+STREAM_MAGIC, STREAM_VERSION = b"SVQB", 2
 
 
 def _coder_variant(models, name):
@@ -1437,23 +1559,30 @@ def _coder_variant(models, name):
     return models[name]
 
 
+def message_bits(words):
+    """Length in bits of a message held as one uint32 array per lane."""
+    return 32 * sum(len(w) for w in words)
+
+
 def code_and_check(model, V, seed=0, lanes=CODER_LANES):
-    """Encode and decode V (N, 96) uint8; returns the numbers of one coder row."""
+    """Encode and decode V (N, 96) uint8; returns the numbers of one coder row and the
+    (coding model, encoded words)."""
+    cm = CodingModel.from_model(model)
     t0 = time.perf_counter()
-    msg, initial = bits_back_encode(model, V, lanes, seed)
-    encoded = msg.copy()
-    decoded = bits_back_decode(model, msg, len(V), lanes)
+    words, initial = bits_back_encode(cm, V, lanes, seed)
+    decoded, left = bits_back_decode(cm, words, len(V))
     seconds = time.perf_counter() - t0
-    bound, err = discrete_bound(model, V)
-    actual = (encoded.bits - initial.bits) / len(V)
+    bound, err = discrete_bound(cm, V)
+    actual = (message_bits(words) - message_bits(initial)) / len(V)
     density = (float(model.description_length(V / (PIXEL_LEVELS - 1))["total"].mean())
                + D * math.log2(model.sigma_x * math.sqrt(2 * math.pi) * (PIXEL_LEVELS - 1)))
+    same = len(left) == len(initial) and all(np.array_equal(a, b) for a, b in zip(left, initial))
     return {"actual_bits": actual, "bound_t": float(bound.mean()),
             "bound_t_err": float(np.sqrt(np.sum(err**2)) / len(V)),
             "overhead_pct": 100.0 * (actual / float(bound.mean()) - 1.0),
             "density_bound": density,
-            "roundtrip": bool(np.array_equal(decoded, V) and msg == initial),
-            "seconds": seconds}, encoded
+            "roundtrip": bool(np.array_equal(decoded, V) and same),
+            "seconds": seconds}, (cm, words)
 
 
 def baseline_bits(V):
@@ -1477,7 +1606,7 @@ def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log
     """Train the discrete models, then code the 8-bit held-out set with each.
 
     Returns ({NAME: coder row, "baselines": {...}, "seconds": encode + decode wall time of
-    all rows, run one after another}, {NAME: (model, encoded message)}).
+    all rows, run one after another}, {NAME: (CodingModel, encoded words per lane)}).
     """
     log = log or progress_logger(True)
     fitted = sorted({m.replace("_amortised", "") for m in models})
@@ -1485,9 +1614,7 @@ def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log
     V = quantise_images(out["heldout"])
     rows, streams = {}, {}
     for name in models:
-        model = _coder_variant(out["models"], name)
-        rows[name], message = code_and_check(model, V, seed)
-        streams[name] = (model, message)
+        rows[name], streams[name] = code_and_check(_coder_variant(out["models"], name), V, seed)
         log(f"{name:24s} {rows[name]['actual_bits']:8.2f} bits per image "
             f"({rows[name]['overhead_pct']:+.3f}% over F_t), round trip "
             f"{'exact' if rows[name]['roundtrip'] else 'FAILED'}, {rows[name]['seconds']:.2f} s")
@@ -1496,52 +1623,121 @@ def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log
     return rows, streams
 
 
-def write_bitstream(path, name, model, message, config, V):
-    """Write one model's message with a header: magic, version, SHA-256 of the rest, then
-    a JSON header, the model parameters and the message."""
+def quantise_images(X):
+    """8-bit pixels (N, 96) uint8 of images in [0, 1]."""
+    return np.clip(np.round(X * (PIXEL_LEVELS - 1)), 0, PIXEL_LEVELS - 1).astype(np.uint8)
+
+
+def _whole(lo, hi):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+# every header field of a bitstream file, and what a valid value is
+HEADER_FIELDS = {
+    "model": lambda v: v in CODER_MODELS,
+    "seed": _whole(0, 2**63 - 1),
+    "n_dims": _whole(1, MAX_DIMS),
+    "n_units_per_dim": _whole(2, MAX_CODES),
+    "sigma_x": lambda v: isinstance(v, float) and SIGMA_RANGE[0] <= v <= SIGMA_RANGE[1],
+    "refine": _whole(0, 10_000),
+    "n_test": _whole(1, MAX_IMAGES),
+    "n_images": _whole(1, MAX_IMAGES),
+    "lanes": _whole(1, 10_000),
+    "form": lambda v: v in CODER_FORMS,
+    "n_params": _whole(1, 2**31),
+    "images_sha256": lambda v: isinstance(v, str) and len(v) == 64
+    and all(c in "0123456789abcdef" for c in v),
+}
+
+
+def write_bitstream(path, name, cm, words, config, V):
+    """Write one model's message: magic, format version, SHA-256 of the rest, then a JSON
+    header, the fixed-point parameters (int32) and the message (per lane: its word count,
+    then all lanes' 32-bit words)."""
     import hashlib
-    header = {**config, "model": name, "n_images": len(V), "lanes": CODER_LANES,
-              "n_params": int(model.theta.size),
+    params = np.concatenate([cm.params[k].ravel() for k in cm.shapes()])
+    header = {**config, "model": name, "n_images": len(V), "lanes": len(words),
+              "form": cm.form, "n_params": int(params.size),
               "images_sha256": hashlib.sha256(V.tobytes()).hexdigest()}
     head = json.dumps(header, sort_keys=True).encode()
-    body = (len(head).to_bytes(4, "little") + head + model.theta.astype("<f8").tobytes()
-            + message.to_bytes())
+    counts = np.array([len(w) for w in words], dtype="<u4")
+    body = (len(head).to_bytes(4, "little") + head + params.astype("<i4").tobytes()
+            + counts.tobytes() + np.concatenate(words).astype("<u4").tobytes())
     blob = STREAM_MAGIC + bytes([STREAM_VERSION]) + hashlib.sha256(body).digest() + body
     atomic_write(path, lambda tmp: open(tmp, "wb").write(blob))
     return len(blob)
 
 
-def read_bitstream(path):
-    """Decode a bitstream file: returns (header, images (N, 96) uint8).
-
-    Raises ValueError with a plain message on any damage; images are only returned when
-    the checksum, the decoded images' hash and the recovered initial bits all agree.
-    """
+def _parse_bitstream(path, blob):
+    """Header (checked field by field), CodingModel and per-lane words of a file's bytes."""
     import hashlib
-    with open(path, "rb") as f:
-        blob = f.read()
     if blob[:4] != STREAM_MAGIC:
         raise ValueError(f"{path} is not a bitstream of this program (bad magic)")
     if len(blob) < 41 or blob[4] != STREAM_VERSION:
-        raise ValueError(f"{path}: unsupported format version or truncated header")
+        raise ValueError(f"{path}: unsupported format version {blob[4] if len(blob) > 4 else '?'} "
+                         f"(this program reads version {STREAM_VERSION}) or truncated header")
     body = blob[37:]
     if hashlib.sha256(body).digest() != blob[5:37]:
         raise ValueError(f"{path} is damaged or truncated (checksum mismatch)")
     n = int.from_bytes(body[:4], "little")
-    header = json.loads(body[4:4 + n])
+    try:
+        header = json.loads(body[4:4 + n])
+    except ValueError:
+        raise ValueError(f"{path}: the header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the header is not a JSON object")
+    for field, valid in HEADER_FIELDS.items():
+        if field not in header:
+            raise ValueError(f"{path}: header field {field!r} is missing")
+        if not valid(header[field]):
+            raise ValueError(f"{path}: header field {field!r} has an invalid value "
+                             f"{header[field]!r}")
+    if header["n_images"] != header["n_test"]:
+        raise ValueError(f"{path}: header fields 'n_images' and 'n_test' disagree")
+    if (header["form"] == "residual") != (header["model"] == "residual_vq"):
+        raise ValueError(f"{path}: header field 'form' does not fit model {header['model']}")
+    M, K = header["n_dims"], header["n_units_per_dim"]
+    if header["model"] == "standard_vq":
+        M, K = 1, header["n_dims"] * header["n_units_per_dim"]
     rest = body[4 + n:]
-    k = 8 * header["n_params"]
-    model = build_model(header["model"].replace("_amortised", ""), header["n_dims"],
-                        header["n_units_per_dim"], header["sigma_x"], header["refine"])
-    if header["model"].endswith("_amortised"):
-        model.refine = 0
-    if model.theta.size != header["n_params"]:
-        raise ValueError(f"{path}: parameter count does not match the model")
-    model.theta[...] = np.frombuffer(rest[:k], dtype="<f8")
-    msg = Message.from_bytes(rest[k:], header["lanes"])
-    V = bits_back_decode(model, msg, header["n_images"], header["lanes"])
-    initial = initial_message(header["lanes"], model.n_dims, header["seed"])
-    if hashlib.sha256(V.tobytes()).hexdigest() != header["images_sha256"] or not msg == initial:
+    shapes = CodingModel.param_shapes(header["form"], M, K)
+    sizes = [int(np.prod(shape)) for shape in shapes.values()]
+    lanes = header["lanes"]
+    if header["n_params"] != sum(sizes) or len(rest) < 4 * (sum(sizes) + lanes):
+        raise ValueError(f"{path}: header field 'n_params' does not fit the model, or the "
+                         f"file is truncated")
+    flat = np.frombuffer(rest[:4 * sum(sizes)], dtype="<i4").astype(np.int64)
+    params = dict(zip(shapes, np.split(flat, np.cumsum(sizes)[:-1])))
+    params = {k: v.reshape(shapes[k]) for k, v in params.items()}
+    rest = rest[4 * sum(sizes):]
+    counts = np.frombuffer(rest[:4 * lanes], dtype="<u4").astype(np.int64)
+    words = np.frombuffer(rest[4 * lanes:], dtype="<u4")
+    if len(rest) % 4 or counts.sum() != len(words) or np.any(counts == 0):
+        raise ValueError(f"{path}: header field 'lanes' does not fit the message's lane "
+                         f"lengths, or the file is truncated")
+    refine = 0 if header["model"].endswith("_amortised") else header["refine"]
+    cm = CodingModel(header["form"], M, K, header["sigma_x"], refine, params)
+    return header, cm, np.split(words, np.cumsum(counts)[:-1])
+
+
+def read_bitstream(path):
+    """Decode a bitstream file: returns (header, images (N, 96) uint8).
+
+    Raises ValueError with a plain message on any damage, naming a bad header field;
+    images are only returned when the checksum, the decoded images' hash and the recovered
+    initial bits all agree.
+    """
+    import hashlib
+    with open(path, "rb") as f:
+        blob = f.read()
+    header, cm, words = _parse_bitstream(path, blob)
+    try:
+        V, left = bits_back_decode(cm, words, header["n_images"])
+    except (ValueError, RuntimeError, OverflowError) as err:
+        raise ValueError(f"{path}: the message does not decode ({err})") from None
+    initial = initial_words(header["lanes"], cm.n_dims, header["seed"])
+    same = all(np.array_equal(a, b) for a, b in zip(left, initial))
+    if hashlib.sha256(V.tobytes()).hexdigest() != header["images_sha256"] or not same:
         raise ValueError(f"{path}: decoding did not reproduce the encoded images")
     return header, V
 
@@ -1752,12 +1948,6 @@ def float_between(lo, hi):
     return _number_parser(float, lo, hi)
 
 
-# Upper limits of the flags: beyond them a run cannot fit in memory or would not finish
-SIGMA_RANGE = (1e-3, 1e3)     # pixel noise std; images live in [0, 1]
-MAX_STEPS = 1_000_000
-MAX_DIMS = D                  # at most one factor per pixel
-MAX_CODES = 4096              # per factor
-MAX_IMAGES = 1_000_000        # training or held-out images
 LONG_RUN_SECONDS = 120        # print an estimate for runs longer than this
 
 
@@ -2018,10 +2208,10 @@ def compress_main(args, cfg, log):
                                         **fit_kw)
     print(format_compress_table(rows, {**cfg, "seed": args.seed}, markdown=args.markdown))
     if args.bitstream:
-        model, message = streams[args.bitstream_model]
+        cm, words = streams[args.bitstream_model]
         V = quantise_images(load_data(args.seed, cfg["n_samples"], cfg["n_test"])[1])
         keys = ("n_dims", "n_units_per_dim", "sigma_x", "refine", "n_test")
-        size = write_bitstream(args.bitstream, args.bitstream_model, model, message,
+        size = write_bitstream(args.bitstream, args.bitstream_model, cm, words,
                                {"seed": args.seed, **{k: cfg[k] for k in keys}}, V)
         log(f"wrote {args.bitstream}: {size} bytes ({8 * size / len(V):.1f} bits per image "
             f"with header and model parameters)")
