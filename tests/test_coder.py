@@ -1,5 +1,4 @@
 """The bits-back coder: integer tables, constriction, model round trips, the file."""
-import math
 import subprocess
 import sys
 from pathlib import Path
