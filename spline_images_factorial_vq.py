@@ -1134,13 +1134,15 @@ CODER_FORMS = ("factorial", "residual")
 
 @functools.lru_cache(maxsize=None)
 def exp_table():
-    """round(2^30 exp(-i / 256)) for i < 48 * 256, int64, by a product recurrence."""
+    """round(2^30 exp(-i / 256)) for i < 48 * 256, int64, by a product recurrence, and a
+    last entry 0 that stands for everything further down."""
     from decimal import Decimal
     ratio = float((Decimal(-1) / EXP_STEPS).exp())
     values, v = [], 1.0
     for _ in range(EXP_RANGE * EXP_STEPS):
         values.append(v)
         v *= ratio
+    values.append(0.0)
     return np.floor(np.array(values) * 2.0**30 + 0.5).astype(np.int64)
 
 
@@ -1168,37 +1170,53 @@ def phi_table(sigma):
     return np.floor(phi * scale).astype(np.int64)
 
 
-@functools.lru_cache(maxsize=None)
-def phi_float_tables(sigma):
-    """phi_table and its differences over 16 steps (one 8-bit level), float32: exact, as
-    every entry and every partial sum constriction forms of the weights is below 2^24."""
-    table = phi_table(sigma)
-    steps = np.concatenate([table[PHI_STEPS:] - table[:-PHI_STEPS], np.zeros(PHI_STEPS, np.int64)])
-    return table.astype(np.float32), steps.astype(np.float32)
-
-
 def softmax_table(logits, precision=PRECISION):
     """Integer frequencies (..., S) >= 1 summing to 2^precision from logits (..., S) in nats,
     through exp_table: the same integers on every machine for the same logits."""
     e_tab = exp_table()
     steps = np.rint((logits.max(axis=-1, keepdims=True) - logits) * EXP_STEPS)
     e = e_tab[np.minimum(steps, len(e_tab) - 1).astype(np.int64)]
-    e[steps >= len(e_tab)] = 0
     S = logits.shape[-1]
     freqs = e * ((1 << precision) - S) // e.sum(axis=-1, keepdims=True) + 1
-    top = np.argmax(e, axis=-1)[..., None]
-    deficit = (1 << precision) - freqs.sum(axis=-1, keepdims=True)
-    np.put_along_axis(freqs, top, np.take_along_axis(freqs, top, axis=-1) + deficit, axis=-1)
+    # the rounding deficit goes to the first most probable symbol
+    top = np.arange(S) == np.argmax(e, axis=-1)[..., None]
+    freqs += top * ((1 << precision) - freqs.sum(axis=-1, keepdims=True))
     return freqs
 
 
+MEAN_RANGE = (-4, 5)           # pixel means are clipped to this, in units of the image range
+
+
 def edge_shift(means):
-    """Grid offset -8 - 16 * 255 * mean of the pixel means (fixed point), int32; clipped so
-    that every inner edge (levels 1..255) falls inside the table, which only matters for a
-    mean more than about 1800 levels off the image range."""
+    """Grid offset -8 - 16 * 255 * mean of pixel means (fixed point, units 2^-12), int32.
+    A mean is first clipped to MEAN_RANGE, a thousand levels beyond anything a model of
+    [0, 1] images predicts, so that the offsets, and the pixel tables, are finitely many."""
+    means = np.clip(means, MEAN_RANGE[0] << PARAM_BITS, MEAN_RANGE[1] << PARAM_BITS)
     shift = -PHI_STEPS // 2 - (((PIXEL_LEVELS - 1) * means + 128) >> (PARAM_BITS - 4))
-    return np.clip(shift, -PHI_HALF - PHI_STEPS, PHI_HALF - PHI_STEPS * (PIXEL_LEVELS - 1)
-                   ).astype(np.int32)
+    return shift.astype(np.int32)
+
+
+SHIFT_LOW = int(edge_shift(np.array(MEAN_RANGE[1] << PARAM_BITS)))      # the smallest offset
+
+
+@functools.lru_cache(maxsize=4)
+def pixel_rows(sigma):
+    """The pixel table of every offset edge_shift can give, as constriction's weights
+    (frequencies minus one), float32 (offsets, 256); row s - SHIFT_LOW is offset s.
+
+    With F(v) = T[idx_v] at the inner edges v = 1..255 and idx_v+1 = idx_v + 16, the weight
+    F(v+1) - F(v) of level v is a 16-step difference of T; level 0 weighs F(1) and level 255
+    weighs 2^24 - 256 - F(255).  Float32 is exact: entries and the partial sums constriction
+    forms of a row are all below 2^24."""
+    table = phi_table(sigma)
+    high = int(edge_shift(np.array(MEAN_RANGE[0] << PARAM_BITS)))
+    first = np.arange(SHIFT_LOW, high + 1) + (PHI_STEPS + PHI_HALF)       # idx_1 per offset
+    edges = table[first[:, None] + PHI_STEPS * np.arange(PIXEL_LEVELS - 1)]   # (S, 255)
+    rows = np.empty((len(first), PIXEL_LEVELS), dtype=np.float32)
+    rows[:, 0] = edges[:, 0]
+    rows[:, 1:-1] = np.diff(edges, axis=1)
+    rows[:, -1] = ((1 << PRECISION) - PIXEL_LEVELS) - edges[:, -1]
+    return rows
 
 
 def pixel_cdf(means, sigma, v):
@@ -1208,7 +1226,7 @@ def pixel_cdf(means, sigma, v):
     [(v - 0.5)/255, (v + 0.5)/255] and the end bins take the tails, so C(0) = 0, C(256) = 2^24
     and C(v) = floor(Phi((edge_v - mean) / sigma) (2^24 - 256)) + v between: every level has
     frequency >= 1.  The mean is rounded to 1/16 of a level, so that the grid index of an
-    edge is an integer: 16 v - 8 - 16 * 255 * mean.
+    edge is an integer: 16 v - 8 - 16 * 255 * mean (see edge_shift).
     """
     idx = PHI_STEPS * v + edge_shift(means) + PHI_HALF
     cdf = phi_table(sigma)[np.clip(idx, 0, 2 * PHI_HALF)] + v
@@ -1282,18 +1300,9 @@ class CodingModel:
 
     def pixel_weights(self, codes):
         """The pixel tables given codes (N, M) as constriction takes them: frequencies minus
-        one, float32 (N, 96, 256).  This is pixel_cdf over all levels, inlined because it
-        is the coder's hot loop: with F(v) = T[idx_v] at the inner edges v = 1..255 and
-        idx_v+1 = idx_v + 16, the weight F(v+1) - F(v) of level v is one lookup in the table
-        of 16-step differences; level 0 weighs F(1) and level 255 weighs 2^24 - 256 - F(255)."""
-        table, steps = phi_float_tables(self.sigma_x)
-        first = edge_shift(self.reconstruct(codes)) + (PHI_STEPS + PHI_HALF)      # idx_1
-        grid = PHI_STEPS * np.arange(PIXEL_LEVELS - 2, dtype=np.int32)
-        w = np.empty(first.shape + (PIXEL_LEVELS,), dtype=np.float32)
-        w[..., 1:-1] = steps[first[..., None] + grid]
-        w[..., 0] = table[first]
-        w[..., -1] = ((1 << PRECISION) - PIXEL_LEVELS) - table[first + PHI_STEPS * 254]
-        return w
+        one, float32 (N, 96, 256), one precomputed row per pixel (see pixel_rows)."""
+        rows = pixel_rows(self.sigma_x)
+        return rows[edge_shift(self.reconstruct(codes)) - SHIFT_LOW]
 
     def reconstruct(self, codes):
         """Fixed-point xhat(k) (N, 96), units 2^-12."""
@@ -1369,16 +1378,11 @@ class CodingModel:
 
 # --- the chain ------------------------------------------------------------------------------
 
-CATEGORICAL = None
-
-
+@functools.lru_cache(maxsize=1)
 def _categorical():
     """constriction's categorical model family, fed integer weights (see above)."""
-    global CATEGORICAL
-    if CATEGORICAL is None:
-        import constriction
-        CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
-    return CATEGORICAL
+    import constriction
+    return constriction.stream.model.Categorical(perfect=False)
 
 
 def weights(freqs):
