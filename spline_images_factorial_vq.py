@@ -1152,18 +1152,19 @@ def phi_table(sigma):
     z_j = j / (16 * 255 * sigma) for |j| <= J = 16 * 2048, i.e. 16 steps per 8-bit level over
     +-2048 levels.  Phi is 1/2 plus the trapezoid rule over exp(-z^2 / 2), tabulated with a
     product recurrence in integers of 2^-40; only IEEE-754 basic operations are used."""
-    from decimal import Decimal, getcontext
-    getcontext().prec = 40
-    h = Decimal(1) / (PHI_STEPS * (PIXEL_LEVELS - 1) * Decimal(sigma))
-    rho = float((-h * h / 2).exp())                          # exp(-h^2 / 2)
+    from decimal import Decimal, localcontext
+    with localcontext() as ctx:
+        ctx.prec = 40
+        h = Decimal(1) / (PHI_STEPS * (PIXEL_LEVELS - 1) * Decimal(sigma))
+        rho = float((-h * h / 2).exp())                      # exp(-h^2 / 2)
+        sqrt_2pi = (2 * Decimal("3.141592653589793238462643383279502884")).sqrt()
+        c = float(h / (2 * sqrt_2pi * 2**40))
     dens, v, g = [], 1.0, rho
     for _ in range(PHI_HALF + 1):                            # exp(-(i h)^2 / 2) = prod of rho^(2i-1)
         dens.append(v)
         v, g = v * g, g * rho * rho
     w = np.floor(np.array(dens) * 2.0**40 + 0.5).astype(np.int64)
     cum = np.concatenate([[0], np.cumsum(w[:-1] + w[1:])])  # twice the trapezoid sums, exact
-    sqrt_2pi = (2 * Decimal("3.141592653589793238462643383279502884")).sqrt()
-    c = float(h / (2 * sqrt_2pi * 2**40))
     upper = np.minimum(0.5 + cum.astype(np.float64) * c, 1.0)
     phi = np.concatenate([1.0 - upper[:0:-1], upper])
     scale = float((1 << PRECISION) - PIXEL_LEVELS)
@@ -1281,15 +1282,17 @@ class CodingModel:
                    getattr(model, "refine", 0), params)
 
     def _check_range(self):
-        """Refuse parameters whose integer products could overflow int64."""
-        p = self.params
-        c_max = int(np.abs(p["C"]).max(initial=0))
-        r_max = (PIXEL_LEVELS << 27) + (PIXEL_LEVELS - 1) * (1 << Q_BITS) * (
-            int(np.abs(p["b"]).max(initial=0)) + self.n_dims * c_max)
-        w_max = int(np.abs(p["W"]).max(initial=0))
-        chain = ((PIXEL_LEVELS - 1) * (1 + self.n_dims) << PARAM_BITS) * max(c_max, 1 << 12)
-        if D * c_max * r_max >= 2**62 or D * w_max * chain >= 2**62 or \
-                int(np.abs(p["a"]).max(initial=0)) >= 2**40:
+        """Refuse parameters whose integer products could overflow int64: the bound on the
+        residual each dot product reads, times its weights, times 96 pixels."""
+        top = lambda name: int(np.abs(self.params[name]).max(initial=0))
+        c_max, b_max = top("C"), top("b")
+        L = PIXEL_LEVELS - 1
+        # mean field: x - b - sum of the other factors' means, units 2^-(12 + 15) / 255
+        r_field = (L << (PARAM_BITS + Q_BITS)) + (L * (b_max + self.n_dims * c_max) << Q_BITS)
+        # residual chain and recognition: x - b - earlier codewords, units 2^-12 / 255
+        r_chain = L * ((1 << PARAM_BITS) + b_max + self.n_dims * c_max)
+        if (D * c_max * r_field >= 2**62 or D * top("W") * r_chain >= 2**62
+                or top("a") >= 2**40 or top("c") >= 2**40):
             raise ValueError("model parameters too large for the fixed-point coder")
 
     # --- tables --------------------------------------------------------------------------
