@@ -2089,7 +2089,7 @@ def parse_args(argv=None):
                                                     "bitstream_model", "experiment", "markdown",
                                                     "workers"),
                        "reads everything from the file")
-    ap.refuse_together(given, "experiment", training[2:] + ("seed",),
+    ap.refuse_together(given, "experiment", tuple(t for t in training if t != "seeds"),
                        "runs fixed configurations over --seeds")
     ap.refuse_together(given, "compress", ("models",), "codes with every discrete model")
     if "bitstream_model" in given and not args.bitstream:
