@@ -127,7 +127,7 @@ def parse_args(argv=None):
                     help="frames per second (the last frame stays 2 s)")
     ap.add_argument("--out", default="viz/spline_images_factorial_vq.gif",
                     help="output GIF path; its folder is made if missing")
-    ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=400,
+    ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=sv.STEPS,
                     help="training steps")
     ap.add_argument("--n-test", type=sv.int_at_least(N_SHOWN, 100_000), default=2000,
                     help="held-out images")

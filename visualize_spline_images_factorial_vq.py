@@ -426,7 +426,7 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=sv.int_at_least(0), default=0,
                     help="random seed of the data and the models")
     ap.add_argument("--outdir", default="viz", help="output folder, made if missing")
-    ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=400,
+    ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=sv.STEPS,
                     help="training steps per model")
     ap.add_argument("--n-test", type=sv.int_at_least(8, 100_000), default=2000,
                     help="held-out images")
