@@ -1,8 +1,9 @@
 """Training animation of the factorial VQ, written as a looping GIF.
 
-    python3 make_spline_images_factorial_vq_gif.py --seed 0 --snapshot-every 10 --fps 8
+    python3 make_spline_images_factorial_vq_gif.py --seed 0 --snapshot-every 2 --fps 8
 
-Each frame is one snapshot of the factorial model's parameters during training: four
+Each frame is one snapshot of the factorial model's parameters during training (the
+variational EM from the hard-code start that training keeps, then the Adam steps): four
 held-out images and their expected reconstructions, each factor's posterior q_d(k|x) for
 the first of them, the factors' contributions to its reconstruction, and the held-out
 free energy so far (bits per image, refined posterior) against the final held-out F of
@@ -72,7 +73,10 @@ class Animation:
                                 label=label("factorial_vq", cfg))
         ax.set_xlim(-steps * 0.02, steps * 1.02)
         ax.set_ylim(*f_range)
-        ax.set_xlabel("optimiser step", fontsize=8)
+        ax.axvline(sv.EM_ITERS, color="0.6", lw=0.8)
+        for x, text in ((sv.EM_ITERS / 2, "EM"), ((sv.EM_ITERS + steps) / 2, "Adam")):
+            ax.text(x, f_range[0], text, ha="center", va="bottom", fontsize=7, color="0.4")
+        ax.set_xlabel("training step (EM iterations, then Adam steps)", fontsize=8)
         ax.set_ylabel("bits per image", fontsize=8)
         ax.set_title(f"held-out F ({len(heldout)} images) vs final baselines", fontsize=9)
         ax.legend(fontsize=7, loc="upper right")
@@ -121,19 +125,19 @@ def parse_args(argv=None):
                       description="Write the factorial VQ training animation as a GIF.")
     ap.add_argument("--seed", type=sv.int_at_least(0), default=0,
                     help="random seed of the data and the models")
-    ap.add_argument("--snapshot-every", type=sv.int_at_least(1, sv.MAX_STEPS), default=10,
-                    help="optimiser steps between frames")
+    ap.add_argument("--snapshot-every", type=sv.int_at_least(1, sv.MAX_STEPS), default=2,
+                    help="training steps (EM iterations or Adam steps) between frames")
     ap.add_argument("--fps", type=sv.float_between(*FPS_RANGE), default=8.0,
                     help="frames per second (the last frame stays 2 s)")
     ap.add_argument("--out", default="viz/spline_images_factorial_vq.gif",
                     help="output GIF path; its folder is made if missing")
     ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=sv.STEPS,
-                    help="training steps")
+                    help="Adam steps after the EM's %d iterations" % sv.EM_ITERS)
     ap.add_argument("--n-test", type=sv.int_at_least(N_SHOWN, 100_000), default=2000,
                     help="held-out images")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
-    frames = args.steps // args.snapshot_every + 2
+    frames = (sv.EM_ITERS + args.steps) // args.snapshot_every + 3
     if frames > MAX_FRAMES:
         ap.error(f"--steps {args.steps} with --snapshot-every {args.snapshot_every} makes "
                  f"{frames} frames; at most {MAX_FRAMES}: raise --snapshot-every")
@@ -157,11 +161,17 @@ def main(argv=None):
     curve = heldout_curve(model, snapshots, out["heldout"])
     values = curve + [s["total"] for s in baselines.values()]
     lo, hi = min(values), max(values)
-    anim = Animation(model, out["heldout"], baselines, cfg, args.steps,
+    anim = Animation(model, out["heldout"], baselines, cfg, sv.EM_ITERS + args.steps,
                      (lo - 0.05 * (hi - lo) - 1, hi + 0.05 * (hi - lo) + 1))
     log(f"trained in {time.perf_counter() - t0:.2f} s; drawing {len(snapshots)} frames")
-    frames = [anim.frame(theta, f"Factorial {model.n_dims}×{model.n_codes} VQ, step {step}/"
-                                f"{args.steps}: held-out F = {curve[i]:.1f} bits per image",
+
+    def phase(step):
+        if step <= sv.EM_ITERS:
+            return f"EM iteration {step}/{sv.EM_ITERS}"
+        return f"Adam step {step - sv.EM_ITERS}/{args.steps}"
+
+    frames = [anim.frame(theta, f"Factorial {model.n_dims}×{model.n_codes} VQ, {phase(step)}: "
+                                f"held-out F = {curve[i]:.1f} bits per image",
                          steps[:i + 1], curve[:i + 1])
               for i, (step, theta) in enumerate(snapshots)]
     plt.close(anim.fig)

@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import sys
+import textwrap
 import time
 
 if __name__ == "__main__":     # Ctrl-C while the libraries load: one line, no traceback
@@ -24,6 +25,7 @@ import spline_images_factorial_vq as sv  # noqa: E402
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -88,66 +90,79 @@ def fig_example_splines(images, controls):
 
 
 def fig_dl_comparison(scores, cfg):
-    """Held-out recon + code as stacked bars, the exact DL* as a marker."""
-    names = list(scores)
+    """Held-out recon + code as stacked bars, each stochastic model beside the hard code of
+    its family (hatched), the exact DL* of each generative model as a marker."""
+    order = [m for family in sv.HARD_CODES.items() for m in family[::-1]] + ["pca5", "pca24"]
+    names = [n for n in order if n in scores]
     recon = np.array([scores[n]["recon"] for n in names])
     code = np.array([scores[n]["code"] for n in names])
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(9, 5))
-    ax.bar(x, recon, color="tab:blue", label="reconstruction")
-    ax.bar(x, code, bottom=recon, color="tab:orange", label="code (KL)")
+    x = np.arange(len(names)) + np.cumsum([n in sv.HARD_CODES.values() or n == "pca5"
+                                           for n in names]) * 0.6      # a gap before each family
+    fig, ax = plt.subplots(figsize=(11, 5.2))
+    hatch = ["//" if n in sv.HARD_CODES else None for n in names]
+    ax.bar(x, recon, color="tab:blue", hatch=hatch, edgecolor="white", label="reconstruction")
+    ax.bar(x, code, bottom=recon, color="tab:orange", hatch=hatch, edgecolor="white",
+           label="code")
     for i, n in enumerate(names):
         total = recon[i] + code[i]
-        ax.text(i, total + 2, f"{total:.1f}", ha="center", va="bottom", fontweight="bold")
-        ax.text(i, recon[i] / 2, f"{recon[i]:.1f}", ha="center", color="white", fontsize=8)
-        ax.text(i, recon[i] + code[i] / 2, f"{code[i]:.1f}", ha="center", va="center", fontsize=8)
+        ax.text(x[i], total + 2, f"{total:.1f}", ha="center", va="bottom", fontweight="bold",
+                fontsize=8)
+        ax.text(x[i], recon[i] / 2, f"{recon[i]:.1f}", ha="center", color="white", fontsize=7)
         exact = scores[n]["exact"]
         if exact is not None and not n.startswith("pca"):
-            ax.plot(i + 0.3, exact, "D", color="black", ms=7,
-                    label="exact DL* of the same model" if i == 0 else None)
-    ax.set_xticks(x, [label(n, cfg).replace(", ", ",\n") for n in names], fontsize=8)
+            ax.plot(x[i] + 0.3, exact, "D", color="black", ms=5,
+                    label="exact DL* of the same generative model" if i == 0 else None)
+    handles, texts = ax.get_legend_handles_labels()
+    handles.append(matplotlib.patches.Patch(facecolor="white", edgecolor="0.3", hatch="//"))
+    texts.append("hard code (one code per image)")
+    ax.set_xticks(x, [textwrap.fill(label(n, cfg), 13) for n in names], fontsize=7)
     ax.set_ylabel("bits per image")
     ax.set_ylim(0, 1.3 * max(recon + code))
-    ax.set_title(f"Bits-back description length, held-out, {cfg['n_test']} images, seed "
-                 f"{cfg['seed']} (σ_x = {cfg['sigma_x']}); lower is better")
-    ax.legend(loc="upper center", ncol=3, fontsize=9)
+    ax.set_title(f"Description length, held-out, {cfg['n_test']} images, seed {cfg['seed']} "
+                 f"(σ_x = {cfg['sigma_x']}): each bits-back model beside the hard code of its "
+                 "family", fontsize=10)
+    ax.legend(handles, texts, loc="upper center", ncol=4, fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def fig_dl_trajectory(histories, scores, cfg):
-    """F on both sets against optimiser step, and held-out recon vs code."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    """F on both sets against training step, and held-out recon vs code."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 5.4))
     top = 0.0
     for n in DISCRETE:
         h = histories.get(n)
         if not h or not h["eval_step"]:
             continue
-        style = dict(color=COLORS[n], marker="o" if n == "residual_vq" else None, ms=4)
-        ax.plot(h["eval_step"], h["heldout"], "-", label=f"{label(n, cfg)}", **style)
-        ax.plot(h["eval_step"], h["train"], "--", **style)
-        ax.plot(h["eval_step"][-1], scores[n]["total"], "*", color=COLORS[n], ms=12, mec="black")
-        ax2.plot(h["eval_step"], h["heldout_recon"], "-", color=COLORS[n], label=label(n, cfg))
-        ax2.plot(h["eval_step"], h["heldout_code"], ":", color=COLORS[n], lw=2)
-        top = max(top, h["heldout"][-1])
+        # the chain has no EM: its Adam steps are drawn where the others' begin
+        steps = np.array(h["eval_step"]) + (sv.EM_ITERS if n == "residual_vq" else 0)
+        style = dict(color=COLORS[n], ms=4)
+        ax.plot(steps, h["heldout"], "-", label=f"{label(n, cfg)}", **style)
+        ax.plot(steps, h["train"], "--", **style)
+        ax.plot(steps[-1], scores[n]["total"], "*", color=COLORS[n], ms=12, mec="black")
+        ax2.plot(steps, h["heldout_recon"], "-", color=COLORS[n], label=label(n, cfg))
+        ax2.plot(steps, h["heldout_code"], ":", color=COLORS[n], lw=2)
+        top = max(top, max(h["heldout"]))
     for n in ("pca5", "pca24"):
         if n in scores:
             ax.axhline(scores[n]["total"], color=COLORS[n], lw=1, ls="-.",
                        label=f"{label(n, cfg)} (no training curve)")
-    ax.set_ylim(0.6 * min(s["total"] for s in scores.values()), 1.6 * top)
-    ax.set_xlabel("optimiser step (full batch: one step = one epoch)")
+    for a in (ax, ax2):
+        a.axvline(sv.EM_ITERS, color="0.6", lw=0.8)
+        a.set_xlabel(f"training step: {sv.EM_ITERS} EM iterations, then Adam steps (full batch)")
+    ax.set_ylim(0.6 * min(s["total"] for s in scores.values()), 1.15 * top)
     ax.set_ylabel("bits per image")
     ax.set_title("F during training: held-out (solid), training (dashed);\n"
-                 "★ final held-out F with the refined posterior", fontsize=10)
-    ax.legend(fontsize=7)
+                 "★ final held-out F", fontsize=10)
     ax2.set_yscale("log")
-    ax2.set_xlabel("optimiser step")
     ax2.set_ylabel("bits per image (log scale)")
     ax2.set_title("Held-out reconstruction (solid) vs code cost (dotted)", fontsize=10)
-    ax2.legend(fontsize=7)
-    fig.text(0.5, 0.005, "Curves use the recognition network's posterior alone; the residual "
-             "chain is scored after each of its stages.", ha="center", fontsize=8)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8,
+               bbox_to_anchor=(0.5, 0.04))
+    fig.text(0.5, 0.005, "F uses the mean-field-refined posterior; during the EM it starts from "
+             "the one-step posterior of the current codebooks. The residual chain has no EM: "
+             "its curve starts at its hard start.", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig
 
 
@@ -317,6 +332,28 @@ def fig_annealing(annealing, seeds):
     return fig
 
 
+def fig_training(training, seeds):
+    """Held-out F of the factorial 4x6 VQ after each step of the training recipe, one line
+    per seed, against the hard code of the same seed."""
+    keys = [key for key, _ in sv.RECIPE_STEPS]
+    fig, ax = plt.subplots(figsize=(10, 4.6))
+    x = np.arange(len(keys))
+    colors = plt.cm.viridis(np.linspace(0, 0.85, len(seeds)))
+    for j, (seed, color) in enumerate(zip(seeds, colors)):
+        ax.plot(x, [training[k]["totals"][j] for k in keys], "-o", color=color, ms=4,
+                label=f"seed {seed}")
+        ax.hlines(training["hard_code"]["totals"][j], -0.35, len(keys) - 0.65, color=color,
+                  ls=":", lw=1)
+    ax.plot([], [], ":", color="0.3", label="hard code of the seed")
+    ax.set_xticks(x, [textwrap.fill(text, 22) for _, text in sv.RECIPE_STEPS], fontsize=8)
+    ax.set_ylabel("held-out F, bits per image")
+    ax.set_title("Factorial 4×6 VQ trained by the recipe built up step by step, held-out "
+                 "(each line a seed; dotted: that seed's hard code)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 # What each figure reads from the --experiment JSON: field -> kind, where "number" is a
 # finite int or float, "number?" may be null, and a list [kind, n] is a list of n entries
 # (n = None: any length >= 1).
@@ -328,6 +365,7 @@ EXPERIMENT_SCHEMA = {
                   "mi_segments": [NUMBERS(sv.N_CONTROL - 1), None],
                   "score": "number", "score_segments": "number", "seed": "int"},
     "annealing": {"totals": NUMBERS(), "poor_optima": "int", "runs": "int"},
+    "training": {"heldout_total_mean": "number", "totals": NUMBERS()},
 }
 
 
@@ -365,7 +403,7 @@ def read_experiments(path):
     _check(seeds, ["int", None], "config.seeds")
     found = [name for name in EXPERIMENT_SCHEMA if name in data]
     if not found:
-        raise ValueError("it holds no sweep, alignment or annealing results")
+        raise ValueError("it holds no training, sweep, alignment or annealing results")
     for name in found:
         runs = data[name]
         if not isinstance(runs, dict) or not runs:
@@ -399,7 +437,8 @@ def draw_experiments(path, outdir, dpi, log):
     except (OSError, ValueError) as err:
         raise OSError(f"cannot draw from {path}: {err}") from None
     seeds = data["config"]["seeds"]
-    makers = {"sweep": lambda: fig_sweep(data["sweep"], data.get("limit"), seeds),
+    makers = {"training": lambda: fig_training(data["training"], seeds),
+              "sweep": lambda: fig_sweep(data["sweep"], data.get("limit"), seeds),
               "alignment": lambda: fig_alignment(data["alignment"]),
               "annealing": lambda: fig_annealing(data["annealing"], seeds)}
     written = []
@@ -430,7 +469,7 @@ def parse_args(argv=None):
                     help="training steps per model")
     ap.add_argument("--n-test", type=sv.int_at_least(8, 100_000), default=2000,
                     help="held-out images")
-    ap.add_argument("--eval-every", type=sv.int_at_least(1, sv.MAX_STEPS), default=25,
+    ap.add_argument("--eval-every", type=sv.int_at_least(1, sv.MAX_STEPS), default=5,
                     help="steps between points of the training curves")
     ap.add_argument("--dpi", type=sv.int_at_least(30, 600), default=100,
                     help="resolution of the PNGs, dots per inch")

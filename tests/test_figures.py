@@ -75,7 +75,8 @@ def test_gif_frames_loop_and_reported_count(tmp_path):
     assert res.returncode == 0, res.stderr
     reported = int(re.search(r"(\d+) frames", res.stderr).group(1))
     frames = iio.imread(out, index=None)
-    assert reported == len(frames) == 4                         # steps 0, 5, 10 and 12
+    em = len(range(0, sv.EM_ITERS + 1, 5))                      # EM iterations 0, 5, ..
+    assert reported == len(frames) == em + 3                    # then Adam steps 5, 10, 12
     assert frames.shape[1:3] == (448, 720)
     assert Image.open(out).info.get("loop") == 0               # loops forever
     assert not [p for p in out.parent.iterdir() if p.name != "train.gif"]   # no temp left

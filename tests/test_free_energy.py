@@ -83,7 +83,7 @@ def assert_gradient_close(analytic, numeric):
 @pytest.mark.parametrize("variance", [True, False])
 def test_model_gradients_through_recognition_match_finite_differences(kw, variance):
     rng = np.random.default_rng(3)
-    model = sv.StochasticVQ(sigma_x=0.3, rng=np.random.default_rng(4), **kw).init_from_data(X20)
+    model = sv.FactorialVQ(sigma_x=0.3, rng=np.random.default_rng(4), **kw).init_from_hard_code(X20)
     model.theta += rng.normal(0, 0.05, model.theta.shape) * model.trainable
     _, g = model.loss_and_grad(X20, kl_weight=0.7, variance=variance, sigma_x=0.4)
     assert np.all(g[model.trainable == 0] == 0)                      # frozen entries stay put
@@ -140,7 +140,7 @@ def test_exact_dl_equals_brute_force_sum():
 
 
 def test_exact_dl_is_skipped_beyond_the_enumeration_limit():
-    model = sv.StochasticVQ(7, 5)                                   # 5^7 = 78,125 codes
+    model = sv.FactorialVQ(7, 5)                                    # 5^7 = 78,125 codes
     assert model.exact_dl(X20) is None
 
 
@@ -161,7 +161,7 @@ def test_refinement_never_increases_the_free_energy():
 
 @pytest.mark.parametrize("name", ["standard_vq", "factorial_vq", "separate_slices", "residual_vq"])
 def test_monte_carlo_from_sampled_codes_agrees_with_description_length(name):
-    model, Xt = trained(name, sigma_x=0.4)                     # softer posteriors: a real test
+    model, Xt = trained(name, sigma_x=0.6)                     # softer posteriors: a real test
     x = Xt[:100]
     n_draws = 400
     xr = np.repeat(x, n_draws, axis=0)
@@ -176,14 +176,14 @@ def test_monte_carlo_from_sampled_codes_agrees_with_description_length(name):
         # the refined posterior of independent bands is exact: every draw costs -log2 p(x)
         np.testing.assert_allclose(within, np.repeat(target[:, None], n_draws, 1), rtol=1e-9)
         return
+    assert within.std(axis=1).max() > 0.1                      # the draws really vary
     se = np.sqrt(np.sum(within.var(axis=1, ddof=1) / n_draws)) / len(x)
-    assert se > 1e-3                                            # the draws really vary
     assert abs(cost.mean() - target.mean()) < 4 * se, (cost.mean(), target.mean(), se)
 
 
 def test_residual_chain_enumeration_matches_monte_carlo_path():
     # a broad likelihood keeps the chain's posterior uncertain, so sampling has work to do
-    model, Xt = trained("residual_vq", n_dims=2, n_units_per_dim=3, sigma_x=0.5)
+    model, Xt = trained("residual_vq", n_dims=2, n_units_per_dim=3, sigma_x=0.8)
     exact = model.description_length(Xt[:50])
     sv_max, sv.MAX_ENUMERATION = sv.MAX_ENUMERATION, 1        # force the Monte Carlo branch
     try:

@@ -1,4 +1,4 @@
-"""PPCA, Adam, k-means++ seeding and the public API (SPEC section 4)."""
+"""PCA, Adam, k-means++ seeding and the public API (SPEC section 4)."""
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
@@ -9,7 +9,7 @@ import spline_images_factorial_vq as sv
 @pytest.mark.parametrize("n", [5, 24])
 def test_ppca_total_is_the_closed_form_gaussian_density(n):
     X, Xt = sv.load_data(0, 200, 100)
-    model = sv.PPCA(n, sigma_x=0.15).fit(X)
+    model = sv.PCA(n, sigma_x=0.15).fit(X)
     cov = model.W @ np.diag(model.lam) @ model.W.T + 0.15**2 * np.eye(sv.D)
     nats = -multivariate_normal(model.mean, cov).logpdf(Xt) - sv.D * np.log(0.15 * np.sqrt(2 * np.pi))
     np.testing.assert_allclose(model.description_length(Xt)["total"], nats / np.log(2), rtol=1e-9)
@@ -20,12 +20,12 @@ def test_ppca_total_is_the_closed_form_gaussian_density(n):
 
 def test_ppca_prior_variances_are_the_ml_estimates():
     X, _ = sv.load_data(0, 200, 10)
-    model = sv.PPCA(5, sigma_x=0.15).fit(X)
+    model = sv.PCA(5, sigma_x=0.15).fit(X)
     scores = (X - model.mean) @ model.W
     np.testing.assert_allclose(model.lam, scores.var(axis=0) - 0.15**2, rtol=1e-9)
     np.testing.assert_allclose(model.W.T @ model.W, np.eye(5), atol=1e-12)
     with pytest.raises(ValueError):
-        sv.PPCA(24).fit(X[:10])
+        sv.PCA(24).fit(X[:10])
 
 
 def reference_adam(grad, x0, lr, steps, b1=0.9, b2=0.999, eps=1e-8):
@@ -79,7 +79,7 @@ def test_run_comparison_returns_the_api_of_the_spec():
             assert model.reconstruct(out["heldout"]).shape == (40, 96)
             continue
         codes, log_q = model.sample_codes(out["heldout"], rng)
-        M = 1 if name == "standard_vq" else 4
+        M = 1 if name in ("standard_vq", "hard_standard") else 4
         assert codes.shape == (40, M) and log_q.shape == (40,) and np.all(log_q <= 0)
         assert model.reconstruct(codes).shape == (40, 96)
         assert model.log_prior(codes).shape == (40,)
@@ -101,32 +101,33 @@ def test_training_history_records_both_sets():
     out = sv.run_comparison(seed=0, n_samples=60, n_test=20, steps=20, eval_every=5,
                             models=["factorial_vq"])
     h = out["histories"]["factorial_vq"]
-    assert h["eval_step"] == [0, 5, 10, 15, 20]
-    assert len(h["train"]) == len(h["heldout"]) == len(h["heldout_code"]) == 5
+    em = list(range(0, sv.EM_ITERS + 1, 5))                 # the EM's iterations, then Adam's
+    assert h["eval_step"] == em + [sv.EM_ITERS + t for t in (5, 10, 15, 20)]
+    assert len(h["train"]) == len(h["heldout"]) == len(h["heldout_code"]) == len(em) + 4
     assert len(h["loss"]) == 20
 
 
 def test_copies_keep_parameters_as_views_of_theta():
     import copy
     import pickle
-    model = sv.StochasticVQ(2, 3).init_from_data(sv.load_data(0, 200, 10)[0])
+    model = sv.FactorialVQ(2, 3).init_from_hard_code(sv.load_data(0, 200, 10)[0])
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         clone.theta += 1.0
         np.testing.assert_array_equal(clone.p["b"], model.p["b"] + 1.0)
         assert not np.shares_memory(clone.theta, model.theta)
 
 
-def test_residual_history_is_the_chain_after_each_stage():
-    out = sv.run_comparison(seed=0, n_samples=60, n_test=20, steps=40, eval_every=1,
+def test_residual_history_follows_the_chain_training():
+    out = sv.run_comparison(seed=0, n_samples=60, n_test=20, steps=40, eval_every=10,
                             models=["residual_vq"])
     model, h = out["models"]["residual_vq"], out["histories"]["residual_vq"]
-    assert h["eval_step"] == [10, 20, 30, 40]
+    assert h["eval_step"] == [0, 10, 20, 30, 40]
     assert h["heldout"][-1] == pytest.approx(model.description_length(out["heldout"])["total"].mean())
 
 
 def test_snapshots_replay_the_training():
     X = sv.load_data(0, 200, 10)[0][:50]
-    model = sv.StochasticVQ(2, 3, rng=np.random.default_rng(0)).init_from_data(X)
+    model = sv.FactorialVQ(2, 3, rng=np.random.default_rng(0)).init_from_hard_code(X)
     h = sv.train(model, X, steps=12, snapshot_every=5)
     assert [s for s, _ in h["snapshots"]] == [0, 5, 10, 12]
     np.testing.assert_array_equal(h["snapshots"][-1][1], model.theta)
