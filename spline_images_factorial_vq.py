@@ -477,9 +477,10 @@ def least_squares_codebooks(X, q, C_old, groups):
     sum_n E[z z^T] [b; C] = sum_n E[z] x^T, where E[z z^T] has diag(q_d) on the factor's
     own block (a code is one-hot) and q_d q_e^T across independent factors.  Each group
     of pixels is solved with its own factors.  Every block sums to the constant column, so
-    the system is singular; a ridge of 1e-9 per image picks (to that precision) the
-    minimum-norm solution, and the right-hand side lies in the matrix's range, so the fit
-    is exact.  Codes with no mass keep their old codeword.  Leading axes of q and C_old
+    the system is singular; a ridge of 1e-9 per image, its bias removed again by one step
+    of iterative refinement, picks the minimum-norm solution (the right-hand side lies in
+    the matrix's range, so the fit itself is exact).  Codes with no mass keep their old
+    codeword.  Leading axes of q and C_old
     (..., M, K, D) are separate models.
     Returns b (..., D), C (..., M, K, D).
     """
@@ -499,8 +500,10 @@ def least_squares_codebooks(X, q, C_old, groups):
     for pixels, factors in groups:
         rows = np.concatenate([[0], index[factors].ravel()])
         cols = np.flatnonzero(pixels)
-        A = G[..., rows[:, None], rows] + 1e-9 * N * np.eye(len(rows))
-        sol = np.linalg.solve(A, rhs[..., rows[:, None], cols])
+        block, target = G[..., rows[:, None], rows], rhs[..., rows[:, None], cols]
+        A = block + 1e-9 * N * np.eye(len(rows))
+        sol = np.linalg.solve(A, target)
+        sol += np.linalg.solve(A, target - block @ sol)         # one refinement: bias 1e-18
         theta[..., rows[:, None], cols] = sol
     C = theta[..., 1:, :].reshape(C_old.shape).copy()
     unused = mass < 1e-12

@@ -10,9 +10,9 @@ open-question experiments.
 
     python3 tests/bench.py --readme
 
-instead reruns the full-size open-question experiments (about 25 s) and checks every number
-of the README's experiment section against them, with the test suite's tolerance; the suite
-itself refits only a few cheap rows.
+instead reruns the full-size training table and open-question experiments (about a minute)
+and checks every number of those README sections against them, with the test suite's
+tolerance; the suite itself refits only a few cheap rows.
 """
 import argparse
 import json
@@ -47,30 +47,36 @@ def wall(args):
 
 
 def check_readme_experiments():
-    """Every number of the README's experiment section against a fresh full-size run."""
+    """Every number of the README's training and experiment sections against fresh
+    full-size runs."""
     sys.path.insert(0, str(ROOT))
-    from test_readme import TOL, fresh, readme_block
+    from test_readme import EXPERIMENT_ARGS, TOL, fresh, readme_block
     import numpy as np
     import re
-    t0 = time.perf_counter()
     number = r"-?\d+\.\d+"
-    old = np.array(re.findall(number, readme_block("experiments")), float)
-    new = np.array(re.findall(number, fresh("--experiment", "all")), float)
-    if len(old) != len(new):
-        print(f"README experiments: {len(old)} numbers, a fresh run prints {len(new)}: FAIL")
-        return 1
-    worst = float(np.abs(old - new).max())
-    ok = worst <= TOL
-    print(f"README experiments: {len(old)} numbers, largest difference {worst:.3f} bits "
-          f"(tolerance {TOL}): {'ok' if ok else 'FAIL'}; {time.perf_counter() - t0:.1f} s")
-    return 0 if ok else 1
+    status = 0
+    for block, args in EXPERIMENT_ARGS.items():
+        t0 = time.perf_counter()
+        old = np.array(re.findall(number, readme_block(block)), float)
+        new = np.array(re.findall(number, fresh(*args)), float)
+        if len(old) != len(new):
+            print(f"README {block}: {len(old)} numbers, a fresh run prints {len(new)}: FAIL")
+            status = 1
+            continue
+        worst = float(np.abs(old - new).max())
+        ok = worst <= TOL
+        print(f"README {block}: {len(old)} numbers, largest difference {worst:.3f} bits "
+              f"(tolerance {TOL}): {'ok' if ok else 'FAIL'}; {time.perf_counter() - t0:.1f} s")
+        status |= not ok
+    return status
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--readme", action="store_true",
-                    help="check the README's experiment section against a full-size run")
+                    help="check the README's training and experiment sections against "
+                         "full-size runs")
     opts = ap.parse_args()
     if opts.readme:
         return check_readme_experiments()

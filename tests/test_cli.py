@@ -36,7 +36,8 @@ BAD_INPUT = [
     ["--decode", "README.md", "--compress"], ["--decode", "README.md", "--n-dims", "3"],
     ["--compress", "--models", "factorial_vq"], ["--bitstream-model", "standard_vq"],
     ["--experiment", "sweep", "--n-dims", "3"], ["--seeds", "1", "1"],
-    ["--models", "pca5", "pca5"], ["--n-dim", "3"], ["--jso", "x.json"]]
+    ["--models", "pca5", "pca5"], ["--n-dim", "3"], ["--jso", "x.json"],
+    ["--experiment", "sweep", "sweep"], ["--experiment", "all", "limit"]]
 
 
 @pytest.mark.parametrize("args", BAD_INPUT, ids=" ".join)

@@ -27,8 +27,10 @@ TABLES = {
     "compress": ["--compress"],
 }
 # the cheap rows of the open-question tables, recomputed here; `python3 tests/bench.py
-# --readme` reruns the whole experiment section (about 25 s)
-SPOT_ROWS = ((2, 12), (12, 2))
+# --readme` reruns the whole experiment section and the training table (about a minute)
+SPOT_ROWS = ((2, 12), (3, 8))
+EXPERIMENT_ARGS = {"training": ["--experiment", "training"],
+                   "experiments": ["--experiment", "sweep", "alignment", "annealing", "limit"]}
 
 
 def readme_block(name):
@@ -97,3 +99,17 @@ def test_readme_experiment_rows_match_a_fresh_fit():
         want = rows[f"{M}x{K}"]
         # codewords and joint codes are whole numbers and not matched by numbers_by_row
         assert np.allclose(want, got[2:], rtol=0, atol=TOL), (f"{M}x{K}", want, got)
+
+
+def test_readme_training_rows_match_a_fresh_fit():
+    """Spot check of the training table: the hard code and the EM from it, refitted."""
+    rows = numbers_by_row(readme_block("training"))
+    X = {s: sv.load_data(s)[0] for s in range(5)}
+    Xt = {s: sv.load_data(s)[1] for s in range(5)}
+    hard = [sv.fit_model("hard_factorial", X[s], seed=s)[0].description_length(Xt[s])["total"]
+            .mean() for s in range(5)]
+    em = [sv.recipe_step("em_hard_start", X[s], s).description_length(Xt[s])["total"].mean()
+          for s in range(5)]
+    label = dict(sv.RECIPE_STEPS)["em_hard_start"]
+    for want, got in ((rows["hard code: factorial 4x6"], hard), (rows[label], em)):
+        assert np.allclose(want[:2], [np.mean(got), np.std(got, ddof=1)], rtol=0, atol=TOL)
