@@ -971,10 +971,9 @@ class ResidualVQ(CodeModel):
             score = (score[:, None, :] + U[:, d, :, None]).reshape(N, -1)
             cross = self._prefix_sum([gram[e, :, d].T for e in range(d)], d)   # (K, K^d)
             sq = (sq + 2.0 * cross + np.diagonal(gram[d, :, d])[:, None]).reshape(-1)
-        err = np.einsum("nd,nd->n", T, T)[:, None] - 2.0 * score
-        err += sq
-        err = np.maximum(err, 0.0, out=err)
-        err /= 2 * s2                                                         # (N, K^M)
+        err = score                                    # ||T - prefix||^2 / (2 s2), in place
+        err *= -1.0 / s2
+        err += (np.einsum("nd,nd->n", T, T)[:, None] + sq) / (2 * s2)        # (N, K^M)
         if not grad:
             return np.einsum("np,np->n", reach, err), code, marg
         flat = np.zeros_like(self.theta)

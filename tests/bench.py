@@ -34,7 +34,7 @@ RUNS = {
         ["spline_images_factorial_vq.py", "--seeds", "0", "1", "2", "3", "4"],
     "six figures (visualize, seed 0)":
         ["visualize_spline_images_factorial_vq.py", "--outdir", TMP],
-    "training GIF (seed 0, --snapshot-every 10)":
+    "training GIF (seed 0, --snapshot-every 2)":
         ["make_spline_images_factorial_vq_gif.py", "--out", os.path.join(TMP, "a.gif")],
 }
 
