@@ -238,8 +238,8 @@ def mean_field(X, C, b, a, q, sigma_x, sweeps=50, tol=1e-7):
     runs every sweep on every image (the training loop).  C, b, a and q may carry the same
     leading axes, several models refined at once.  Returns the refined q (..., N, M, K).
 
-    The update q_d(k) ∝ pi_d(k) exp(((x - b - sum_{e≠d} mu_e).C_d[k] - ||C_d[k]||^2/2) / sigma^2)
-    needs only the scores (x - b).C_d[k] and the codebooks' Gram matrix C C^T, since
+    The update q_d(k) ∝ pi_d(k) exp(((x - b - sum_{e≠d} mu_e).C_d[k] - ||C_d[k]||^2/2)
+    / sigma^2) needs only the scores (x - b).C_d[k] and the codebooks' Gram matrix C C^T, since
     mu_e.C_d[k] = sum_l q_e(l) C_e[l].C_d[k]: no image-sized (N, D) array is touched.
     """
     q = q.copy()
@@ -374,15 +374,16 @@ class CodeModel:
 # --- hard codes ---------------------------------------------------------------------------
 #
 # The deterministic counterpart of each stochastic model: the same generative family, but
-# every image sends one joint code, the shortest, -log2 p(k) + ||x - xhat(k)||^2/(2 sigma_x^2)
-# ln2-scaled.  Its search (alternate the shortest codes with least-squares codebooks and the
-# codes' frequencies, the k-means recipe) is also how every stochastic model starts: a one-hot
-# posterior lies inside the bits-back family, so training from the hard code's solution can
-# only be judged against it (README, "Hard codes").
+# every image sends one joint code, the shortest, of (||x - xhat(k)||^2 / (2 sigma_x^2)
+# - log p(k)) / ln 2 bits.  Its search (alternate the shortest codes with least-squares
+# codebooks and the codes' frequencies, the k-means recipe) is also where every stochastic
+# model starts: a one-hot posterior lies inside the bits-back family, so bits-back training
+# from there should end no worse (README, "Bits-back against hard assignment").
 
 HARD_RESTARTS = 8              # starts of the hard-code search; the lowest training length wins
 HARD_ITERS = 100               # alternations at most; the search stops when no code changes
-MIN_LOG_FREQ = math.log(1e-300)   # a code never used in training: finite, never worth sending
+FREQ_FLOOR = 1e-300            # a code no training image used: finite, never worth sending
+START_FREQ_FLOOR = 1e-4        # ... and in a stochastic model's start, still within reach
 
 
 def shortest_codes(X, C, b, log_pi, sigma_x, codes=None, chunk_entries=4_000_000):
@@ -539,7 +540,7 @@ def hard_code_search(X, n_dims, n_codes, sigma_x, rng, bands=None, start="band",
         codes = new
         b, C = least_squares_codebooks(X, one_hot(codes, K), C, groups)
         freq = one_hot(codes, K).mean(axis=-3)                              # (R, M, K)
-        a = np.log(np.maximum(freq, 1e-300))
+        a = np.log(np.maximum(freq, FREQ_FLOOR))
     if codes is None:
         codes = shortest_codes(X, C, b, a, sigma_x)
     found = [{"C": C[r], "b": b[r], "a": a[r],
@@ -765,12 +766,12 @@ class FactorialVQ(CodeModel):
 
     def set_generative(self, found):
         """Codebooks, bias and code frequencies from a hard code (frequencies floored at
-        1e-4, so that training can still revive a code no training image used)."""
+        START_FREQ_FLOOR, so that training can still revive a code no training image used)."""
         p = self.p
         p["b"][...] = found["b"]
         p["C"][...] = found["C"] * self.mask["C"]
         if self.mask["a"].any():
-            p["a"][...] = np.maximum(found["a"], math.log(1e-4))
+            p["a"][...] = np.maximum(found["a"], math.log(START_FREQ_FLOOR))
 
     def init_recognition(self):
         """A linear recognition network starts as one mean-field step with the other
@@ -814,7 +815,7 @@ class FactorialVQ(CodeModel):
         stack = lambda key: np.stack([found[key] for found in starts])
         C0, b0 = stack("C") * self.mask["C"], stack("b")
         learn_prior = bool(self.mask["a"].any())
-        a0 = (np.maximum(stack("a"), math.log(1e-4)) if learn_prior
+        a0 = (np.maximum(stack("a"), math.log(START_FREQ_FLOOR)) if learn_prior
               else np.repeat(self.p["a"][None], len(starts), axis=0))
         em = dict(groups=pixel_groups(self.n_dims, self.bands), schedule=schedule,
                   learn_prior=learn_prior)
@@ -877,9 +878,9 @@ class ResidualVQ(CodeModel):
 
     def init_from_hard_code(self, X, start="band"):
         """Start from the greedy hard chain fitted to X (N, 96) (see HardCode; `start` is
-        not used: a chain has no bands), its code frequencies floored at 1e-4, and each
-        stage's recognition the posterior of that stage alone given its residual r:
-        logits_d(k) = log pi_d(k) + (C_d[k].r - ||C_d[k]||^2 / 2) / sigma_x^2."""
+        not used: a chain has no bands), its code frequencies floored at START_FREQ_FLOOR,
+        and each stage's recognition the posterior of that stage alone given its residual
+        r: logits_d(k) = log pi_d(k) + (C_d[k].r - ||C_d[k]||^2 / 2) / sigma_x^2."""
         t0 = time.perf_counter()
         self.hard = HardCode(self.n_dims, self.n_codes, self.sigma_x, residual=True, rng=self.rng)
         self.hard.fit(X)
@@ -887,9 +888,10 @@ class ResidualVQ(CodeModel):
         p, s2 = self.p, self.sigma_x**2
         for name in ("C", "b"):
             p[name][...] = self.hard.p[name]
-        p["a"][...] = np.maximum(self.hard.p["a"], math.log(1e-4))
+        p["a"][...] = np.maximum(self.hard.p["a"], math.log(START_FREQ_FLOOR))
         p["W"][...] = p["C"].transpose(0, 2, 1) / s2
-        p["c"][...] = log_softmax(p["a"], axis=-1) - 0.5 * np.einsum("mkd,mkd->mk", p["C"], p["C"]) / s2
+        p["c"][...] = (log_softmax(p["a"], axis=-1)
+                       - 0.5 * np.einsum("mkd,mkd->mk", p["C"], p["C"]) / s2)
         return self
 
     def hard_code(self):
@@ -933,12 +935,12 @@ class ResidualVQ(CodeModel):
 
         Returns recon (N,), code (N,) and the marginals q(k_d | x) (M arrays (N, K)); with
         grad=True instead recon + kl_weight * code (N,) and its mean's gradient over every
-        parameter, a flat array like theta.  The paths form a tree, level d holding the K^d prefixes:
-        each stage is linear in its input, so every prefix's logits come from T.W_d and
-        C_e.W_d (T = x - b), and ||x - xhat(k)||^2 from the scores T.C_d[k] and the
-        codebooks' Gram matrix, so no (N, paths, D) array is made.  The cost of a choice
-        is its code term plus the expected cost below it, summed up the tree.  Arrays over
-        a level are (N, K, K^d): the prefixes last, the long axis innermost.
+        parameter, a flat array like theta.  The paths form a tree, level d holding the K^d
+        prefixes.  Each stage is linear in its input, so every prefix's logits come from
+        T.W_d and C_e.W_d (T = x - b), and ||x - xhat(k)||^2 from the scores T.C_d[k] and
+        the codebooks' Gram matrix: no (N, paths, D) array is made.  The cost of a choice is
+        its code term plus the expected cost below it, summed up the tree.  Arrays over a
+        level are (N, K, K^d): the prefixes last, the long axis innermost.
         """
         p, M, K = self.p, self.n_dims, self.n_codes
         N, s2 = len(X), (self.sigma_x if sigma_x is None else sigma_x) ** 2
@@ -1245,7 +1247,7 @@ def variational_em(X, C, b, a, sigma_x, groups, learn_prior=True, iters=EM_ITERS
                        sweeps=EM_SWEEPS if t else 5 * EM_SWEEPS, tol=None)
         b, C = least_squares_codebooks(X, q, C, groups)
         if learn_prior:
-            a = np.log(np.maximum(q.mean(axis=-3), 1e-300))
+            a = np.log(np.maximum(q.mean(axis=-3), FREQ_FLOOR))
     if on_step:
         on_step(iters, C, b, a)
     q = mean_field(X, C, b, a, q, sigma_x, sweeps=5 * EM_SWEEPS, tol=None)
@@ -1391,7 +1393,8 @@ def _run_task(task):
     legacy = cfg["objective"] == "meanfield"
     out = [(name, model, time.perf_counter() - t0)]
     if _shared_hard_code(name, cfg["models"]):
-        out.append((_shared_hard_code(name, cfg["models"]), model.hard_code(), model.search_seconds))
+        out.append((_shared_hard_code(name, cfg["models"]), model.hard_code(),
+                    model.search_seconds))
     results = []
     for label, fitted, seconds in out:
         rng = np.random.default_rng([seed, 2000 + MODEL_NAMES.index(label)])
@@ -2411,10 +2414,11 @@ def format_table(results, cfg, markdown=False):
     pairs = [(name, hard) for hard, name in HARD_CODES.items()
              if name in cfg["models"] and hard in cfg["models"]]
     if pairs:
-        held = lambda name, s: results[s][name]["heldout"]["total"]
+        wins = lambda name, hard: sum(results[s][name]["heldout"]["total"]
+                                      <= results[s][hard]["heldout"]["total"] for s in seeds)
         table += ("\n\nHeld-out F no worse than the hard code of the same family, seeds: " +
-                  ", ".join(f"{model_label(name, M, K)} {sum(held(name, s) <= held(hard, s) for s in seeds)}"
-                            f"/{len(seeds)}" for name, hard in pairs))
+                  ", ".join(f"{model_label(name, M, K)} {wins(name, hard)}/{len(seeds)}"
+                            for name, hard in pairs))
     return table
 
 
