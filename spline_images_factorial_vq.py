@@ -2604,9 +2604,11 @@ def _model_shapes(name, M, K):
 
 def estimate_cost(cfg, n_seeds=1, workers=1, compress=False):
     """A rough (peak bytes, seconds) of a run: the largest arrays one worker holds at once,
-    times the workers; and the time of training, refinement and enumeration at about
-    0.25 ms per optimiser step plus 0.1 ns per multiply-add, as measured on this 2-core
-    machine (the default comparison takes about 1 s)."""
+    times the workers; and the time of the hard-code search, the EM, the Adam steps,
+    refinement and enumeration, at 0.1 ns per multiply-add, 1 ns per elementwise operation
+    on the (images x joint codes) arrays of the search and the chain, and 0.25 ms per
+    optimiser step, as measured on this 2-core machine (the default comparison takes about
+    1 s)."""
     M, K, n, nt = cfg["n_dims"], cfg["n_units_per_dim"], cfg["n_samples"], cfg["n_test"]
     peak, work = 8.0 * 4 * (n + nt) * D, 0.0
     for name in cfg["models"]:
@@ -2615,22 +2617,29 @@ def estimate_cost(cfg, n_seeds=1, workers=1, compress=False):
             work += 3.0 * (n + nt) * D * D
             continue
         m, k = shape
-        params = 2.0 * m * k * D
+        params = 2.0 * m * k * D * HARD_RESTARTS
         biggest = max(n, nt)
-        arrays = 8.0 * (6 * params + 10 * biggest * m * k + 6 * biggest * m * D)
+        arrays = 8.0 * (6 * params + 10 * biggest * m * k * HARD_RESTARTS + 6 * biggest * m * D)
         joint = float(k) ** m
         if joint <= MAX_ENUMERATION:
             arrays += 8.0 * (joint * (D + m) + 3 * 4_000_000)
             work += 3.0 * joint * nt * D
+            # the search: about 20 alternations of every start over all joint codes
+            work += 10.0 * 20 * HARD_RESTARTS * n * joint * m
         if name == "residual_vq":
-            arrays += 8.0 * 3 * 64 * nt * D if joint > MAX_ENUMERATION else 0.0
+            if joint <= MAX_ENUMERATION:            # the chain's exact F over all its paths
+                arrays += 8.0 * 5 * n * joint
+                work += 10.0 * 30 * cfg["steps"] * n * joint
+            else:
+                arrays += 8.0 * 3 * 64 * nt * D
             work += 64.0 * nt * m * k * D
         if compress and joint <= MAX_ENUMERATION:
             arrays += 8.0 * 6 * COMPRESS_CHUNK
             work += 4.0 * joint * nt * D
         peak = max(peak, 8.0 * 4 * (n + nt) * D + arrays)
-        work += 6.0 * cfg["steps"] * n * m * k * D + 6.0 * cfg["refine"] * nt * m * k * D
-        work += 2.5e6 * cfg["steps"]                                # per-step overhead
+        work += 6.0 * (cfg["steps"] + HARD_RESTARTS * EM_ITERS) * n * m * k * D
+        work += 6.0 * cfg["refine"] * nt * m * k * D
+        work += 2.5e6 * (cfg["steps"] + EM_ITERS)                   # per-step overhead
     parallel = max(1, min(workers, n_seeds * len(cfg["models"])))
     return peak * parallel, 1e-10 * work * n_seeds / parallel
 
