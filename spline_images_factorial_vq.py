@@ -827,11 +827,14 @@ class FactorialVQ(CodeModel):
             p = self.p
 
             def record(t, C_t, b_t, a_t):
+                due = lambda every: every and (t % every == 0 or t == EM_ITERS)
+                if not (due(snapshot_every) or due(eval_every)):
+                    return
                 p["C"][...], p["b"][...], p["a"][...] = C_t[0], b_t[0], a_t[0]
                 self.init_recognition()            # the refinement starts from it
-                if snapshot_every and (t % snapshot_every == 0 or t == EM_ITERS):
+                if due(snapshot_every):
                     history["snapshots"].append((t, self.theta.copy()))
-                if eval_every and (t % eval_every == 0 or t == EM_ITERS):
+                if due(eval_every):
                     record_eval(history, t, self, X, X_eval)
 
             keep = slice(best, best + 1)
@@ -2675,19 +2678,19 @@ def parse_args(argv=None):
     ap.add_argument("--n-test", type=int_at_least(1, MAX_IMAGES), default=2000,
                     help="held-out images")
     ap.add_argument("--steps", "--n-epochs", dest="steps", type=int_at_least(1, MAX_STEPS),
-                    default=STEPS, help="full-batch Adam steps of each model's autoencoder phase, "
-                    "after its EM (one step is one epoch; the residual chain splits them over its "
-                    "stages)")
+                    default=STEPS, help="full-batch Adam steps of each model after its "
+                    "hard-code start and EM (one step is one epoch)")
     ap.add_argument("--sigma-x", type=float_between(*SIGMA_RANGE), default=0.15,
                     help="std of the Gaussian pixel noise model")
     ap.add_argument("--objective", choices=("bits-back", "meanfield"), default="bits-back",
                     help="train on the valid free energy, or on the earlier reproduction's loss "
                          "without the code variance")
     ap.add_argument("--schedule", choices=SCHEDULES, default="sigma",
-                    help="warm-up during the first half of training")
+                    help="warm-up of the EM's E-step over its first half: sigma annealed from "
+                         "3 sigma_x, a KL weight rising from 0.1, or none")
     ap.add_argument("--init", choices=("band", "random"), default="band",
-                    help="factorial codebook start: confined to column bands, or small "
-                         "random image deviations")
+                    help="start of the factorial hard-code search: image deviations confined "
+                         "to column bands, or scaled by 0.1")
     ap.add_argument("--refine", type=int_at_least(0, 10_000), default=50,
                     help="max mean-field sweeps that refine the posterior at evaluation "
                          "(0: the recognition network's posterior alone)")
