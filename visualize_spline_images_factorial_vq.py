@@ -466,7 +466,7 @@ def parse_args(argv=None):
                     help="random seed of the data and the models")
     ap.add_argument("--outdir", default="viz", help="output folder, made if missing")
     ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=sv.STEPS,
-                    help="training steps per model")
+                    help="Adam steps per model after its hard-code start and EM")
     ap.add_argument("--n-test", type=sv.int_at_least(8, 100_000), default=2000,
                     help="held-out images")
     ap.add_argument("--eval-every", type=sv.int_at_least(1, sv.MAX_STEPS), default=5,
