@@ -46,12 +46,13 @@ CONTROL_RANGE = (0.5, 6.5)              # heights are uniform on this interval
 N_CURVE_POINTS = 200
 BLUR_SIGMA = 0.6                        # pixels
 MAX_ENUMERATION = 65_536                # largest K^M enumerated exactly
+CHUNK_ENTRIES = 250_000                 # (image, code) pairs per pass: 2 MB arrays stay in cache
 LN2 = math.log(2.0)
 
 # upper limits of sizes and values: beyond them a run cannot fit in memory or would not finish
 SIGMA_RANGE = (1e-3, 1e3)              # pixel noise std; images live in [0, 1]
 MAX_STEPS = 1_000_000
-STEPS = 60                             # Adam steps after the hard start and EM (FactorialVQ.fit)
+STEPS = 40                             # Adam steps after the hard start and EM (FactorialVQ.fit)
 LR = 0.03                              # their learning rate, decayed on a cosine to LR / 20
 MAX_DIMS = D                           # at most one factor per pixel
 MAX_CODES = 4096                       # per factor
@@ -352,7 +353,7 @@ class CodeModel:
         """xhat(k) = b + sum_d C_d[k_d]: codes (N, M) -> (N, D)."""
         return self.p["b"] + self.p["C"][np.arange(self.n_dims), codes].sum(axis=1)
 
-    def exact_dl(self, X, chunk_entries=4_000_000):
+    def exact_dl(self, X, chunk_entries=CHUNK_ENTRIES):
         """Exact DL of the generative model (Boltzmann posterior), bits: (N,) or None.
 
         DL*(x) = -log2 sum_k p(k) exp(-||x - xhat(k)||^2 / (2 sigma_x^2)), enumerating all
@@ -386,7 +387,7 @@ FREQ_FLOOR = 1e-300            # a code no training image used: finite, never wo
 START_FREQ_FLOOR = 1e-4        # ... and in a stochastic model's start, still within reach
 
 
-def shortest_codes(X, C, b, log_pi, sigma_x, codes=None, chunk_entries=4_000_000):
+def shortest_codes(X, C, b, log_pi, sigma_x, codes=None, chunk_entries=CHUNK_ENTRIES):
     """The shortest joint code of each image, argmin_k ||x - xhat(k)||^2/(2 sigma_x^2) - log p(k).
 
     X (N, D), C (..., M, K, D), b (..., D), log_pi (..., M, K) -> codes (..., N, M); the
@@ -532,21 +533,27 @@ def hard_code_search(X, n_dims, n_codes, sigma_x, rng, bands=None, start="band",
         C = C * column_bands(M)[:, None, :]
     elif M > 1:
         C = 0.1 * C
-    a, codes = np.full((R, M, K), -math.log(K)), None
-    for _ in range(iters):
+    a, codes, done = np.full((R, M, K), -math.log(K)), None, 0
+    for done in range(iters):
         new = shortest_codes(X, C, b, a, sigma_x, codes)                     # (R, N, M)
         if codes is not None and np.array_equal(new, codes):
             break
         codes = new
-        b, C = least_squares_codebooks(X, one_hot(codes, K), C, groups)
-        freq = one_hot(codes, K).mean(axis=-3)                              # (R, M, K)
-        a = np.log(np.maximum(freq, FREQ_FLOOR))
+        C, b, a = refit_hard_code(X, codes, C, groups)
     if codes is None:
         codes = shortest_codes(X, C, b, a, sigma_x)
-    found = [{"C": C[r], "b": b[r], "a": a[r],
+    found = [{"C": C[r], "b": b[r], "a": a[r], "iters": done + 1,
               "bits": float(hard_code_bits(X, C[r], b[r], a[r], sigma_x, codes[r])["total"].mean())}
              for r in range(R)]
     return sorted(found, key=lambda f: f["bits"])
+
+
+def refit_hard_code(X, codes, C_old, groups):
+    """The half of a hard-code alternation after the codes: least-squares codebooks and
+    bias for codes (..., N, M), and log code frequencies.  Returns C, b, a."""
+    q = one_hot(codes, C_old.shape[-2])
+    b, C = least_squares_codebooks(X, q, C_old, groups)
+    return C, b, np.log(np.maximum(q.mean(axis=-3), FREQ_FLOOR))
 
 
 def hard_code_bits(X, C, b, a, sigma_x, codes):
@@ -578,12 +585,14 @@ class HardCode(CodeModel):
         p, K = self.p, self.n_codes
         if not self.residual:
             found = hard_code_search(X, self.n_dims, K, self.sigma_x, self.rng, self.bands, init)[0]
+            self.iters = found["iters"]
             for name in ("C", "b", "a"):
                 p[name][...] = found[name]
             return {}
-        R = X
+        R, self.iters = X, 0
         for d in range(self.n_dims):
             stage = hard_code_search(R, 1, K, self.sigma_x, self.rng)[0]
+            self.iters += stage["iters"]
             if d == 0:
                 p["b"][...], p["C"][0] = stage["b"], stage["C"][0]
                 R = R - p["b"]
@@ -1034,7 +1043,7 @@ class ResidualVQ(CodeModel):
             r = r - p["C"][d][k]
         return codes, log_q
 
-    def _chain_exact(self, X, chunk_entries=2_000_000):
+    def _chain_exact(self, X, chunk_entries=CHUNK_ENTRIES):
         """Exact recon, code (nats, (N,) each) and E_q[xhat] (N, D) over every path,
         a chunk of images at a time so that the (images x paths) arrays stay small."""
         step = max(1, chunk_entries // self.n_codes**self.n_dims)
@@ -1226,6 +1235,16 @@ EM_ITERS = 50                  # variational EM iterations from each hard-code s
 EM_SWEEPS = 2                  # mean-field sweeps per E-step (from the previous posterior)
 
 
+def em_step(X, C, b, a, q, sigma, groups, learn_prior=True, sweeps=EM_SWEEPS):
+    """One EM iteration: `sweeps` mean-field sweeps of q at noise sigma, then the
+    least-squares codebooks and bias and (with learn_prior) the prior.  Returns C, b, a, q."""
+    q = mean_field(X, C, b, a, q, sigma, sweeps=sweeps, tol=None)
+    b, C = least_squares_codebooks(X, q, C, groups)
+    if learn_prior:
+        a = np.log(np.maximum(q.mean(axis=-3), FREQ_FLOOR))
+    return C, b, a, q
+
+
 def variational_em(X, C, b, a, sigma_x, groups, learn_prior=True, iters=EM_ITERS,
                    schedule="sigma", on_step=None):
     """Variational EM on F for the generative part of a factorial model, from R starts at
@@ -1246,11 +1265,8 @@ def variational_em(X, C, b, a, sigma_x, groups, learn_prior=True, iters=EM_ITERS
         if on_step:
             on_step(t, C, b, a)
         beta, sigma = schedule_values(schedule, t / iters, sigma_x)
-        q = mean_field(X, C, b, a, q, sigma * math.sqrt(beta),
-                       sweeps=EM_SWEEPS if t else 5 * EM_SWEEPS, tol=None)
-        b, C = least_squares_codebooks(X, q, C, groups)
-        if learn_prior:
-            a = np.log(np.maximum(q.mean(axis=-3), FREQ_FLOOR))
+        C, b, a, q = em_step(X, C, b, a, q, sigma * math.sqrt(beta), groups, learn_prior,
+                             EM_SWEEPS if t else 5 * EM_SWEEPS)
     if on_step:
         on_step(iters, C, b, a)
     q = mean_field(X, C, b, a, q, sigma_x, sweeps=5 * EM_SWEEPS, tol=None)
@@ -1476,7 +1492,7 @@ SWEEP_FIXED = ((1, 24), (2, 12), (3, 8), (4, 6), (6, 4), (8, 3), (12, 2))
 SWEEP_LARGER = ((4, 8), (4, 12), (4, 16), (5, 6))
 ALIGNMENT_MODELS = ((4, 6), (5, 6))
 ANNEALING_RUNS = tuple((s, i) for i in ("band", "random") for s in ("sigma", "kl", "none"))
-EXPERIMENTS = ("training", "sweep", "alignment", "annealing", "limit")
+EXPERIMENTS = ("training", "sweep", "alignment", "annealing", "limit", "movement")
 # the training recipe taken apart, for the factorial 4x6 VQ: (key, label) in build-up order
 RECIPE_STEPS = (
     ("adam_codeword_start", "Adam alone, from image codewords"),
@@ -1579,6 +1595,8 @@ def _experiment_task(task):
     """Worker: one factorial model fitted and scored, or one chunk of the limit."""
     kind, seed, arg = task
     X, Xt = load_data(seed)
+    if kind == "movement":
+        return kind, seed, arg, training_movement(arg, X, Xt, seed)
     if kind == "recipe":
         model = recipe_step(arg, X, seed)
         res = {"total": float(model.description_length(Xt)["total"].mean())}
@@ -1618,6 +1636,10 @@ def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
              sorted(fits.items(), key=lambda kv: -kv[0][1] ** kv[0][0]) for s in seeds]
     if "training" in names:
         tasks += [("recipe", s, key) for key, _ in RECIPE_STEPS for s in seeds]
+    if "movement" in names:                 # the costliest first
+        tasks = [("movement", s, name) for name in ("residual_vq", "factorial_vq",
+                                                    "separate_slices", "standard_vq", "pca24")
+                 for s in seeds] + tasks
     if "limit" in names:
         chunk = max(1, limit_images // (4 * max(workers, 1)))
         tasks += [("limit", seeds[0], (a, min(a + chunk, limit_images), limit_samples))
@@ -1630,7 +1652,7 @@ def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
         done += 1
         kind, seed, arg, _ = item
         what = ("limit images %d-%d" % arg[:2] if kind == "limit" else
-                f"recipe: {arg}" if kind == "recipe" else "%dx%d %s/%s" % arg[:4])
+                f"{kind}: {arg}" if kind in ("recipe", "movement") else "%dx%d %s/%s" % arg[:4])
         log(f"[{done}/{len(tasks)}] seed {seed} {what}  ({time.perf_counter() - t0:.1f} s)")
     return summarise_experiments(names, results, seeds)
 
@@ -1643,6 +1665,15 @@ def summarise_experiments(names, results, seeds):
             fit.setdefault(tuple(arg[:4]), {})[seed] = res
     stats = lambda v: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
     out = {}
+    if "movement" in names:
+        runs = {(arg, seed): res for kind, seed, arg, res in results if kind == "movement"}
+        out["movement"] = {}
+        for name in MOVEMENT_MODELS:
+            per_seed = [runs[(name, s)] for s in seeds]
+            entry = {"runs": per_seed}
+            for key in ("dmc_to_train", "heldout", "steps_to_1bit"):
+                entry[f"{key}_mean"], entry[f"{key}_sd"] = stats([r[key] for r in per_seed])
+            out["movement"][name] = entry
     if "training" in names:
         runs = {(arg, seed): res for kind, seed, arg, res in results if kind == "recipe"}
         hard = [runs[("recipe", s)]["hard"] for s in seeds]
@@ -1696,6 +1727,294 @@ def summarise_experiments(names, results, seeds):
         out["limit"] = {"bits": float(bits.mean()), "se": float(bits.std(ddof=1) / math.sqrt(n)),
                         "importance_se": float(np.sqrt(np.sum(is_se**2)) / n),
                         "n_images": n, "n_samples": parts[0][0][2], "seed": seeds[0]}
+    return out
+
+
+# ----------------------------------------------------------------------------- data movement
+#
+# The earlier reproduction's last open question: what does training cost in data movement,
+# the quantity that dominates energy on real hardware?  The conventions (reported with the
+# numbers):
+# - an element is one array entry, named by its memory address, so views share their
+#   base's elements; the tracer holds on to every array it sees, so no address is freed and
+#   reused within a trace: each array made is new memory, as if nothing were ever freed (the
+#   numbers then follow the program alone, not the allocator's state, and repeat exactly);
+# - each numpy operation reads every element of each array operand once, in row-major
+#   order, then writes every element of its result (a matrix product reads each operand
+#   once, in bulk, not once per multiply); creating a view moves nothing;
+# - reads and writes both move an element to the top of an LRU stack (the ByteDMD rule);
+# - the distance of a read is the number of distinct elements touched since that element
+#   was last touched; an input starts on the stack below everything touched so far, in the
+#   order of first use; DMC = sum of sqrt(distance) over reads, ARD = mean distance.
+
+IN_PLACE = frozenset((np.put_along_axis, np.copyto))      # write into their first argument
+
+
+def element_addresses(a):
+    """Memory address of every element of a, in row-major order: (a.size,) int64."""
+    out = np.array(a.__array_interface__["data"][0], dtype=np.int64)
+    for n, step in zip(a.shape, a.strides):
+        out = out[..., None] + np.arange(n, dtype=np.int64) * step
+    return out.ravel()
+
+
+class _Recorder:
+    """The addresses touched, in order, and whether each was a read (nothing while off).
+    It keeps every array it has seen alive, so that no address is reused."""
+
+    def __init__(self, on=True):
+        self.on, self.parts, self.kinds, self.alive = on, [], [], []
+
+    def add(self, addresses, read, owner):
+        if self.on and addresses.size:
+            self.parts.append(addresses)
+            self.kinds.append(read)
+            self.alive.append(owner)
+
+    def touch(self, array, read):
+        if self.on and isinstance(array, np.ndarray):
+            self.add(element_addresses(np.asarray(array).view(np.ndarray)), read, array)
+
+
+_OFF = _Recorder(on=False)
+_RECORDER = _OFF                 # Traced arrays outside trace() record nothing
+
+
+def _plain(x):
+    """x with every Traced array viewed as a plain ndarray (lists and tuples too)."""
+    if isinstance(x, Traced):
+        return x.view(np.ndarray)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    return x
+
+
+def _arrays(x):
+    if isinstance(x, np.ndarray):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _arrays(v)
+
+
+def _traced(x):
+    if isinstance(x, np.ndarray) and not isinstance(x, Traced):
+        return x.view(Traced)
+    if isinstance(x, list):
+        return [_traced(v) for v in x]
+    if isinstance(x, tuple):                     # named tuples (svd's result) keep their type
+        items = [_traced(v) for v in x]
+        return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
+    return x
+
+
+class Traced(np.ndarray):
+    """An ndarray whose every numpy operation is recorded as element reads and writes
+    (see the conventions above).  Results of operations are Traced again, so the same
+    model code runs unchanged on Traced inputs."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kw):
+        for a in inputs:
+            _RECORDER.touch(a, True)
+        if out is not None:
+            kw["out"] = _plain(out)
+        result = getattr(ufunc, method)(*_plain(inputs), **kw)
+        for r in _arrays(result if out is None else kw["out"]):
+            _RECORDER.touch(r, False)
+        if out is None:
+            return _traced(result)
+        return out[0] if len(out) == 1 else out
+
+    def __array_function__(self, func, types, args, kwargs):
+        inputs = list(_arrays(_plain(list(args) + list(kwargs.values()))))
+        result = func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()})
+        outputs = list(_arrays(result))
+        if any(np.may_share_memory(r, a) for r in outputs for a in inputs):
+            return _traced(result)                                  # a view: nothing moves
+        for a in inputs:
+            _RECORDER.touch(a, True)
+        for r in outputs + ([args[0]] if func in IN_PLACE else []):
+            _RECORDER.touch(r, False)
+        return _traced(result)
+
+    def __getitem__(self, key):
+        result = super().__getitem__(_plain(key))
+        if not _RECORDER.on or (isinstance(result, np.ndarray) and np.may_share_memory(
+                result.view(np.ndarray), self.view(np.ndarray))):
+            return result
+        plain = self.view(np.ndarray)
+        _RECORDER.add(np.ravel(element_addresses(plain).reshape(self.shape)[_plain(key)]), True,
+                      self)
+        _RECORDER.touch(result, False)
+        return result
+
+    def __setitem__(self, key, value):
+        if _RECORDER.on:
+            _RECORDER.touch(value, True)
+            plain = self.view(np.ndarray)
+            _RECORDER.add(np.ravel(element_addresses(plain).reshape(self.shape)[_plain(key)]),
+                          False, self)
+        super().__setitem__(_plain(key), _plain(value))
+
+    def copy(self, order="C"):
+        result = super().copy(order)
+        _RECORDER.touch(self, True)
+        _RECORDER.touch(result, False)
+        return result
+
+
+def trace(fn):
+    """Run fn() recording its data movement; returns (addresses (n,), is_read (n,))."""
+    global _RECORDER
+    _RECORDER = rec = _Recorder()
+    try:
+        fn()
+    finally:
+        _RECORDER = _OFF
+    if not rec.parts:
+        return np.zeros(0, np.int64), np.zeros(0, bool)
+    return (np.concatenate(rec.parts),
+            np.repeat(np.array(rec.kinds), [len(p) for p in rec.parts]))
+
+
+def previous_access(ids):
+    """For each access, the index of the previous access to the same element (-1: none)."""
+    order = np.lexsort((np.arange(len(ids)), ids))          # by element, then by time
+    prev = np.full(len(ids), -1, dtype=np.int64)
+    same = ids[order[1:]] == ids[order[:-1]]
+    prev[order[1:][same]] = order[:-1][same]
+    return prev
+
+
+def earlier_leq(values):
+    """#{j < i : values[j] <= values[i]} for every i: values (n,) ints -> (n,) int64.
+
+    Bottom-up merge sort with whole-array operations, O(n log n): at the level of width w
+    the aligned blocks of w elements, each already in value order, merge in pairs by one
+    stable sort on (pair, value), left before right on ties.  An element of a right block
+    landing at position s of the merged pair, coming from position s' of its own sorted
+    block, has s - s' elements of the left block at or below its value before it.
+    """
+    v = np.asarray(values, np.int64)
+    n = len(v)
+    count, order, here = np.zeros(n, np.int64), np.arange(n), np.arange(n)
+    span, w = int(v.max(initial=0)) + 1, 1
+    while w < n:
+        perm = np.argsort((order // (2 * w)) * span + v[order], kind="stable")
+        order = order[perm]
+        right = (order & w) != 0                   # from the block of higher indices
+        count[order[right]] += (here - perm)[right] + w
+        w *= 2
+    return count
+
+
+def stack_distances(ids):
+    """LRU stack distance of every access in ids (n,): the number of distinct elements
+    touched since the element was last touched, or before its first touch.
+
+    With p the previous access to the same element, the elements touched in (p, t) are
+    those whose access there is their first after p: the first touches in (p, t), and the
+    repeat touches j in (p, t) whose own previous access is at or before p.  Every repeat
+    touch j <= p qualifies, so the second count is earlier_leq over the repeat touches
+    alone less those up to p.
+    """
+    prev = previous_access(np.asarray(ids))
+    first = prev < 0
+    n_first = np.concatenate([[0], np.cumsum(first)])          # first touches before index x
+    n_again = np.concatenate([[0], np.cumsum(~first)])
+    out = n_first[:-1].copy()                                   # a first touch: all so far
+    again = np.flatnonzero(~first)
+    p = prev[again]
+    out[again] = (n_first[again] - n_first[p + 1]) + earlier_leq(p) - n_again[p + 1]
+    return out
+
+
+def movement(ids, is_read):
+    """{"reads", "dmc", "ard"} of a trace: reads counted, sqrt distances summed."""
+    d = stack_distances(ids)[is_read]
+    return {"reads": int(d.size), "dmc": float(np.sqrt(d).sum()),
+            "ard": float(d.mean()) if d.size else 0.0}
+
+
+MOVEMENT_MODELS = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq", "pca24")
+MOVEMENT_TEST = 500            # held-out images of the training curves behind "steps to 1 bit"
+PHASES = ("hard", "em", "adam")
+
+
+def traced_model(model):
+    """A copy of model whose parameters, and so everything computed from them, are Traced."""
+    state = model.__getstate__()
+    state["theta"] = state["theta"].copy().view(Traced)
+    state["trainable"] = state["trainable"].view(Traced)
+    clone = type(model).__new__(type(model))
+    clone.__setstate__(state)
+    return clone
+
+
+def _trace_adam_step(model, X):
+    """Movement of one Adam step (loss, gradient, update) of a copy of a trained model."""
+    clone, Xt = traced_model(model), X.view(Traced)
+    opt = Adam([clone.theta], lr=LR)
+    return movement(*trace(lambda: opt.step([clone.loss_and_grad(Xt)[1]])))
+
+
+def _trace_hard_step(X, starts, sigma_x, groups):
+    """Movement of one alternation of the batched hard-code search from these starts."""
+    stack = lambda key: np.stack([f[key] for f in starts])
+    C, b, a = stack("C"), stack("b"), stack("a")
+    codes = shortest_codes(X, C, b, a, sigma_x)
+    C, b, a, Xt = (x.view(Traced) for x in (C, b, a, X))
+    return movement(*trace(lambda: refit_hard_code(
+        Xt, shortest_codes(Xt, C, b, a, sigma_x, codes.view(Traced)), C, groups)))
+
+
+def training_movement(name, X, X_eval, seed=0):
+    """Data movement of training model `name` on X (N, 96) with the project's recipe.
+
+    Each phase's step is traced once, on the model's own arrays: one alternation of the
+    hard-code search (all starts), one EM iteration (all starts), one Adam step; PCA's fit
+    is one step.  The held-out F on the first MOVEMENT_TEST images of X_eval after every EM
+    iteration and Adam step gives the step at which it first comes within 1 bit of its
+    final value; "dmc_to_train" is the movement of the steps up to there (the whole search,
+    then EM iterations, then Adam steps).  Returns {phase: {"steps", "reads", "dmc",
+    "ard"}, "steps_to_1bit", "dmc_to_train", "heldout"}, heldout = the final F on X_eval.
+    """
+    rng = np.random.default_rng([seed, 1000 + MODEL_NAMES.index(name)])
+    model = build_model(name, rng=rng)
+    if isinstance(model, PCA):
+        fit = movement(*trace(lambda: PCA(model.n_components, model.sigma_x).fit(X.view(Traced))))
+        model.fit(X)
+        return {"fit": {"steps": 1, **fit}, "steps_to_1bit": 1, "dmc_to_train": fit["dmc"],
+                "heldout": float(model.description_length(X_eval)["total"].mean())}
+    model.init_from_hard_code(X)
+    out = {}
+    if isinstance(model, FactorialVQ):
+        groups = pixel_groups(model.n_dims, model.bands)
+        out["hard"] = {"steps": model.starts[0]["iters"],
+                       **_trace_hard_step(X, model.starts, model.sigma_x, groups)}
+        stack = lambda key: np.stack([f[key] for f in model.starts])
+        C, b, a = stack("C"), stack("b"), np.maximum(stack("a"), math.log(START_FREQ_FLOOR))
+        q = em_step(X, C, b, a, np.full(a.shape[:1] + (len(X),) + a.shape[1:], 1 / model.n_codes),
+                    model.sigma_x, groups, sweeps=5 * EM_SWEEPS)[3]
+        C, b, a, q, Xt = (x.view(Traced) for x in (C, b, a, q, X))
+        out["em"] = {"steps": EM_ITERS, **movement(*trace(lambda: em_step(
+            Xt, C, b, a, q, model.sigma_x, groups)))}
+        em_steps = EM_ITERS
+    else:                                         # the chain: its stages' searches, no EM
+        search = hard_code_search(X, 1, model.n_codes, model.sigma_x,
+                                  np.random.default_rng([seed, 7]))
+        out["hard"] = {"steps": model.hard.iters,
+                       **_trace_hard_step(X, search, model.sigma_x, pixel_groups(1))}
+        out["em"], em_steps = {"steps": 0, "reads": 0, "dmc": 0.0, "ard": 0.0}, 0
+    history = model.fit(X, X_eval=X_eval[:MOVEMENT_TEST], eval_every=1)
+    out["adam"] = {"steps": STEPS, **_trace_adam_step(model, X)}
+    curve = np.array(history["heldout"])
+    reached = int(np.array(history["eval_step"])[np.argmax(curve <= curve[-1] + 1.0)])
+    out["steps_to_1bit"] = reached
+    out["dmc_to_train"] = (out["hard"]["steps"] * out["hard"]["dmc"]
+                           + min(reached, em_steps) * out["em"]["dmc"]
+                           + max(0, reached - em_steps) * out["adam"]["dmc"])
+    out["heldout"] = float(model.description_length(X_eval)["total"].mean())
     return out
 
 
@@ -2461,6 +2780,35 @@ def format_experiments(out, seeds, markdown=False):
             f"The training recipe built up step by step, factorial 4x6 VQ: held-out F in bits "
             f"per image, mean ± sd over {seed_text}; at most hard = seeds where it is no worse "
             f"than the hard code", ["training", "held-out F", "at most hard"], rows, markdown))
+    if "movement" in out:
+        rows = []
+        for name, v in out["movement"].items():
+            phases = ("fit",) if "fit" in v["runs"][0] else PHASES
+
+            def cells(key, scale, spec):
+                mean = lambda p: np.mean([r[p][key] for r in v["runs"]])
+                return " / ".join(format(mean(p) / scale, spec) if v["runs"][0][p]["steps"]
+                                  else "-" for p in phases)
+
+            rows.append([model_label(name, 4, 6), cells("steps", 1, ".0f"),
+                         cells("reads", 1e6, ".2f"), cells("dmc", 1e9, ".3f"),
+                         cells("ard", 1e3, ".0f"),
+                         f"{v['steps_to_1bit_mean']:.1f}",
+                         pm(v["dmc_to_train_mean"] / 1e9, v["dmc_to_train_sd"] / 1e9),
+                         pm(v["heldout_mean"], v["heldout_sd"])])
+        ratio = out["movement"]["factorial_vq"]["dmc_to_train_mean"] / \
+            out["movement"]["standard_vq"]["dmc_to_train_mean"]
+        parts.append(_md_or_plain(
+            f"Data movement of training, mean over {seed_text}: per phase (hard-code search "
+            f"alternations / EM iterations / Adam steps; PCA: its fit) the steps run, and per "
+            f"step the elements read (millions), DMC (10^9) and ARD (thousands of elements); "
+            f"steps to 1 bit = EM iterations and Adam steps until the held-out F is within 1 bit "
+            f"of its final value; DMC to train (10^9) counts the search and those steps; "
+            f"held-out F in bits. Every read and write moves an element to the top of the LRU "
+            f"stack; an operation reads each operand once. Factorial / standard DMC to train: "
+            f"{ratio:.1f}",
+            ["model", "steps", "reads / step", "DMC / step", "ARD", "steps to 1 bit",
+             "DMC to train", "held-out F"], rows, markdown))
     if "sweep" in out:
         rows = [[k, str(v["codewords"]), str(v["joint_codes"]),
                  pm(v["heldout_total_mean"], v["heldout_total_sd"]),
@@ -2924,13 +3272,17 @@ def main(argv=None):
 
 def run_main(main, prog, argv=None):
     """Run a script's main(argv); Ctrl-C ends it with one line on stderr and status 130.
-    Worker processes ignore the signal (see _map) and are ended by their pool."""
+    Worker processes ignore the signal (see _map) and are ended by their pool.  A reader
+    that closes the pipe early (`| head`) ends it quietly with status 141, as a shell tool."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return main(argv)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no flush error at exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -354,6 +354,24 @@ def fig_training(training, seeds):
     return fig
 
 
+def fig_data_movement(movement, seeds):
+    """DMC to train against final held-out F, one point per model (mean ± sd over seeds)."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, v in movement.items():
+        x = v["dmc_to_train_mean"]
+        ax.errorbar(x, v["heldout_mean"], xerr=v["dmc_to_train_sd"], yerr=v["heldout_sd"],
+                    fmt="o", color=COLORS[name], ms=8, capsize=3)
+        ax.annotate(sv.model_label(name, 4, 6), (x, v["heldout_mean"]), fontsize=8,
+                    xytext=(6, 6), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("DMC to train (sum of sqrt LRU stack distance over element reads)")
+    ax.set_ylabel("final held-out F, bits per image")
+    ax.set_title(f"Data movement of training against description length, mean ± sd over "
+                 f"seeds {seeds[0]}–{seeds[-1]}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 # What each figure reads from the --experiment JSON: field -> kind, where "number" is a
 # finite int or float, "number?" may be null, and a list [kind, n] is a list of n entries
 # (n = None: any length >= 1).
@@ -366,6 +384,8 @@ EXPERIMENT_SCHEMA = {
                   "score": "number", "score_segments": "number", "seed": "int"},
     "annealing": {"totals": NUMBERS(), "poor_optima": "int", "runs": "int"},
     "training": {"heldout_total_mean": "number", "totals": NUMBERS()},
+    "movement": {"dmc_to_train_mean": "number", "dmc_to_train_sd": "number",
+                 "heldout_mean": "number", "heldout_sd": "number"},
 }
 
 
@@ -403,7 +423,8 @@ def read_experiments(path):
     _check(seeds, ["int", None], "config.seeds")
     found = [name for name in EXPERIMENT_SCHEMA if name in data]
     if not found:
-        raise ValueError("it holds no training, sweep, alignment or annealing results")
+        raise ValueError("it holds no training, sweep, alignment, annealing or movement "
+                         "results")
     for name in found:
         runs = data[name]
         if not isinstance(runs, dict) or not runs:
@@ -437,7 +458,8 @@ def draw_experiments(path, outdir, dpi, log):
     except (OSError, ValueError) as err:
         raise OSError(f"cannot draw from {path}: {err}") from None
     seeds = data["config"]["seeds"]
-    makers = {"training": lambda: fig_training(data["training"], seeds),
+    makers = {"movement": lambda: fig_data_movement(data["movement"], seeds),
+              "training": lambda: fig_training(data["training"], seeds),
               "sweep": lambda: fig_sweep(data["sweep"], data.get("limit"), seeds),
               "alignment": lambda: fig_alignment(data["alignment"]),
               "annealing": lambda: fig_annealing(data["annealing"], seeds)}
@@ -446,7 +468,7 @@ def draw_experiments(path, outdir, dpi, log):
         if name not in data:
             continue
         fig = make()
-        target = f"{outdir}/{name}.png"
+        target = f"{outdir}/{'data_movement' if name == 'movement' else name}.png"
         try:
             sv.atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
         finally:

@@ -5,14 +5,19 @@
 Prints the median wall time of each command over the repeats, measured around the whole
 process (interpreter start, imports, training, evaluation, drawing), as a user would see
 it: the default run, the five-seed run, the six figures and the training GIF (these two
-write into a temporary folder), the coder's encode + decode time (from its JSON), and the
+write into a temporary folder), the coder's encode + decode time (from its JSON), tracing
+one step of each training phase of the factorial VQ for its data movement, and the
 open-question experiments.
 
     python3 tests/bench.py --readme
 
-instead reruns the full-size training table and open-question experiments (about a minute)
-and checks every number of those README sections against them, with the test suite's
-tolerance; the suite itself refits only a few cheap rows.
+instead reruns the full-size training table and open-question experiments (about two
+minutes) and checks every number of those README sections against them, with the test
+suite's tolerance; the suite itself refits only a few cheap rows.
+
+    python3 tests/bench.py --write-readme
+
+reruns every command behind a README table and writes its output into the README in place.
 """
 import argparse
 import json
@@ -71,13 +76,34 @@ def check_readme_experiments():
     return status
 
 
+def write_readme():
+    """Every README table between its <!-- name:start/end --> markers, rerun and written."""
+    sys.path.insert(0, str(ROOT))
+    from test_readme import EXPERIMENT_ARGS, TABLES, fresh
+    path = ROOT / "README.md"
+    text = path.read_text()
+    for block, args in {**TABLES, **EXPERIMENT_ARGS}.items():
+        t0 = time.perf_counter()
+        start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
+        head, rest = text.split(start)
+        _, tail = rest.split(end)
+        text = f"{head}{start}\n{fresh(*args).strip()}\n{end}{tail}"
+        print(f"README {block}: written ({time.perf_counter() - t0:.1f} s)")
+    path.write_text(text)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--readme", action="store_true",
                     help="check the README's training and experiment sections against "
                          "full-size runs")
+    ap.add_argument("--write-readme", action="store_true",
+                    help="rerun every README table and write it into the README")
     opts = ap.parse_args()
+    if opts.write_readme:
+        return write_readme()
     if opts.readme:
         return check_readme_experiments()
     n = opts.repeats
@@ -95,8 +121,36 @@ def main():
             coding.append(json.load(f)["compress"]["seconds"])
     print(f"bits-back encode + decode of 2000 images, all {len(CODERS)} coder rows: "
           f"median {statistics.median(coding):.2f} s wall over {n}")
+    trace_steps()
     t = wall(["spline_images_factorial_vq.py", "--experiment", "all"])
     print(f"open-question experiments (--experiment all, 5 seeds, 2 workers): {t:.2f} s wall, once")
+
+
+def trace_steps():
+    """Wall time of tracing one step of each training phase of the factorial 4x6 VQ (seed
+    0): the numpy operations recorded, then every read's LRU stack distance."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    import spline_images_factorial_vq as sv
+    X, _ = sv.load_data(0)
+    model = sv.FactorialVQ(4, 6, refine=50, rng=np.random.default_rng([0, 1003]))
+    model.init_from_hard_code(X)
+    groups = sv.pixel_groups(4)
+    stack = lambda key: np.stack([f[key] for f in model.starts])
+    C, b, a = stack("C"), stack("b"), stack("a")
+    q = np.full((len(C), len(X), 4, 6), 1 / 6)
+    steps = {
+        "hard-code search alternation (8 starts)":
+            lambda: sv._trace_hard_step(X, model.starts, model.sigma_x, groups),
+        "EM iteration (8 starts)": lambda: sv.movement(*sv.trace(lambda: sv.em_step(
+            *(v.view(sv.Traced) for v in (X, C, b, a, q)), model.sigma_x, groups))),
+        "Adam step": lambda: sv._trace_adam_step(model, X),
+    }
+    for label, step in steps.items():
+        t0 = time.perf_counter()
+        reads = step()["reads"]
+        print(f"trace one {label} of the factorial 4x6 VQ: {time.perf_counter() - t0:.2f} s "
+              f"({reads / 1e6:.2f} million reads)")
 
 
 if __name__ == "__main__":

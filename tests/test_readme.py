@@ -30,7 +30,8 @@ TABLES = {
 # --readme` reruns the whole experiment section and the training table (about a minute)
 SPOT_ROWS = ((2, 12), (3, 8))
 EXPERIMENT_ARGS = {"training": ["--experiment", "training"],
-                   "experiments": ["--experiment", "sweep", "alignment", "annealing", "limit"]}
+                   "experiments": ["--experiment", "sweep", "alignment", "annealing", "limit"],
+                   "movement": ["--experiment", "movement"]}
 
 
 def readme_block(name):
