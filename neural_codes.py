@@ -1,0 +1,1091 @@
+"""Modern codes on the 1994 yardstick: a Gaussian VAE and a VQ-VAE, scored by bits-back.
+
+The core module (spline_images_factorial_vq.py) reproduces Hinton & Zemel (1994).  This one
+sets beside it the codes a reader would use today, scored in exactly the core's convention
+(SPEC sections 3 and 7): bits per image on the same 2000 held-out images, pixel noise
+sigma_x, data quantised at width t = sigma_x * sqrt(2 pi), so that every row here sits next
+to every row of the core's table with no conversion.
+
+- Gaussian VAE: its negative ELBO is the bits-back free energy F with a continuous code,
+  E_q ||x - f(z)||^2 / (2 sigma_x^2) + KL(q(z|x) || N(0, I)), in nats, over ln 2.
+- VQ-VAE: a deterministic code, so its valid code length is the reconstruction term plus
+  -log2 P(codes) under code frequencies fitted on the training images.
+
+One MLP building block, forward and hand-written backward, serves every network.  The core
+supplies the data, Adam, the CLI helpers and the bits-back coder; it never imports this
+module.  Run `python3 neural_codes.py --help`.
+"""
+
+import os
+import signal
+import sys
+
+if __name__ == "__main__":     # Ctrl-C while the libraries load: one line, no traceback
+    signal.signal(signal.SIGINT, lambda *_: (print("neural_codes.py: interrupted",
+                                                   file=sys.stderr), os._exit(130)))
+
+import copy  # noqa: E402
+import functools  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+
+import spline_images_factorial_vq as sv  # noqa: E402  (sets the BLAS thread count first)
+
+np = sv.np
+D, LN2 = sv.D, sv.LN2
+
+LATENTS = 5                    # the data's intrinsic dimension: 5 control heights
+HIDDEN = (256, 256)            # hidden widths of every encoder and decoder
+BATCH = 128
+LR = 1e-3                      # Adam's rate, warmed up and cosine-decayed (sv.learning_rate_factor)
+MAX_LATENTS = 64
+MAX_HIDDEN = 4096
+EVAL_SAMPLES = 32              # reparameterised samples per image behind a reported recon term
+IW_SAMPLES = 64                # importance samples per image behind the importance-weighted bound
+
+
+MIN_STEPS, MAX_TRAIN_STEPS = 2000, 100_000
+EVAL_EVERY = 250               # steps between validation scores
+PATIENCE = 8                   # validation scores without a new best before training stops
+
+
+def batch_size(n):
+    """Minibatch size for n training images: BATCH, or a quarter of a small set (at least
+    32), so that an epoch is several steps and a step costs less."""
+    return int(min(BATCH, max(32, n // 4)))
+
+
+def training_steps(n):
+    """Adam steps for n training images: 5 n, between 2000 and 100,000 (at batch 128 that
+    is 1280 epochs at N = 200, 320 at 2000, 32 at 20000).  Small sets stop earlier, when the
+    validation score stops improving."""
+    return int(min(MAX_TRAIN_STEPS, max(MIN_STEPS, 5 * n)))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_split(seed, n_train, n_val=None, n_test=2000):
+    """(train (n_train, 96), validation (n_val, 96), held-out (n_test, 96), held-out controls).
+
+    Training images come from the core's training stream (stream 0), so N = 200 is exactly
+    the core's training set and every smaller set is a prefix of a larger one; validation
+    from stream 2; held-out from stream 1, the core's held-out set.  n_val defaults to a
+    tenth of n_train, between 100 and 2000 images."""
+    n_val = n_val if n_val is not None else int(min(2000, max(100, n_train // 10)))
+    X = sv.generate_spline_images(n_train, seed)[0]
+    V = sv.generate_spline_images(n_val, seed, stream=2)[0]
+    T, controls = sv.generate_spline_images(n_test, seed, stream=1)
+    return X, V, T, controls
+
+
+# ----------------------------------------------------------------------------- the MLP block
+
+
+ACTIVATIONS = {
+    # name: (f(a), f'(a) from (a, f(a)))
+    "relu": (lambda a: np.maximum(a, 0.0), lambda a, h: (a > 0).astype(a.dtype)),
+    "tanh": (np.tanh, lambda a, h: 1.0 - h * h),
+}
+
+
+class MLP:
+    """Affine layers with an activation between them and none after the last.
+
+    sizes = (n_in, h_1, ..., n_out).  The weights live in views of a flat vector `params`
+    (W{i} (n_i, n_{i+1}), b{i} (n_{i+1},)), so that a model can hold every network in one
+    vector and one Adam.  forward keeps what backward needs; backward returns the gradient
+    of the parameters (flat, like params) and of the input.
+    """
+
+    def __init__(self, sizes, params, act="relu"):
+        if act not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
+        self.sizes, self.act = tuple(int(s) for s in sizes), act
+        self.params, self.p = params, self._views(params)
+
+    @staticmethod
+    def layout(sizes):
+        out = {}
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            out[f"W{i}"], out[f"b{i}"] = (a, b), (b,)
+        return out
+
+    @staticmethod
+    def n_params(sizes):
+        return sum(math.prod(s) for s in MLP.layout(sizes).values())
+
+    def _views(self, flat):
+        views, offset = {}, 0
+        for name, shape in self.layout(self.sizes).items():
+            size = math.prod(shape)
+            views[name] = flat[offset:offset + size].reshape(shape)
+            offset += size
+        return views
+
+    def init(self, rng, last_scale=1.0):
+        """He-scaled normal weights (variance 2 / fan-in; 1 / fan-in for tanh), zero biases;
+        the last layer's weights times last_scale."""
+        n = len(self.sizes) - 1
+        gain = 2.0 if self.act == "relu" else 1.0
+        for i in range(n):
+            W = self.p[f"W{i}"]
+            W[...] = rng.normal(0.0, math.sqrt(gain / W.shape[0]), W.shape)
+            if i == n - 1:
+                W *= last_scale
+            self.p[f"b{i}"][...] = 0.0
+
+    def forward(self, X):
+        """X (N, n_in) -> (out (N, n_out), cache): per layer its input, and for hidden
+        layers the pre-activation and the activation."""
+        f = ACTIVATIONS[self.act][0]
+        h, cache, last = X, [], len(self.sizes) - 2
+        for i in range(last + 1):
+            a = h @ self.p[f"W{i}"] + self.p[f"b{i}"]
+            cache.append((h, a))
+            h = f(a) if i < last else a
+        return h, cache
+
+    def backward(self, cache, g_out, input_grad=True):
+        """Gradients given d loss / d out (N, n_out): (flat like params, d loss / d X, or
+        None without input_grad, which saves the widest product of an encoder)."""
+        df = ACTIVATIONS[self.act][1]
+        grad = np.zeros_like(self.params)
+        g = self._views(grad)
+        delta = g_out
+        for i in reversed(range(len(cache))):
+            g[f"W{i}"][...] = cache[i][0].T @ delta
+            g[f"b{i}"][...] = delta.sum(axis=0)
+            if i == 0 and not input_grad:
+                return grad, None
+            delta = delta @ self.p[f"W{i}"].T
+            if i > 0:                  # through the activation that made this layer's input
+                delta = delta * df(cache[i - 1][1], cache[i][0])
+        return grad, delta
+
+
+class Networks:
+    """Several MLPs whose weights are consecutive views of one flat vector `theta`, so that
+    one Adam updates them all: nets = {name: (sizes, act)}."""
+
+    def __init__(self, nets, dtype=np.float64):
+        total = sum(MLP.n_params(sizes) for sizes, _ in nets.values())
+        self.theta = np.zeros(total, dtype=dtype)
+        self.nets, self._slices, offset = {}, {}, 0
+        for name, (sizes, act) in nets.items():
+            n = MLP.n_params(sizes)
+            self._slices[name] = slice(offset, offset + n)
+            self.nets[name] = MLP(sizes, self.theta[offset:offset + n], act)
+            offset += n
+
+    def gather(self, grads):
+        """{net name: flat gradient} -> one flat gradient like theta (zeros elsewhere)."""
+        out = np.zeros_like(self.theta)
+        for name, g in grads.items():
+            out[self._slices[name]] += g
+        return out
+
+    def training_state(self):
+        """What training changes besides theta (copied with the best theta)."""
+        return None
+
+    def restore_training_state(self, state):
+        pass
+
+    def astype(self, dtype):
+        """A copy whose float arrays (theta, codebooks) have this dtype: training runs in
+        float32, scoring in float64."""
+        state = {k: v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+                 else copy.deepcopy(v) for k, v in self.__getstate__().items()}
+        new = object.__new__(type(self))
+        new.__setstate__(state)
+        return new
+
+    # copies and pickles must rebuild the views into theta
+    def __getstate__(self):
+        return {**self.__dict__, "nets": {k: (m.sizes, m.act) for k, m in self.nets.items()}}
+
+    def __setstate__(self, state):
+        nets = state.pop("nets")
+        self.__dict__.update(state)
+        self.nets = {k: MLP(sizes, self.theta[self._slices[k]], act)
+                     for k, (sizes, act) in nets.items()}
+
+
+# ----------------------------------------------------------------------------- Gaussian VAE
+
+
+class GaussianVAE(Networks):
+    """q(z|x) = N(mu(x), diag s(x)^2) from an MLP encoder, prior N(0, I), decoder MLP f(z),
+    p(x|z) = N(f(z), sigma_x^2 I) at the core's quantisation width t, so that
+
+        F(x) = ( E_q ||x - f(z)||^2 / (2 sigma_x^2) + KL(q(z|x) || N(0, I)) ) / ln 2
+
+    is a bits-back code length in the core's convention (the VAE's negative ELBO).
+    """
+
+    def __init__(self, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, act="relu", rng=None):
+        if n_latent < 1 or not hidden or min(hidden) < 1:
+            raise ValueError("need n_latent >= 1 and hidden widths >= 1")
+        L = self.n_latent = int(n_latent)
+        self.sigma_x, self.hidden = float(sigma_x), tuple(hidden)
+        super().__init__({"enc": ((D, *hidden, 2 * L), act), "dec": ((L, *hidden, D), act)})
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.nets["enc"].init(rng, last_scale=0.1)      # start near the prior: small KL
+        self.nets["dec"].init(rng)
+        self.nets["dec"].p[f"b{len(hidden)}"][...] = 0.1   # near the mean image brightness
+
+    def encode(self, X):
+        """(mu (N, L), log s (N, L), cache) of q(z|x)."""
+        out, cache = self.nets["enc"].forward(X)
+        return out[:, :self.n_latent], out[:, self.n_latent:], cache
+
+    def decode(self, Z):
+        """f(z): Z (N, L) -> (N, 96)."""
+        return self.nets["dec"].forward(Z)[0]
+
+    def loss_and_grad(self, X, rng):
+        """Mean F in nats over X (one reparameterised sample per image) and its gradient,
+        a flat array like theta."""
+        N, s2 = len(X), self.sigma_x**2
+        mu, log_s, enc_cache = self.encode(X)
+        s = np.exp(log_s)
+        eps = rng.standard_normal(mu.shape, dtype=mu.dtype)
+        Z = mu + s * eps
+        Xhat, dec_cache = self.nets["dec"].forward(Z)
+        R = Xhat - X
+        recon = np.einsum("nd,nd->n", R, R) / (2 * s2)
+        kl = 0.5 * np.sum(mu * mu + s * s - 1.0 - 2.0 * log_s, axis=1)
+        g_dec, g_Z = self.nets["dec"].backward(dec_cache, R / (s2 * N))
+        g_mu = g_Z + mu / N
+        g_log_s = g_Z * eps * s + (s * s - 1.0) / N
+        g_enc, _ = self.nets["enc"].backward(enc_cache, np.concatenate([g_mu, g_log_s], axis=1),
+                                            input_grad=False)
+        return float(np.mean(recon + kl)), self.gather({"enc": g_enc, "dec": g_dec})
+
+    def description_length(self, X, n_samples=EVAL_SAMPLES, rng=None, chunk=500):
+        """Per-image bits {"recon", "code", "total"}: the recon term averaged over n_samples
+        reparameterised draws, the KL in closed form.  The draws come from rng (default: a
+        fixed one), so a score repeats exactly."""
+        rng = rng if rng is not None else np.random.default_rng(12345)
+        recon, code = np.empty(len(X)), np.empty(len(X))
+        for i in range(0, len(X), chunk):
+            x = X[i:i + chunk]
+            mu, log_s, _ = self.encode(x)
+            s = np.exp(log_s)
+            code[i:i + chunk] = 0.5 * np.sum(mu * mu + s * s - 1.0 - 2.0 * log_s, axis=1)
+            eps = rng.standard_normal((n_samples,) + mu.shape)
+            Xhat = self.decode((mu + s * eps).reshape(-1, self.n_latent)).reshape(
+                n_samples, len(x), D)
+            err = np.sum((Xhat - x) ** 2, axis=2) / (2 * self.sigma_x**2)
+            recon[i:i + chunk] = err.mean(axis=0)
+        recon, code = recon / LN2, code / LN2
+        return {"recon": recon, "code": code, "total": recon + code}
+
+    def log_weights(self, X, n_samples, rng):
+        """log p(x, z_s) - log q(z_s | x) in nats for n_samples draws z_s ~ q: (S, N), with
+        p(x|z) in the t-convention (no normaliser), as in F."""
+        mu, log_s, _ = self.encode(X)
+        s = np.exp(log_s)
+        eps = rng.standard_normal((n_samples,) + mu.shape)
+        Z = mu + s * eps
+        Xhat = self.decode(Z.reshape(-1, self.n_latent)).reshape(n_samples, len(X), D)
+        log_px = -np.sum((Xhat - X) ** 2, axis=2) / (2 * self.sigma_x**2)
+        log_pz = -0.5 * np.sum(Z * Z, axis=2)
+        log_qz = -0.5 * np.sum(eps * eps, axis=2) - np.sum(log_s, axis=1)
+        return log_px + log_pz - log_qz          # the (2 pi)^(L/2) of p(z) and q(z|x) cancel
+
+    def importance_bound(self, X, n_samples=IW_SAMPLES, rng=None, chunk=100):
+        """The importance-weighted bound -log2 mean_s p(x, z_s) / q(z_s|x) per image (N,),
+        and the Monte Carlo standard error of its mean over images (delta method: the
+        variance of the mean weight over the squared mean weight, over n_samples)."""
+        rng = rng if rng is not None else np.random.default_rng(54321)
+        out, var = np.empty(len(X)), np.empty(len(X))
+        for i in range(0, len(X), chunk):
+            lw = self.log_weights(X[i:i + chunk], n_samples, rng)
+            top = lw.max(axis=0)
+            w = np.exp(lw - top)
+            m = w.mean(axis=0)
+            out[i:i + chunk] = -(np.log(m) + top) / LN2
+            var[i:i + chunk] = w.var(axis=0, ddof=1) / (n_samples * m * m) / LN2**2
+        return out, float(np.sqrt(var.sum()) / len(X))
+
+    def validation_bits(self, X):
+        """Mean F in bits on X, with few samples: the early-stopping criterion."""
+        return self.description_length(X, n_samples=4, rng=np.random.default_rng(7))["total"].mean()
+
+    def active_latents(self, X, threshold=0.01):
+        """Latents whose posterior mean varies over images by more than threshold (var)."""
+        mu = self.encode(X)[0]
+        return int(np.sum(mu.var(axis=0) > threshold))
+
+
+# ----------------------------------------------------------------------------- VQ-VAE
+
+
+VQ_FORMS = ("product", "residual")
+EMBED_DIM = 8                  # dimension of each codebook vector
+COMMITMENT = 0.25
+EMA_DECAY = 0.99
+DEAD_COUNT = 1.0               # a code whose EMA count falls below this is restarted
+
+
+class VQVAE(Networks):
+    """An MLP encoder to latent vectors e, each snapped to its nearest codebook vector, an
+    MLP decoder from the quantised vectors z_q.
+
+    form "product": M latent vectors e_m (the encoder's output split in M), each snapped to
+    the nearest of codebook m's K vectors; the decoder reads the M codes concatenated (the
+    factorial VQ's code shape: M choices of K).  form "residual": one latent vector, its
+    stage-m code the nearest vector of codebook m to what stages 1..m-1 left over; the
+    decoder reads their sum.
+
+    Training: straight-through gradients (the decoder's input gradient is passed to e as if
+    z_q were e), the commitment term COMMITMENT ||e - sg(z_q)||^2, codebooks as exponential
+    moving averages of the encoder outputs assigned to them (Laplace-smoothed counts), and a
+    code whose EMA count falls below DEAD_COUNT restarted at a random encoder output.
+
+    The code is deterministic, so its description length is recon + (-log2 P(codes)), with
+    P per codebook the code frequencies on the training images plus one (fit_prior).
+    """
+
+    def __init__(self, n_codebooks=4, n_codes=6, form="product", hidden=HIDDEN, sigma_x=0.15,
+                 embed=EMBED_DIM, act="relu", rng=None, dtype=np.float64):
+        if form not in VQ_FORMS:
+            raise ValueError(f"form must be one of {VQ_FORMS}")
+        if n_codebooks < 1 or n_codes < 1 or embed < 1 or not hidden or min(hidden) < 1:
+            raise ValueError("need codebooks, codes, embedding and hidden widths >= 1")
+        self.M, self.K, self.form, self.embed = int(n_codebooks), int(n_codes), form, int(embed)
+        self.sigma_x, self.hidden = float(sigma_x), tuple(hidden)
+        width = self.M * self.embed if form == "product" else self.embed
+        super().__init__({"enc": ((D, *hidden, width), act), "dec": ((width, *hidden, D), act)},
+                         dtype)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.nets["enc"].init(rng)
+        self.nets["dec"].init(rng)
+        self.nets["dec"].p[f"b{len(hidden)}"][...] = 0.1
+        self.codebooks = np.zeros((self.M, self.K, self.embed), dtype)     # (M, K, d)
+        self.ema_count = np.ones((self.M, self.K), dtype)
+        self.ema_sum = np.zeros((self.M, self.K, self.embed), dtype)
+        self.log_prior = np.full((self.M, self.K), -math.log(self.K))        # nats
+        self.restarts = 0
+
+    def init_codebooks(self, X, rng):
+        """Codebooks seeded by k-means++ on the encoder outputs (residuals, stage by stage)."""
+        E = self.encode(X)
+        for m in range(self.M):
+            target = E[:, m] if self.form == "product" else E
+            C = target[sv.kmeans_pp(target, self.K, rng)]
+            self.codebooks[m], self.ema_sum[m], self.ema_count[m] = C, C, 1.0
+            if self.form == "residual":
+                E = E - C[self._nearest(E, C)]
+
+    def encode(self, X):
+        """Encoder outputs: (N, M, d) for a product code, (N, d) for a residual one."""
+        out = self.nets["enc"].forward(X)[0]
+        return out.reshape(len(X), self.M, self.embed) if self.form == "product" else out
+
+    @staticmethod
+    def _nearest(E, C):
+        """Index of the nearest row of C (K, d) to each row of E (N, d)."""
+        return np.argmin(np.sum(C * C, axis=1) - 2.0 * E @ C.T, axis=1)
+
+    def quantise(self, E):
+        """(codes (N, M), z_q like E, per-stage inputs (N, M, d) that were snapped)."""
+        codes = np.empty((len(E), self.M), dtype=np.int64)
+        if self.form == "product":
+            for m in range(self.M):
+                codes[:, m] = self._nearest(E[:, m], self.codebooks[m])
+            zq = self.codebooks[np.arange(self.M), codes]
+            return codes, zq, E
+        inputs, rest = np.empty((len(E), self.M, self.embed), E.dtype), E
+        for m in range(self.M):
+            inputs[:, m] = rest
+            codes[:, m] = self._nearest(rest, self.codebooks[m])
+            rest = rest - self.codebooks[m][codes[:, m]]
+        return codes, E - rest, inputs
+
+    def codes(self, X):
+        return self.quantise(self.encode(X))[0]
+
+    def decode_codes(self, codes):
+        """Codes (N, M) -> decoder means (N, 96)."""
+        zq = self.codebooks[np.arange(self.M), codes]
+        zq = zq.reshape(len(codes), -1) if self.form == "product" else zq.sum(axis=1)
+        return self.nets["dec"].forward(zq)[0]
+
+    def surrogate_loss_and_grad(self, X, offset, target, encoded=None):
+        """The straight-through surrogate, mean over X in nats, and its gradient (flat).
+
+        The decoder reads e + offset and the commitment term pulls e towards target; with
+        offset = sg(z_q - e) and target = sg(z_q) (loss_and_grad) the decoder reads z_q in
+        value, and the gradient of
+
+            L(theta) = ||x - f(e + offset)||^2 / (2 sigma_x^2) + COMMITMENT ||e - target||^2
+
+        with offset and target held fixed is the straight-through gradient.  encoded: the
+        encoder's (output, cache) on X, when the caller has it already."""
+        N, s2 = len(X), self.sigma_x**2
+        out, enc_cache = encoded if encoded is not None else self.nets["enc"].forward(X)
+        Xhat, dec_cache = self.nets["dec"].forward(out + offset)
+        R = Xhat - X
+        commit = out - target
+        loss = (np.einsum("nd,nd->n", R, R) / (2 * s2)
+                + COMMITMENT * np.einsum("nd,nd->n", commit, commit))
+        g_dec, g_in = self.nets["dec"].backward(dec_cache, R / (s2 * N))
+        g_enc, _ = self.nets["enc"].backward(enc_cache, g_in + 2.0 * COMMITMENT * commit / N,
+                                            input_grad=False)
+        return float(loss.mean()), self.gather({"enc": g_enc, "dec": g_dec})
+
+    def loss_and_grad(self, X, rng):
+        """One training step's loss and straight-through gradient; updates the codebooks by
+        EMA from this batch's assignments and restarts dead codes (a side effect)."""
+        out, cache = self.nets["enc"].forward(X)
+        E = out.reshape(len(X), self.M, self.embed) if self.form == "product" else out
+        codes, zq, inputs = self.quantise(E)
+        zq = zq.reshape(len(X), -1)
+        loss, grad = self.surrogate_loss_and_grad(X, zq - out, zq, encoded=(out, cache))
+        self.ema_update(codes, inputs, rng)
+        return loss, grad
+
+    def ema_update(self, codes, inputs, rng):
+        """Codebook m <- EMA of the inputs assigned to each code, counts Laplace-smoothed."""
+        g = EMA_DECAY
+        for m in range(self.M):
+            onehot = sv.one_hot(codes[:, m], self.K).astype(inputs.dtype)     # (N, K)
+            self.ema_count[m] = g * self.ema_count[m] + (1 - g) * onehot.sum(axis=0)
+            self.ema_sum[m] = g * self.ema_sum[m] + (1 - g) * onehot.T @ inputs[:, m]
+            n = self.ema_count[m].sum()
+            smoothed = (self.ema_count[m] + 1e-5) / (n + self.K * 1e-5) * n
+            self.codebooks[m] = self.ema_sum[m] / smoothed[:, None]
+            dead = np.flatnonzero(self.ema_count[m] < DEAD_COUNT)
+            if len(dead):
+                pick = rng.integers(len(inputs), size=len(dead))
+                self.codebooks[m, dead] = inputs[pick, m]
+                self.ema_sum[m, dead], self.ema_count[m, dead] = inputs[pick, m], 1.0
+                self.restarts += len(dead)
+
+    def training_state(self):
+        return copy.deepcopy((self.codebooks, self.ema_count, self.ema_sum))
+
+    def restore_training_state(self, state):
+        if state is not None:
+            self.codebooks[...], self.ema_count[...], self.ema_sum[...] = state
+
+    def fit_prior(self, X):
+        """P per codebook: the training images' code counts plus one, normalised."""
+        codes = self.codes(X)
+        for m in range(self.M):
+            counts = np.bincount(codes[:, m], minlength=self.K) + 1.0
+            self.log_prior[m] = np.log(counts / counts.sum())
+        return codes
+
+    def description_length(self, X, codes=None):
+        """Per-image bits {"recon", "code", "total"} of the deterministic code under the
+        fitted prior (call fit_prior on the training images first)."""
+        codes = self.codes(X) if codes is None else codes
+        R = self.decode_codes(codes) - X
+        recon = np.einsum("nd,nd->n", R, R) / (2 * self.sigma_x**2) / LN2
+        code = -self.log_prior[np.arange(self.M), codes].sum(axis=1) / LN2
+        return {"recon": recon, "code": code, "total": recon + code}
+
+    def validation_bits(self, X):
+        """Mean code length on X with the EMA counts as the prior: the stopping criterion."""
+        codes = self.codes(X)
+        log_p = np.log((self.ema_count + 1.0) / (self.ema_count + 1.0).sum(axis=1, keepdims=True))
+        R = self.decode_codes(codes) - X
+        return float(np.mean(np.einsum("nd,nd->n", R, R) / (2 * self.sigma_x**2)
+                             - log_p[np.arange(self.M), codes].sum(axis=1)) / LN2)
+
+    def usage(self, X):
+        """Per codebook: perplexity exp(H) of the code frequencies on X and the number of
+        codes X never uses."""
+        codes = self.codes(X)
+        perplexity, dead = [], []
+        for m in range(self.M):
+            f = np.bincount(codes[:, m], minlength=self.K) / len(X)
+            nz = f[f > 0]
+            perplexity.append(float(np.exp(-np.sum(nz * np.log(nz)))))
+            dead.append(int(np.sum(f == 0)))
+        return {"perplexity": perplexity, "dead_codes": dead}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def flush_subnormals(opt, tiny=1e-30):
+    """Zero Adam's moments below tiny.  A weight whose gradient is zero for a while (a ReLU
+    unit no image in the batches turns on) has its first moment shrink by beta_1 a step into
+    float32's subnormal range, where every arithmetic operation on this CPU is many times
+    slower: left alone they halve the training speed.  Called every 100 steps; from 1e-30
+    the moments need about 175 steps to become subnormal, and a moment this small moves no
+    weight (the update is m / (sqrt(v) + 1e-8))."""
+    for moments in (opt.m, opt.v):
+        for a in moments:
+            a[np.abs(a) < tiny] = 0.0
+
+
+def train_network(model, X, X_val, rng, steps, batch=None, lr=LR, eval_every=EVAL_EVERY,
+                  patience=PATIENCE, log=None):
+    """Minibatch Adam (the core's) on model.loss_and_grad, the rate warmed up and
+    cosine-decayed (sv.learning_rate_factor).  Every eval_every steps F on the validation
+    images is measured and the best theta so far kept; training stops after `patience`
+    scores with no new best and ends on the best theta, so a small training set is scored
+    before it overfits.  Minibatches are drawn without replacement, reshuffled every epoch.
+    Returns a history dict (steps run, validation curve, best step, seconds)."""
+    opt = sv.Adam([model.theta], lr=lr)
+    n = len(X)
+    batch = min(batch or batch_size(n), n)
+    order, pos = rng.permutation(n), 0
+    best, best_theta, best_step = math.inf, model.theta.copy(), 0
+    best_state = None
+    history = {"step": [], "val": [], "loss": []}
+    start, running = time.perf_counter(), []
+    for t in range(steps):
+        if pos + batch > n:
+            order, pos = rng.permutation(n), 0
+        idx = order[pos:pos + batch]
+        pos += batch
+        loss, g = model.loss_and_grad(X[idx], rng)
+        opt.step([g], lr=lr * sv.learning_rate_factor(t, steps))
+        if t % 100 == 0:
+            flush_subnormals(opt)
+        running.append(loss)
+        if (t + 1) % eval_every == 0 or t + 1 == steps:
+            val = float(model.validation_bits(X_val))
+            history["step"].append(t + 1)
+            history["val"].append(val)
+            history["loss"].append(float(np.mean(running)) / LN2)
+            running = []
+            if val < best:
+                best, best_theta, best_step = val, model.theta.copy(), t + 1
+                best_state = model.training_state()
+            if log and (t + 1) % (20 * eval_every) == 0:
+                log(f"  step {t + 1}/{steps}: train {history['loss'][-1]:.2f}, validation "
+                    f"{val:.2f} bits ({time.perf_counter() - start:.0f} s)")
+            if len(history["val"]) - history["step"].index(best_step) - 1 >= patience:
+                break
+    model.theta[...] = best_theta
+    model.restore_training_state(best_state)
+    history.update(best_val=best, best_step=best_step, steps_run=t + 1,
+                   seconds=time.perf_counter() - start)
+    return history
+
+
+def fit_vae(X, X_val, seed=0, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, steps=None,
+            batch=None, lr=LR, log=None):
+    """A GaussianVAE trained in float32 (twice the speed of float64 on this CPU) and returned
+    in float64 for scoring, with its training history."""
+    rng = np.random.default_rng([seed, 12])
+    model = GaussianVAE(n_latent, hidden, sigma_x, rng=rng).astype(np.float32)
+    steps = training_steps(len(X)) if steps is None else steps
+    history = train_network(model, X.astype(np.float32), X_val.astype(np.float32), rng, steps,
+                            batch, lr, log=log)
+    return model.astype(np.float64), history
+
+
+def fit_vqvae(X, X_val, seed=0, n_codebooks=4, n_codes=6, form="product", hidden=HIDDEN,
+              sigma_x=0.15, steps=None, batch=None, lr=LR, log=None):
+    """A VQVAE trained in float32, codebooks seeded by k-means++ on the first encoder
+    outputs; returned in float64 with its prior fitted on the training codes."""
+    rng = np.random.default_rng([seed, 13])
+    model = VQVAE(n_codebooks, n_codes, form, hidden, sigma_x, rng=rng, dtype=np.float32)
+    X32 = X.astype(np.float32)
+    model.init_codebooks(X32[:2000], rng)
+    steps = training_steps(len(X)) if steps is None else steps
+    history = train_network(model, X32, X_val.astype(np.float32), rng, steps, batch, lr, log=log)
+    model = model.astype(np.float64)
+    model.fit_prior(X)
+    return model, history
+
+
+# ----------------------------------------------------------------------------- the VAE's code
+#
+# Bits-back coding with a continuous latent, BB-ANS style: each latent is cut into
+# LATENT_BINS bins of equal prior mass; the sender pops bin k_l ~ Q(k_l | v) (the posterior's
+# mass in each bin), pushes the pixels under the decoder's mean at the bins' centres, pushes
+# k under the prior.  The core's coder runs the chain; the class below gives it the tables.
+#
+# Every table is computed in integers, so that the receiver, running the networks on other
+# batches than the sender did, gets the very same tables: weights and activations are fixed
+# point, and every matrix product is a float64 BLAS product of integer-valued arrays whose
+# partial sums stay below 2^53, which makes it exact in any order of summation.  The normal
+# CDF is the core's integer table, the exponential the core's exp table.
+
+LATENT_BITS = 10
+LATENT_BINS = 1 << LATENT_BITS
+FIX = 12                          # activations and weights in units of 2^-12
+Z_UNIT = 8192                     # latent values on the grid 1/8192, over +-4 ...
+Z_SIGMA = Z_UNIT / (sv.PHI_STEPS * (sv.PIXEL_LEVELS - 1))  # ... which phi_table(Z_SIGMA) steps
+EXACT = 2.0**52                   # partial sums of an exact float64 product stay below this
+
+
+def _fixed_layers(mlp, in_unit):
+    """An MLP's weights in fixed point: per layer (W, b) integer-valued float64 with the
+    products in units 2^-2*FIX; in_unit is the value of one input step (1/255 for 8-bit
+    pixels, 2^-FIX for activations)."""
+    layers = []
+    for i in range(len(mlp.sizes) - 1):
+        unit = in_unit if i == 0 else 2.0**-FIX
+        W = np.rint(mlp.p[f"W{i}"] * unit * 2.0**(2 * FIX))
+        b = np.rint(mlp.p[f"b{i}"] * 2.0**(2 * FIX))
+        layers.append((W, b))
+    return layers
+
+
+def _fixed_forward(layers, act, H):
+    """The fixed-point MLP on integer inputs H (N, n_in): integer outputs in units 2^-FIX.
+    Raises if a product could leave the exact range."""
+    for i, (W, b) in enumerate(layers):
+        if float(np.abs(H).max(initial=0)) * float(np.abs(W).sum(axis=0).max()) >= EXACT:
+            raise ValueError("activations too large for the exact fixed-point network")
+        A = np.floor((H @ W + b) / 2.0**FIX)                  # exact: integers, power-of-2 step
+        H = A if i == len(layers) - 1 else (np.maximum(A, 0.0) if act == "relu" else None)
+        if H is None:
+            raise ValueError("the fixed-point network takes ReLU networks")
+    return H.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=1)
+def latent_grid():
+    """(phi, edges, centres): the integer normal CDF on the grid z = j / Z_UNIT (index
+    j + PHI_HALF; values up to 2^24 - 256), the LATENT_BINS + 1 bin edges and the bin
+    centres as grid integers: edge i is where the CDF first reaches i / LATENT_BINS of its
+    range (the ends are the ends of the grid), the centre of a bin the median of its mass."""
+    phi = sv.phi_table(Z_SIGMA)
+    top = (1 << sv.PRECISION) - sv.PIXEL_LEVELS
+    j = np.searchsorted(phi, (np.arange(2 * LATENT_BINS + 1) * top) // (2 * LATENT_BINS))
+    j = np.clip(j, 0, len(phi) - 1) - sv.PHI_HALF
+    edges, centres = j[0::2].copy(), j[1::2]
+    edges[0], edges[-1] = -sv.PHI_HALF, sv.PHI_HALF
+    return phi, edges, centres
+
+
+def _int_table(masses):
+    """Integer masses (..., S) >= 0 -> frequencies >= 1 summing to 2^24, the rounding
+    deficit on the largest (as sv.softmax_table does)."""
+    S = masses.shape[-1]
+    total = np.maximum(masses.sum(axis=-1, keepdims=True), 1)
+    freqs = masses * ((1 << sv.PRECISION) - S) // total + 1
+    top = np.arange(S) == np.argmax(masses, axis=-1)[..., None]
+    return freqs + top * ((1 << sv.PRECISION) - freqs.sum(axis=-1, keepdims=True))
+
+
+class VAECodingModel:
+    """A GaussianVAE as the core's coder sees a factorial model (form "factorial", n_dims
+    latents of n_codes = LATENT_BINS bins each): prior_table, posterior_table, reconstruct
+    and pixel_weights, all in integers (see above)."""
+
+    form, refine = "factorial", 0
+
+    def __init__(self, vae):
+        if vae.nets["enc"].act != "relu":
+            raise ValueError("the VAE coder takes ReLU networks")
+        self.n_dims, self.n_codes, self.sigma_x = vae.n_latent, LATENT_BINS, vae.sigma_x
+        self.enc = _fixed_layers(vae.nets["enc"], 1.0 / (sv.PIXEL_LEVELS - 1))
+        self.dec = _fixed_layers(vae.nets["dec"], 1.0 / Z_UNIT)
+
+    def prior_table(self):
+        """Frequencies (L, B): the grid's mass in each bin (equal to within rounding)."""
+        phi, edges, _ = latent_grid()
+        masses = np.diff(phi[edges + sv.PHI_HALF])
+        return np.tile(_int_table(masses), (self.n_dims, 1))
+
+    def posterior_table(self, V):
+        """Frequencies (N, L, B) of q's mass in each bin for 8-bit images V (N, 96)."""
+        phi, edges, _ = latent_grid()
+        L = self.n_dims
+        out = _fixed_forward(self.enc, "relu", V.astype(np.float64))     # units 2^-FIX
+        mu = out[:, :L] * Z_UNIT >> FIX                                  # grid units
+        # s = exp(log s) from the exp table, log s clipped to [-EXP_RANGE, 0] nats
+        e = sv.exp_table()
+        i = np.clip((-out[:, L:] * sv.EXP_STEPS) >> FIX, 0, len(e) - 2)
+        s = e[i]                                                         # units 2^-30
+        z = ((edges[None, None, :] - mu[..., None]) << 30) // s[..., None]
+        cdf = phi[np.clip(z, -sv.PHI_HALF, sv.PHI_HALF) + sv.PHI_HALF]
+        return _int_table(np.diff(cdf, axis=-1))
+
+    def reconstruct(self, codes):
+        """Decoder means (N, 96) in units 2^-12 at the bin centres of codes (N, L)."""
+        _, _, centres = latent_grid()
+        return _fixed_forward(self.dec, "relu", centres[codes].astype(np.float64))
+
+    def pixel_weights(self, codes):
+        rows = sv.pixel_rows(self.sigma_x)
+        return rows[sv.edge_shift(self.reconstruct(codes)) - sv.SHIFT_LOW]
+
+    def bound(self, V, n_draws=64, rng=None, chunk=250):
+        """The coder's own bound F_t = E_Q[-log2 P(v|k) - log2 p(k) + log2 Q(k|v)] under its
+        integer tables, bits per image (N,), by Monte Carlo with n_draws codes per image
+        (the core's sampled bound, with each image's posterior table made once), and the
+        standard error of each image's estimate (N,)."""
+        rng = rng if rng is not None else np.random.default_rng(0)
+        L, P = self.n_dims, sv.PRECISION
+        log2_prior = np.log2(self.prior_table()) - P                          # (L, B)
+        F, se = np.empty(len(V)), np.empty(len(V))
+        for i in range(0, len(V), chunk):
+            v = V[i:i + chunk]
+            cdf = np.cumsum(self.posterior_table(v), axis=-1)                  # (n, L, B)
+            u = rng.integers(0, 1 << P, size=(len(v), n_draws, L, 1))
+            codes = (cdf[:, None] <= u).sum(axis=-1)                          # (n, S, L)
+            freq = np.diff(cdf, axis=-1, prepend=0)
+            log2_q = (np.log2(np.take_along_axis(freq[:, None], codes[..., None], -1)[..., 0])
+                      - P).sum(axis=-1)
+            codes = codes.reshape(-1, L)
+            cost = (sv.pixel_table_bits(self, np.repeat(v, n_draws, axis=0), codes).sum(axis=1)
+                    - log2_prior[np.arange(L), codes].sum(axis=1)).reshape(len(v), n_draws)
+            cost += log2_q
+            F[i:i + chunk] = cost.mean(axis=1)
+            se[i:i + chunk] = cost.std(axis=1, ddof=1) / math.sqrt(n_draws)
+        return F, se
+
+
+def code_vae(vae, V, seed=0, lanes=sv.CODER_LANES):
+    """Bits-back code the 8-bit images V (N, 96) with the VAE, decode, check: one row of
+    the coder table (actual bits, the coder's bound, overhead, round trip), as the core's
+    code_and_check gives for a discrete model."""
+    cm = VAECodingModel(vae)
+    t0 = time.perf_counter()
+    words, initial = sv.bits_back_encode(cm, V, lanes, seed)
+    decoded, left = sv.bits_back_decode(cm, words, len(V))
+    seconds = time.perf_counter() - t0
+    bound, se = cm.bound(V)
+    actual = (sv.message_bits(words) - sv.message_bits(initial)) / len(V)
+    density = (float(vae.description_length(V / (sv.PIXEL_LEVELS - 1))["total"].mean())
+               + D * math.log2(vae.sigma_x * math.sqrt(2 * math.pi) * (sv.PIXEL_LEVELS - 1)))
+    same = len(left) == len(initial) and all(np.array_equal(a, b) for a, b in zip(left, initial))
+    return {"actual_bits": actual, "bound_t": float(bound.mean()),
+            "bound_t_err": float(np.sqrt(np.sum(se**2)) / len(V)),
+            "overhead_pct": 100.0 * (actual / float(bound.mean()) - 1.0),
+            "density_bound": density, "latent_bins": LATENT_BINS,
+            "roundtrip": bool(np.array_equal(decoded, V) and same), "seconds": seconds}
+
+
+# ----------------------------------------------------------------------------- experiments
+
+VQ_VARIANTS = {                # name: (form, codebooks M, codes K)
+    "vq_vae_4x6": ("product", 4, 6),
+    "vq_vae_4x64": ("product", 4, 64),
+    "vq_vae_residual_4x6": ("residual", 4, 6),
+}
+MODELS = ("vae",) + tuple(VQ_VARIANTS)
+LABELS = {"vae": "Gaussian VAE, {L} latents", "vq_vae_4x6": "VQ-VAE product 4x6",
+          "vq_vae_4x64": "VQ-VAE product 4x64", "vq_vae_residual_4x6": "VQ-VAE residual 4x6"}
+
+
+def vae_alignment(vae, X, controls, n_bins=8):
+    """MI (bits) between each latent's posterior mean, cut into n_bins equal-frequency bins,
+    and each control height (L, 5), with the core's score (sv.alignment)."""
+    mu = vae.encode(X)[0]
+    heights = [sv.quantile_bins(h, n_bins) for h in np.asarray(controls).T]
+    q = [np.eye(n_bins)[sv.quantile_bins(m, n_bins)] for m in mu.T]
+    mi = np.array([[sv.mutual_information(ql, b, n_bins) for b in heights] for ql in q])
+    return {"mi_controls": mi.tolist(),
+            "score": float(np.mean(mi.max(axis=1) / np.maximum(mi.sum(axis=1), 1e-12)))}
+
+
+def run_model(name, data, seed, n_latent=LATENTS, hidden=HIDDEN, steps=None, batch=None,
+              compress=False, log=None):
+    """Train one model on data = (train, validation, held-out, held-out controls) and score
+    it on the held-out images: a dict of bits per image and diagnostics."""
+    X, V, T, controls = data
+    if name == "vae":
+        model, hist = fit_vae(X, V, seed, n_latent, hidden, steps=steps, batch=batch, log=log)
+        dl = model.description_length(T)
+        iw, iw_se = model.importance_bound(T)
+        out = {"recon": dl["recon"].mean(), "code": dl["code"].mean(), "total": dl["total"].mean(),
+               "iw_bound": iw.mean(), "iw_se": iw_se, "iw_samples": IW_SAMPLES,
+               "eval_samples": EVAL_SAMPLES, "active_latents": model.active_latents(T),
+               "alignment": vae_alignment(model, T, controls)}
+        if compress:
+            out["compress"] = code_vae(model, sv.quantise_images(T), seed)
+    else:
+        form, M, K = VQ_VARIANTS[name]
+        model, hist = fit_vqvae(X, V, seed, M, K, form, hidden, steps=steps, batch=batch, log=log)
+        dl = model.description_length(T)
+        out = {"recon": dl["recon"].mean(), "code": dl["code"].mean(),
+               "total": dl["total"].mean(), **model.usage(X), "restarts": model.restarts}
+    out.update(steps_run=hist["steps_run"], best_step=hist["best_step"],
+               train_seconds=hist["seconds"], n_params=int(model.theta.size))
+    return {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}, model
+
+
+def run_neural(seed=0, n_train=200, models=MODELS, n_test=2000, compress=False, log=None,
+               **kw):
+    """Every model in `models` at one seed and training-set size: {name: result}."""
+    log = log or sv.progress_logger(True)
+    data = load_split(seed, n_train, n_test=n_test)
+    out = {}
+    for name in models:
+        t0 = time.perf_counter()
+        out[name] = run_model(name, data, seed, compress=compress, log=log, **kw)[0]
+        r = out[name]
+        log(f"{name} (seed {seed}, N = {n_train}): {r['total']:.2f} bits per image held-out "
+            f"after {r['steps_run']} steps (best at {r['best_step']}), "
+            f"{time.perf_counter() - t0:.1f} s")
+    return out
+
+
+CORE_MODELS = ("factorial_vq", "pca24")      # the core's rows beside them, on the same data
+ALL_MODELS = MODELS + CORE_MODELS
+DEFAULT_MODELS = ("vae", "vq_vae_4x6", "factorial_vq", "pca24")
+SWEEP_SIZES = (200, 2000, 20000)
+SWEEP_MODELS = ("vae", "vq_vae_4x6", "factorial_vq", "pca24")
+LIMIT_IMAGES = 200             # held-out images behind the generator's limit (as the core's)
+
+
+def run_core(name, data, seed):
+    """One of the core's models (its default recipe) on the same split, scored as the core
+    scores it."""
+    X, _, T, _ = data
+    t0 = time.perf_counter()
+    model, _ = sv.fit_model(name, X, seed)
+    out = sv.evaluate(model, T)
+    return {k: out[k] for k in ("recon", "code", "total")} | {
+        "train_seconds": time.perf_counter() - t0}
+
+
+def run_all(seed, n_train, models, n_test=2000, compress=False, log=None, **kw):
+    """{name: result} for neural and core models at one seed and training-set size."""
+    log = log or sv.progress_logger(True)
+    data = load_split(seed, n_train, n_test=n_test)
+    out = {}
+    for name in models:
+        t0 = time.perf_counter()
+        if name in CORE_MODELS:
+            out[name] = run_core(name, data, seed)
+        else:
+            out[name] = run_model(name, data, seed, compress=compress and name == "vae",
+                                  log=log, **kw)[0]
+        r = out[name]
+        steps = (f" after {r['steps_run']} steps (best at {r['best_step']})"
+                 if "steps_run" in r else "")
+        log(f"{name} (seed {seed}, N = {n_train}): {r['total']:.2f} bits per image "
+            f"held-out{steps}, {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def generator_limit(seed, n_images=LIMIT_IMAGES):
+    """The true generator's own description length on the first held-out images (the
+    core's importance-sampled limit): (mean bits, standard error)."""
+    T, controls = sv.generate_spline_images(n_images, seed, stream=1)
+    dl, se = sv.generator_dl(T, controls)
+    return float(dl.mean()), float(np.sqrt(np.sum(se**2)) / len(dl))
+
+
+def run_sweep(seed=0, sizes=SWEEP_SIZES, models=SWEEP_MODELS, log=None, **kw):
+    """Every model at every training-set size against the same held-out set, and the
+    generator's limit: {"sizes", "models": {name: {N: result}}, "limit", "limit_se"}."""
+    log = log or sv.progress_logger(True)
+    out = {"sizes": list(sizes), "models": {m: {} for m in models}}
+    for n in sizes:
+        log(f"training-set size {n}:")
+        for name, r in run_all(seed, n, models, log=log, compress=True, **kw).items():
+            out["models"][name][str(n)] = r
+    out["limit"], out["limit_se"] = generator_limit(seed)
+    return out
+
+
+def summarise(results, models):
+    """Per model the mean and sd (ddof=1; 0 for one seed) over seeds of each number."""
+    out = {}
+    for name in models:
+        rows = [r[name] for r in results.values()]
+        keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and
+                not isinstance(v, bool)]
+        out[name] = {}
+        for k in keys:
+            v = np.array([row[k] for row in rows], dtype=float)
+            out[name][k] = float(v.mean())
+            out[name][k + "_sd"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def label(name, n_latent=LATENTS):
+    return LABELS[name].format(L=n_latent) if name in LABELS else \
+        sv.model_label(name, 4, 6) + " (core)"
+
+
+def format_results(summary, cfg, n_seeds, markdown=False):
+    """The held-out table: recon, code, total F, and each model's diagnostics."""
+    pm = lambda s, k: sv.num(s[k]) + (f" ± {sv.num(s[k + '_sd'])}" if n_seeds > 1 else "")
+    rows = []
+    for name, s in summary.items():
+        if name == "vae":
+            extra = (f"IW bound {sv.num(s['iw_bound'])} (se {s['iw_se']:.3f}, "
+                     f"{IW_SAMPLES} samples), {s['active_latents']:.4g} active latents")
+        elif name in VQ_VARIANTS:
+            extra = f"perplexity {s['perplexity_mean']:.2f}, {s['dead_codes_total']:.3g} dead codes"
+        else:
+            extra = ""
+        rows.append([label(name, cfg["latents"]), pm(s, "recon"), pm(s, "code"),
+                     pm(s, "total"), extra])
+    head = (f"Held-out description length, bits per image (sigma_x = 0.15, N = "
+            f"{cfg['n_samples']} training images, {cfg['n_test']} held-out, "
+            f"{n_seeds} seed(s))")
+    return sv._md_or_plain(head, ["model", "recon", "code", "total F", "notes"], rows, markdown)
+
+
+def format_sweep(sweep, markdown=False):
+    sizes = [str(n) for n in sweep["sizes"]]
+    rows = [[label(name)] + [sv.num(r[n]["total"]) for n in sizes]
+            for name, r in sweep["models"].items()]
+    rows.append(["true generator (limit)"] + [sv.num(sweep["limit"])] * len(sizes))
+    head = "Held-out total F (bits per image) against the number of training images"
+    return sv._md_or_plain(head, ["model"] + [f"N = {n}" for n in sizes], rows, markdown)
+
+
+def format_compress(rows, markdown=False):
+    cols = ["training images", "actual bits", "coder bound F_t", "overhead", "round trip"]
+    out = [[n, f"{r['actual_bits']:.2f}", f"{r['bound_t']:.2f}", f"{r['overhead_pct']:+.3f}%",
+            "exact" if r["roundtrip"] else "FAILED"] for n, r in rows.items()]
+    return sv._md_or_plain("Gaussian VAE, bits-back code of the 8-bit held-out images "
+                           f"({LATENT_BINS} bins per latent)", cols, out, markdown)
+
+
+MAX_TRAIN_IMAGES = 10_000_000
+MAX_LAYERS = 4
+
+
+def hidden_widths(text):
+    """An argparse type: hidden widths as a comma-separated list, e.g. 256,256."""
+    import argparse
+    parts = text.split(",")
+    if not 1 <= len(parts) <= MAX_LAYERS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_LAYERS} widths like 256,256, "
+                                         f"got {text!r}")
+    return tuple(sv.int_at_least(1, MAX_HIDDEN)(p.strip()) for p in parts)
+
+
+def memory_needed(n_train, n_test, hidden, n_latent):
+    """Rough peak bytes: rendering the images (the core draws every curve point's bump,
+    (N, 200, 8) twice), the images (float64 and a float32 copy, training, validation and
+    held-out), the widest scoring batch, and the coder's posterior tables."""
+    render = 8.0 * 2 * sv.N_CURVE_POINTS * sv.HEIGHT * max(n_train, n_test)
+    images = render + 8.0 * D * (1.5 * n_train + 0.15 * n_train + 2 * n_test)
+    scoring = 8.0 * 500 * EVAL_SAMPLES * (max(hidden) + D) * 2
+    tables = 8.0 * 4 * n_test * n_latent * LATENT_BINS
+    return images + scoring + tables + 8.0 * 8 * MLP.n_params((D, *hidden, D))
+
+
+def parse_args(argv=None):
+    ap = sv.CLIParser(prog="neural_codes.py",
+                      description="A Gaussian VAE and VQ-VAEs on the spline images, scored "
+                                  "by the same bits-back description length as the 1994 "
+                                  "models (bits per image, held-out).")
+    seeds = ap.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=sv.int_at_least(0), default=0, help="random seed")
+    seeds.add_argument("--seeds", type=sv.int_at_least(0), nargs="+", metavar="S",
+                       help="several seeds, one after another: mean ± sd")
+    ap.add_argument("--n-samples", type=sv.int_at_least(1, MAX_TRAIN_IMAGES), default=200,
+                    help="training images N (200 as in the paper); a validation split of "
+                         "N/10 (100 to 2000) images comes from its own stream")
+    ap.add_argument("--n-test", type=sv.int_at_least(1, sv.MAX_IMAGES), default=2000,
+                    help="held-out images")
+    ap.add_argument("--latents", type=sv.int_at_least(1, MAX_LATENTS), default=LATENTS,
+                    help="latent dimensions of the VAE")
+    ap.add_argument("--hidden", type=hidden_widths, default=HIDDEN, metavar="W[,W...]",
+                    help="hidden widths of every encoder and decoder")
+    ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=None,
+                    help="Adam steps at most (default: 5 N, between 2000 and 100000; "
+                         "training stops early when the validation score stops improving)")
+    ap.add_argument("--batch", type=sv.int_at_least(1, 65_536), default=None,
+                    help=f"minibatch size (default: {BATCH}, or N/4 for small sets, at least 32)")
+    ap.add_argument("--models", nargs="+", choices=ALL_MODELS, default=list(DEFAULT_MODELS),
+                    metavar="NAME", help=f"models to run, any of: {' '.join(ALL_MODELS)}")
+    ap.add_argument("--sweep", action="store_true",
+                    help="the training-set size sweep: " + ", ".join(SWEEP_MODELS) +
+                         " at N = " + ", ".join(map(str, SWEEP_SIZES)) + " and the "
+                         "generator's limit (about 12 minutes a seed)")
+    ap.add_argument("--compress", action="store_true",
+                    help="also code the 8-bit held-out set with the VAE (bits-back), decode "
+                         "it and check the round trip")
+    ap.add_argument("--json", metavar="PATH", help="write config, versions and all numbers here")
+    ap.add_argument("--markdown", action="store_true", help="print tables as Markdown")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = ap.parse_args(argv)
+    given = ap.given(argv)
+    ap.refuse_together(given, "sweep", ("n_samples", "models", "compress"),
+                       "sets its own sizes and models")
+    if len(set(args.models)) != len(args.models):
+        ap.error("--models: a model is named twice")
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        ap.error("--seeds: a seed is named twice")
+    if args.compress and "vae" not in args.models:
+        ap.error("--compress codes with the VAE: add vae to --models")
+    if args.json is not None:
+        ap.output_file("--json", args.json)
+    n = max(SWEEP_SIZES) if args.sweep else args.n_samples
+    need, have = memory_needed(n, args.n_test, args.hidden, args.latents), sv.memory_available()
+    if have is not None and need > 0.8 * have:
+        ap.error(f"this run needs about {need / 2**30:.1f} GiB of memory and "
+                 f"{have / 2**30:.1f} GiB are free: lower --n-samples or --n-test")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    log = sv.progress_logger(args.quiet)
+    t0 = time.perf_counter()
+    seeds = args.seeds if args.seeds else [args.seed]
+    kw = {"n_latent": args.latents, "hidden": args.hidden, "steps": args.steps,
+          "batch": args.batch}
+    cfg = {"n_samples": args.n_samples, "n_test": args.n_test, "latents": args.latents,
+           "hidden": list(args.hidden), "steps": args.steps, "batch": args.batch,
+           "models": list(args.models), "sigma_x": 0.15}
+    payload = {}
+    if args.sweep:
+        sweeps = {}
+        for s in seeds:
+            sweeps[s] = run_sweep(s, log=log, **kw)
+            print(format_sweep(sweeps[s], markdown=args.markdown))
+            rows = {str(n): sweeps[s]["models"]["vae"][str(n)]["compress"]
+                    for n in SWEEP_SIZES}
+            print(format_compress(rows, markdown=args.markdown))
+        payload["sweep"] = [{"seed": s, **sweeps[s]} for s in seeds]
+    else:
+        results = {}
+        for s in seeds:
+            results[s] = run_all(s, args.n_samples, args.models, args.n_test, args.compress,
+                                 log, **kw)
+        flat = {s: {name: flatten(r) for name, r in res.items()} for s, res in results.items()}
+        summary = summarise(flat, args.models)
+        print(format_results(summary, cfg, len(seeds), markdown=args.markdown))
+        if args.compress:
+            rows = {f"{args.n_samples} (seed {s})": results[s]["vae"]["compress"] for s in seeds}
+            print(format_compress(rows, markdown=args.markdown))
+        payload.update(results=[{"seed": s, "models": results[s]} for s in seeds],
+                       summary=summary)
+    wall = time.perf_counter() - t0
+    log(f"done in {wall:.2f} s wall")
+    if args.json:
+        import platform
+        payload = {"config": {**cfg, "seeds": seeds, "sweep": args.sweep},
+                   "versions": {"python": platform.python_version(), "numpy": np.__version__,
+                                "platform": platform.platform()},
+                   "wall_seconds": wall, **payload}
+        try:
+            sv.write_json(args.json, payload)
+        except OSError as err:
+            print(f"neural_codes.py: error: cannot write {args.json}: {err}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def flatten(result):
+    """A result's numbers for the summary: lists become their mean (perplexity) or total
+    (dead codes); nested dicts are left out."""
+    out = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    if "perplexity" in result:
+        out["perplexity_mean"] = float(np.mean(result["perplexity"]))
+        out["dead_codes_total"] = int(np.sum(result["dead_codes"]))
+    if "alignment" in result:
+        out["alignment_score"] = result["alignment"]["score"]
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(sv.run_main(main, "neural_codes.py"))

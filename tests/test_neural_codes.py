@@ -1,0 +1,268 @@
+"""neural_codes.py (SPEC section 7): gradients against finite differences, the VAE's
+analytic F against sampling, the VQ-VAE's code lengths, the VAE's bits-back code, the CLI."""
+import math
+
+import numpy as np
+import pytest
+
+import neural_codes as nc
+import spline_images_factorial_vq as sv
+
+TINY = (9, 7)                  # hidden widths small enough for full finite differences
+
+
+def finite_difference(f, theta, idx, h=1e-6):
+    """Central differences of the scalar f() with respect to theta[idx], in place."""
+    out = []
+    for i in idx:
+        old = theta[i]
+        theta[i] = old + h
+        up = f()
+        theta[i] = old - h
+        down = f()
+        theta[i] = old
+        out.append((up - down) / (2 * h))
+    return np.array(out)
+
+
+def images(n, seed=0):
+    return sv.generate_spline_images(n, seed)[0]
+
+
+# ----------------------------------------------------------------------------- the MLP block
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_mlp_backward_matches_finite_differences(act):
+    rng = np.random.default_rng(1)
+    sizes = (6, 8, 5, 3)
+    params = np.zeros(nc.MLP.n_params(sizes))
+    mlp = nc.MLP(sizes, params, act)
+    mlp.init(rng)
+    mlp.p["b0"][...] = rng.normal(0, 0.3, 8)        # kinks away from zero for the ReLU
+    X, G = rng.normal(size=(10, 6)), rng.normal(size=(10, 3))
+    loss = lambda: float(np.sum(mlp.forward(X)[0] * G))
+    out, cache = mlp.forward(X)
+    grad, g_X = mlp.backward(cache, G)
+    np.testing.assert_allclose(grad, finite_difference(loss, params, range(len(params))),
+                               rtol=1e-5, atol=1e-7)
+    fd_X = finite_difference(lambda: float(np.sum(mlp.forward(X.reshape(10, 6))[0] * G)),
+                             X.reshape(-1), range(X.size))
+    np.testing.assert_allclose(g_X.ravel(), fd_X, rtol=1e-5, atol=1e-7)
+    assert mlp.backward(cache, G, input_grad=False)[1] is None
+
+
+def test_networks_share_one_parameter_vector_and_survive_copies():
+    vae = nc.GaussianVAE(3, TINY, rng=np.random.default_rng(0))
+    vae.theta[:] = np.arange(vae.theta.size)
+    copy32 = vae.astype(np.float32)
+    assert copy32.theta.dtype == np.float32
+    assert np.shares_memory(copy32.nets["dec"].p["W0"], copy32.theta)
+    copy32.theta[:] = 0
+    assert vae.theta[-1] == vae.theta.size - 1          # the original is untouched
+
+
+# ----------------------------------------------------------------------------- Gaussian VAE
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_vae_gradient_matches_finite_differences(act):
+    X = images(12)
+    vae = nc.GaussianVAE(3, TINY, act=act, rng=np.random.default_rng(2))
+    vae.theta += np.random.default_rng(3).normal(0, 0.05, vae.theta.size)
+    loss = lambda: vae.loss_and_grad(X, np.random.default_rng(4))[0]   # the same eps each call
+    _, grad = vae.loss_and_grad(X, np.random.default_rng(4))
+    idx = np.random.default_rng(5).choice(vae.theta.size, 120, replace=False)
+    np.testing.assert_allclose(grad[idx], finite_difference(loss, vae.theta, idx),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_vae_analytic_free_energy_agrees_with_sampled_log_ratio():
+    """F with the KL in closed form equals E_q[log q - log p(z) - log p(x|z)] / ln 2, the
+    expectation estimated by sampling (log_weights), within four standard errors."""
+    X = images(40)
+    vae = nc.GaussianVAE(3, TINY, rng=np.random.default_rng(6))
+    vae.theta += np.random.default_rng(7).normal(0, 0.1, vae.theta.size)
+    S = 4000
+    sampled = -vae.log_weights(X, S, np.random.default_rng(8)) / math.log(2)     # (S, N)
+    analytic = vae.description_length(X, n_samples=S, rng=np.random.default_rng(9))["total"]
+    se = sampled.std(axis=0, ddof=1) / math.sqrt(S)
+    assert np.all(np.abs(sampled.mean(axis=0) - analytic) < 4 * np.hypot(se, se) + 1e-9)
+
+
+def test_importance_bound_is_below_f_and_tightens_with_samples():
+    X = images(60)
+    vae = nc.GaussianVAE(3, TINY, rng=np.random.default_rng(10))
+    vae.theta += np.random.default_rng(11).normal(0, 0.1, vae.theta.size)
+    F = vae.description_length(X, n_samples=2000)["total"].mean()
+    iw4, _ = vae.importance_bound(X, n_samples=4)
+    iw256, se = vae.importance_bound(X, n_samples=256)
+    assert iw256.mean() < iw4.mean() < F
+    assert se > 0
+
+
+def test_training_lowers_validation_f_and_keeps_the_best():
+    data = nc.load_split(0, 300, n_val=100, n_test=50)
+    vae, hist = nc.fit_vae(data[0], data[1], seed=0, hidden=(32, 32), steps=600, lr=3e-3)
+    assert hist["val"][-1] < hist["val"][0] - 10
+    assert hist["best_val"] == min(hist["val"])
+    again = nc.fit_vae(data[0], data[1], seed=0, hidden=(32, 32), steps=600, lr=3e-3)[0]
+    np.testing.assert_array_equal(vae.theta, again.theta)      # a seed gives the same model
+
+
+def test_flushing_subnormal_moments_zeroes_only_tiny_values():
+    opt = sv.Adam([np.zeros(3, dtype=np.float32)])
+    opt.m[0][:] = [1e-39, 1e-3, -1e-31]
+    opt.v[0][:] = [2e-30, 1e-40, 5e-3]
+    nc.flush_subnormals(opt)
+    np.testing.assert_array_equal(opt.m[0], np.float32([0, 1e-3, 0]))
+    np.testing.assert_array_equal(opt.v[0], np.float32([2e-30, 0, 5e-3]))
+
+
+# ----------------------------------------------------------------------------- VQ-VAE
+
+
+@pytest.mark.parametrize("form", nc.VQ_FORMS)
+def test_vqvae_straight_through_gradient_matches_finite_differences(form):
+    """With the offset sg(z_q - e) and the commitment target sg(z_q) held fixed, the
+    surrogate is a smooth function of theta whose gradient is the straight-through one."""
+    X = images(10)
+    vq = nc.VQVAE(3, 4, form, TINY, embed=3, act="tanh", rng=np.random.default_rng(12))
+    vq.init_codebooks(X, np.random.default_rng(13))
+    out = vq.nets["enc"].forward(X)[0]
+    E = out.reshape(len(X), 3, 3) if form == "product" else out
+    _, zq, _ = vq.quantise(E)
+    zq = zq.reshape(len(X), -1)
+    offset, target = zq - out, zq
+    _, grad = vq.surrogate_loss_and_grad(X, offset, target)
+    loss = lambda: vq.surrogate_loss_and_grad(X, offset, target)[0]
+    idx = np.random.default_rng(14).choice(vq.theta.size, 120, replace=False)
+    np.testing.assert_allclose(grad[idx], finite_difference(loss, vq.theta, idx),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_vqvae_quantises_to_the_nearest_codes():
+    rng = np.random.default_rng(15)
+    vq = nc.VQVAE(3, 5, "product", TINY, embed=2, rng=rng)
+    vq.codebooks[...] = rng.normal(size=vq.codebooks.shape)
+    E = rng.normal(size=(50, 3, 2))
+    codes, zq, _ = vq.quantise(E)
+    brute = np.argmin(((E[:, :, None] - vq.codebooks[None]) ** 2).sum(-1), axis=2)
+    np.testing.assert_array_equal(codes, brute)
+    res = nc.VQVAE(2, 5, "residual", TINY, embed=2, rng=rng)
+    res.codebooks[...] = rng.normal(size=res.codebooks.shape)
+    e = rng.normal(size=(50, 2))
+    codes, zq, _ = res.quantise(e)
+    first = np.argmin(((e[:, None] - res.codebooks[0][None]) ** 2).sum(-1), axis=1)
+    rest = e - res.codebooks[0][first]
+    second = np.argmin(((rest[:, None] - res.codebooks[1][None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(codes, np.stack([first, second], axis=1))
+    np.testing.assert_allclose(zq, res.codebooks[0][first] + res.codebooks[1][second])
+
+
+def test_vqvae_code_length_is_recon_plus_smoothed_prior_bits():
+    data = nc.load_split(0, 300, n_val=100, n_test=50)
+    vq, _ = nc.fit_vqvae(data[0], data[1], seed=0, hidden=(32, 32), steps=300)
+    codes = vq.codes(data[0])
+    counts = np.stack([np.bincount(codes[:, m], minlength=6) for m in range(4)]) + 1.0
+    np.testing.assert_allclose(np.exp(vq.log_prior), counts / counts.sum(axis=1, keepdims=True))
+    dl = vq.description_length(data[2])
+    T_codes = vq.codes(data[2])
+    bits = -np.log2(counts / counts.sum(axis=1, keepdims=True))[np.arange(4), T_codes].sum(1)
+    np.testing.assert_allclose(dl["code"], bits)
+    R = vq.decode_codes(T_codes) - data[2]
+    np.testing.assert_allclose(dl["recon"], (R**2).sum(1) / (2 * 0.15**2) / math.log(2))
+    use = vq.usage(data[0])
+    assert all(1.0 <= p <= 6.0 for p in use["perplexity"])
+    assert all(0 <= d < 6 for d in use["dead_codes"])
+
+
+def test_dead_codes_restart_at_encoder_outputs():
+    rng = np.random.default_rng(16)
+    vq = nc.VQVAE(1, 3, "product", TINY, embed=2, rng=rng)
+    vq.codebooks[0] = [[0, 0], [1, 1], [50, 50]]
+    vq.ema_sum[0], vq.ema_count[0] = vq.codebooks[0], [1.0, 1.0, 1.0]
+    inputs = rng.normal(0, 0.1, (40, 1, 2))
+    codes = vq.quantise(inputs)[0]
+    for _ in range(200):           # code 2 is never chosen: its count decays below 1
+        vq.ema_update(codes, inputs, rng)
+    assert vq.restarts >= 1
+    assert np.abs(vq.codebooks[0, 2]).max() < 1.0      # moved to where the data are
+
+
+# ----------------------------------------------------------------------------- the VAE's code
+
+
+@pytest.fixture(scope="module")
+def coded_vae():
+    data = nc.load_split(0, 300, n_val=100, n_test=60)
+    vae, _ = nc.fit_vae(data[0], data[1], seed=0, hidden=(32, 32), steps=400, lr=3e-3)
+    return vae, sv.quantise_images(data[2])
+
+
+def test_vae_tables_are_exact_and_do_not_depend_on_the_batch(coded_vae):
+    vae, V = coded_vae
+    cm = nc.VAECodingModel(vae)
+    q = cm.posterior_table(V)
+    assert q.shape == (len(V), vae.n_latent, nc.LATENT_BINS) and q.min() >= 1
+    assert np.all(q.sum(axis=-1) == 1 << sv.PRECISION)
+    assert np.all(cm.prior_table().sum(axis=-1) == 1 << sv.PRECISION)
+    for i in (0, 17, 59):
+        np.testing.assert_array_equal(cm.posterior_table(V[i:i + 1])[0], q[i])
+    codes = np.random.default_rng(0).integers(0, nc.LATENT_BINS, (20, vae.n_latent))
+    means = cm.reconstruct(codes)
+    np.testing.assert_array_equal(cm.reconstruct(codes[::-1])[::-1], means)
+    # the fixed-point decoder agrees with the float one at the bin centres, to a level
+    z = nc.latent_grid()[2][codes] / nc.Z_UNIT
+    np.testing.assert_allclose(means / 2.0**sv.PARAM_BITS, vae.decode(z), atol=1 / 255)
+
+
+def test_vae_prior_bins_have_equal_mass_and_posterior_follows_q(coded_vae):
+    vae, V = coded_vae
+    cm = nc.VAECodingModel(vae)
+    prior = cm.prior_table()[0] / 2.0**sv.PRECISION
+    np.testing.assert_allclose(prior, 1.0 / nc.LATENT_BINS, rtol=0.07)
+    mu, log_s, _ = vae.encode(V[:5] / 255.0)
+    q = cm.posterior_table(V[:5]) / 2.0**sv.PRECISION
+    _, edges, centres = nc.latent_grid()
+    mean = (q * centres / nc.Z_UNIT).sum(axis=-1)
+    np.testing.assert_allclose(mean, mu, atol=0.02)
+
+
+def test_vae_bits_back_code_round_trips_within_one_percent_of_its_bound(coded_vae):
+    vae, V = coded_vae
+    row = nc.code_vae(vae, V, seed=3)
+    assert row["roundtrip"]
+    assert abs(row["overhead_pct"]) < 1.0
+    assert row["bound_t_err"] < 0.01 * row["bound_t"]
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+BAD = [["--latents", "0"], ["--latents", "65"], ["--hidden", "0"], ["--hidden", "-5"],
+       ["--hidden", "256,abc"], ["--hidden", "1,1,1,1,1"], ["--hidden", "5000"],
+       ["--n-samples", "-1"], ["--n-samples", "0"], ["--n-samples", "9000000"],
+       ["--n-test", "0"], ["--steps", "0"], ["--batch", "0"], ["--seed", "-1"],
+       ["--models", "gan"], ["--models", "vae", "vae"], ["--seeds", "1", "1"],
+       ["--sweep", "--n-samples", "300"], ["--compress", "--models", "pca24"],
+       ["--json", "/proc/x.json"], ["--json", ""], ["--late", "3"]]
+
+
+@pytest.mark.parametrize("args", BAD, ids=[" ".join(a) for a in BAD])
+def test_bad_flags_exit_2_with_one_line(cli, args):
+    status, out, err = cli(nc.main, *args)
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "error" in err
+
+
+def test_cli_runs_small_and_writes_json(cli, tmp_path):
+    path = tmp_path / "out.json"
+    status, out, _ = cli(nc.main, "--n-samples", "150", "--n-test", "40", "--steps", "60",
+                         "--hidden", "16", "--models", "vae", "vq_vae_4x6", "--quiet",
+                         "--json", str(path))
+    assert status == 0 and "Gaussian VAE, 5 latents" in out and "VQ-VAE product 4x6" in out
+    import json
+    payload = json.loads(path.read_text())
+    vae = payload["results"][0]["models"]["vae"]
+    assert vae["total"] == pytest.approx(vae["recon"] + vae["code"])
+    assert payload["summary"]["vae"]["total"] == vae["total"]
