@@ -41,12 +41,18 @@ LR = 1e-3                      # Adam's rate, warmed up and cosine-decayed (sv.l
 MAX_LATENTS = 64
 MAX_HIDDEN = 4096
 EVAL_SAMPLES = 32              # reparameterised samples per image behind a reported recon term
+TRAVERSAL = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)   # latent values, prior sds
 IW_SAMPLES = 64                # importance samples per image behind the importance-weighted bound
 
 
-MIN_STEPS, MAX_TRAIN_STEPS = 2000, 100_000
+# Adam steps against training-set size, interpolated linearly in log N between these points
+# and held constant beyond them: at N = 2000 the held-out F still falls at 50,000 steps
+# (about 650 epochs, no overfitting yet), at N = 20000 at 100,000; N = 200 gets 2000 steps so
+# that the default run stays short (its validation score is still falling there too).
+STEPS_AT = {200: 2000, 2000: 50_000, 20_000: 100_000}
 EVAL_EVERY = 250               # steps between validation scores
-PATIENCE = 8                   # validation scores without a new best before training stops
+PATIENCE = 0.2                 # stop after this fraction of the run (at least 8 scores) brings
+                               # no new best validation score
 
 
 def batch_size(n):
@@ -56,10 +62,14 @@ def batch_size(n):
 
 
 def training_steps(n):
-    """Adam steps for n training images: 5 n, between 2000 and 100,000 (at batch 128 that
-    is 1280 epochs at N = 200, 320 at 2000, 32 at 20000).  Small sets stop earlier, when the
-    validation score stops improving."""
-    return int(min(MAX_TRAIN_STEPS, max(MIN_STEPS, 5 * n)))
+    """Adam steps for n training images (STEPS_AT, interpolated in log n)."""
+    sizes = sorted(STEPS_AT)
+    return int(round(np.interp(math.log(n), np.log(sizes), [STEPS_AT[s] for s in sizes])))
+
+
+def patience_scores(steps, eval_every=EVAL_EVERY):
+    """Validation scores without a new best after which a run of `steps` stops."""
+    return max(8, int(PATIENCE * steps / eval_every))
 
 
 # ----------------------------------------------------------------------------- data
@@ -314,6 +324,14 @@ class GaussianVAE(Networks):
         """Mean F in bits on X, with few samples: the early-stopping criterion."""
         return self.description_length(X, n_samples=4, rng=np.random.default_rng(7))["total"].mean()
 
+    def traversals(self, values=TRAVERSAL):
+        """Decoded images (L, len(values), 96) as latent l runs over values, the other
+        latents at the prior mean 0."""
+        L = self.n_latent
+        Z = np.zeros((L, len(values), L))
+        Z[np.arange(L), :, np.arange(L)] = values
+        return self.decode(Z.reshape(-1, L)).reshape(L, len(values), D)
+
     def active_latents(self, X, threshold=0.01):
         """Latents whose posterior mean varies over images by more than threshold (var)."""
         mu = self.encode(X)[0]
@@ -526,14 +544,15 @@ def flush_subnormals(opt, tiny=1e-30):
 
 
 def train_network(model, X, X_val, rng, steps, batch=None, lr=LR, eval_every=EVAL_EVERY,
-                  patience=PATIENCE, log=None):
+                  patience=None, log=None):
     """Minibatch Adam (the core's) on model.loss_and_grad, the rate warmed up and
     cosine-decayed (sv.learning_rate_factor).  Every eval_every steps F on the validation
     images is measured and the best theta so far kept; training stops after `patience`
-    scores with no new best and ends on the best theta, so a small training set is scored
-    before it overfits.  Minibatches are drawn without replacement, reshuffled every epoch.
+    scores with no new best (patience_scores(steps) by default) and ends on the best theta,
+    so a small training set is scored before it overfits.  Minibatches are drawn without replacement, reshuffled every epoch.
     Returns a history dict (steps run, validation curve, best step, seconds)."""
     opt = sv.Adam([model.theta], lr=lr)
+    patience = patience_scores(steps, eval_every) if patience is None else patience
     n = len(X)
     batch = min(batch or batch_size(n), n)
     order, pos = rng.permutation(n), 0
@@ -796,7 +815,8 @@ def run_model(name, data, seed, n_latent=LATENTS, hidden=HIDDEN, steps=None, bat
         out = {"recon": dl["recon"].mean(), "code": dl["code"].mean(), "total": dl["total"].mean(),
                "iw_bound": iw.mean(), "iw_se": iw_se, "iw_samples": IW_SAMPLES,
                "eval_samples": EVAL_SAMPLES, "active_latents": model.active_latents(T),
-               "alignment": vae_alignment(model, T, controls)}
+               "alignment": vae_alignment(model, T, controls),
+               "traversals": model.traversals().tolist()}
         if compress:
             out["compress"] = code_vae(model, sv.quantise_images(T), seed)
     else:
@@ -841,8 +861,11 @@ def run_core(name, data, seed):
     t0 = time.perf_counter()
     model, _ = sv.fit_model(name, X, seed)
     out = sv.evaluate(model, T)
-    return {k: out[k] for k in ("recon", "code", "total")} | {
-        "train_seconds": time.perf_counter() - t0}
+    out = {k: out[k] for k in ("recon", "code", "total")}
+    if name == "factorial_vq":
+        a = sv.alignment(model, T, data[3])
+        out["alignment"] = {"mi_controls": a["mi_controls"].tolist(), "score": a["score"]}
+    return out | {"train_seconds": time.perf_counter() - t0}
 
 
 def run_all(seed, n_train, models, n_test=2000, compress=False, log=None, **kw):
@@ -931,10 +954,15 @@ def format_results(summary, cfg, n_seeds, markdown=False):
 
 def format_sweep(sweep, markdown=False):
     sizes = [str(n) for n in sweep["sizes"]]
-    rows = [[label(name)] + [sv.num(r[n]["total"]) for n in sizes]
-            for name, r in sweep["models"].items()]
+    rows = []
+    for name, r in sweep["models"].items():
+        rows.append([label(name)] + [sv.num(r[n]["total"]) for n in sizes])
+        if name == "vae":
+            rows.append(["Gaussian VAE, importance-weighted bound"] +
+                        [sv.num(r[n]["iw_bound"]) for n in sizes])
     rows.append(["true generator (limit)"] + [sv.num(sweep["limit"])] * len(sizes))
-    head = "Held-out total F (bits per image) against the number of training images"
+    head = (f"Held-out total F (bits per image) against the number of training images "
+            f"(seed {sweep['seed']})")
     return sv._md_or_plain(head, ["model"] + [f"N = {n}" for n in sizes], rows, markdown)
 
 
@@ -944,6 +972,61 @@ def format_compress(rows, markdown=False):
             "exact" if r["roundtrip"] else "FAILED"] for n, r in rows.items()]
     return sv._md_or_plain("Gaussian VAE, bits-back code of the 8-bit held-out images "
                            f"({LATENT_BINS} bins per latent)", cols, out, markdown)
+
+
+def format_alignment(models, n_train, seed, markdown=False):
+    """MI of each VAE latent and each factorial-VQ factor with each control height."""
+    cols = ["code unit"] + [f"h{j + 1}" for j in range(sv.N_CONTROL)] + ["best height"]
+    rows = []
+    for name, unit in (("vae", "VAE z{}"), ("factorial_vq", "factorial factor {}")):
+        if name not in models or "alignment" not in models[name]:
+            continue
+        a = models[name]["alignment"]
+        for i, mi in enumerate(a["mi_controls"]):
+            rows.append([unit.format(i + 1)] + [f"{v:.2f}" for v in mi] +
+                        [f"h{int(np.argmax(mi)) + 1}"])
+        rows.append([f"{label(name)}: score"] + [""] * sv.N_CONTROL + [f"{a['score']:.2f}"])
+    head = (f"Mutual information (bits) of each code unit with each control height, held-out, "
+            f"N = {n_train} training images, seed {seed} (3 bits per height: 8 equal-"
+            f"frequency bins; score = mean over units of max / sum)")
+    return sv._md_or_plain(head, cols, rows, markdown)
+
+
+def report(payload, markdown=False):
+    """Every table of a run from its JSON payload: what main prints, and what the README's
+    blocks are regenerated from."""
+    parts = []
+    if "sweep" in payload:
+        for sweep in payload["sweep"]:
+            sizes = [str(n) for n in sweep["sizes"]]
+            parts.append(format_sweep(sweep, markdown))
+            if "vae" in sweep["models"]:
+                parts.append(format_compress({n: sweep["models"]["vae"][n]["compress"]
+                                              for n in sizes}, markdown))
+            top = {name: r[sizes[-1]] for name, r in sweep["models"].items()}
+            parts.append(format_alignment(top, sizes[-1], sweep["seed"], markdown))
+    else:
+        cfg, seeds = payload["config"], payload["config"]["seeds"]
+        parts.append(format_results(payload["summary"], cfg, len(seeds), markdown))
+        rows = {f"{cfg['n_samples']} (seed {r['seed']})": r["models"]["vae"]["compress"]
+                for r in payload["results"] if "compress" in r["models"].get("vae", {})}
+        if rows:
+            parts.append(format_compress(rows, markdown))
+        if len(seeds) > 1 and {"vq_vae_4x6", "factorial_vq"} <= set(payload["summary"]):
+            parts.append(format_paired(payload["results"], "vq_vae_4x6", "factorial_vq",
+                                       markdown))
+    return "\n\n".join(p.rstrip("\n") for p in parts)
+
+
+def format_paired(results, a, b, markdown=False):
+    """Held-out total F of models a and b seed by seed, and their difference."""
+    rows = [[str(r["seed"]), sv.num(r["models"][a]["total"]), sv.num(r["models"][b]["total"]),
+             f"{r['models'][a]['total'] - r['models'][b]['total']:+.2f}"] for r in results]
+    d = np.array([r["models"][a]["total"] - r["models"][b]["total"] for r in results])
+    rows.append(["mean ± sd", "", "", f"{d.mean():+.2f} ± {d.std(ddof=1):.2f}"])
+    return sv._md_or_plain(f"{label(a)} against {label(b)}, held-out total F (bits per "
+                           f"image), seed by seed", ["seed", label(a), label(b), "difference"],
+                           rows, markdown)
 
 
 MAX_TRAIN_IMAGES = 10_000_000
@@ -990,8 +1073,9 @@ def parse_args(argv=None):
     ap.add_argument("--hidden", type=hidden_widths, default=HIDDEN, metavar="W[,W...]",
                     help="hidden widths of every encoder and decoder")
     ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=None,
-                    help="Adam steps at most (default: 5 N, between 2000 and 100000; "
-                         "training stops early when the validation score stops improving)")
+                    help="Adam steps at most (default: 2000 at N = 200, 50000 at 2000, 100000 "
+                         "from 20000, log-interpolated; training stops early when a fifth "
+                         "of the run brings no better validation score)")
     ap.add_argument("--batch", type=sv.int_at_least(1, 65_536), default=None,
                     help=f"minibatch size (default: {BATCH}, or N/4 for small sets, at least 32)")
     ap.add_argument("--models", nargs="+", choices=ALL_MODELS, default=list(DEFAULT_MODELS),
@@ -1038,27 +1122,14 @@ def main(argv=None):
            "models": list(args.models), "sigma_x": 0.15}
     payload = {}
     if args.sweep:
-        sweeps = {}
-        for s in seeds:
-            sweeps[s] = run_sweep(s, log=log, **kw)
-            print(format_sweep(sweeps[s], markdown=args.markdown))
-            rows = {str(n): sweeps[s]["models"]["vae"][str(n)]["compress"]
-                    for n in SWEEP_SIZES}
-            print(format_compress(rows, markdown=args.markdown))
-        payload["sweep"] = [{"seed": s, **sweeps[s]} for s in seeds]
+        payload["sweep"] = [{"seed": s, **run_sweep(s, log=log, **kw)} for s in seeds]
     else:
-        results = {}
-        for s in seeds:
-            results[s] = run_all(s, args.n_samples, args.models, args.n_test, args.compress,
-                                 log, **kw)
+        results = {s: run_all(s, args.n_samples, args.models, args.n_test, args.compress, log,
+                              **kw) for s in seeds}
         flat = {s: {name: flatten(r) for name, r in res.items()} for s, res in results.items()}
-        summary = summarise(flat, args.models)
-        print(format_results(summary, cfg, len(seeds), markdown=args.markdown))
-        if args.compress:
-            rows = {f"{args.n_samples} (seed {s})": results[s]["vae"]["compress"] for s in seeds}
-            print(format_compress(rows, markdown=args.markdown))
         payload.update(results=[{"seed": s, "models": results[s]} for s in seeds],
-                       summary=summary)
+                       summary=summarise(flat, args.models))
+    print(report({"config": {**cfg, "seeds": seeds}, **payload}, markdown=args.markdown))
     wall = time.perf_counter() - t0
     log(f"done in {wall:.2f} s wall")
     if args.json:

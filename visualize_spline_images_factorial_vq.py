@@ -5,7 +5,8 @@
 Trains the models once with spline_images_factorial_vq.run_comparison (recording F on the
 training and held-out sets during training) and draws six figures from them. Every
 number shown is a bits-back description length in bits per image unless a label says
-otherwise.
+otherwise.  --experiments draws the open-question figures from the core's --experiment JSON,
+--neural the modern codes' figures from `neural_codes.py --sweep --json`.
 """
 
 import math
@@ -372,6 +373,128 @@ def fig_data_movement(movement, seeds):
     return fig
 
 
+# ----------------------------------------------------------------------------- modern codes
+#
+# Drawn from the --json file of `neural_codes.py --sweep`: a list of seeds, each with
+# "sizes", "models": {name: {str(N): result}} and the generator's "limit".
+
+NEURAL_COLORS = {"vae": "tab:purple", "vq_vae_4x6": "tab:orange", "vq_vae_4x64": "tab:brown",
+                 "vq_vae_residual_4x6": "tab:pink", "factorial_vq": COLORS["factorial_vq"],
+                 "pca24": COLORS["pca24"]}
+
+
+def fig_dl_vs_training_size(sweeps):
+    """Held-out total F of every model against the number of training images (mean ± sd over
+    the seeds in the file), the VAE's importance-weighted bound dashed, the limit a line."""
+    import neural_codes as nc
+    sizes = sweeps[0]["sizes"]
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    for name in sweeps[0]["models"]:
+        F = np.array([[s["models"][name][str(n)]["total"] for n in sizes] for s in sweeps])
+        ax.errorbar(sizes, F.mean(axis=0), yerr=F.std(axis=0, ddof=1) if len(F) > 1 else None,
+                    fmt="-o", color=NEURAL_COLORS.get(name), capsize=3, label=nc.label(name))
+        if name == "vae":
+            iw = np.array([[s["models"][name][str(n)]["iw_bound"] for n in sizes]
+                           for s in sweeps]).mean(axis=0)
+            ax.plot(sizes, iw, "--", color=NEURAL_COLORS["vae"], lw=1,
+                    label="Gaussian VAE, importance-weighted bound")
+    limit = np.mean([s["limit"] for s in sweeps])
+    ax.axhline(limit, color="black", lw=1, ls=":",
+               label=f"limit: the true generator, {limit:.1f}")
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
+    ax.set_ylim(0, None)
+    ax.set_xlabel("training images N")
+    ax.set_ylabel("held-out F, bits per image")
+    seeds = [s["seed"] for s in sweeps]
+    ax.set_title(f"Description length of 2000 held-out images against training-set size "
+                 f"(seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def fig_vae_traversals(result, n_train, seed):
+    """Decoded images as each VAE latent runs over -2..2 prior sds, the others at 0."""
+    import neural_codes as nc
+    images = np.array(result["traversals"])
+    L = len(images)
+    fig, ax = plt.subplots(figsize=(9, 0.9 + 0.75 * L))
+    show_mosaic(ax, images, [f"z{l + 1}" for l in range(L)],
+                [f"{v:+g}" for v in nc.TRAVERSAL], vmin=0, vmax=1)
+    ax.set_xlabel("value of the latent (prior standard deviations); the other latents at 0")
+    ax.set_title(f"Gaussian VAE decoder, one latent at a time ({n_train} training images, "
+                 f"seed {seed}; {result['active_latents']} active latents)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def read_neural(path):
+    """The sweep JSON of neural_codes.py at path, checked; ValueError names the first problem."""
+    import json
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except ValueError as err:
+            raise ValueError(f"not valid JSON ({err})") from None
+    sweeps = data.get("sweep") if isinstance(data, dict) else None
+    if not isinstance(sweeps, list) or not sweeps:
+        raise ValueError("it holds no training-size sweep (run neural_codes.py --sweep --json)")
+    for i, s in enumerate(sweeps):
+        where = f"sweep[{i}]"
+        if not isinstance(s, dict) or not isinstance(s.get("models"), dict) or not s["models"]:
+            raise ValueError(f"{where} must be an object with a non-empty models object")
+        _check(s.get("seed"), "int", f"{where}.seed")
+        _check(s.get("sizes"), ["int", None], f"{where}.sizes")
+        _check(s.get("limit"), "number", f"{where}.limit")
+        if s["sizes"] != sweeps[0]["sizes"] or list(s["models"]) != list(sweeps[0]["models"]):
+            raise ValueError(f"{where} has other sizes or models than sweep[0]")
+        for name, runs in s["models"].items():
+            for n in s["sizes"]:
+                r = runs.get(str(n)) if isinstance(runs, dict) else None
+                if not isinstance(r, dict):
+                    raise ValueError(f"{where}.models.{name} lacks N = {n}")
+                _check(r.get("total"), "number", f"{where}.models.{name}.{n}.total")
+                if name == "vae":
+                    _check(r.get("iw_bound"), "number", f"{where}.models.vae.{n}.iw_bound")
+                    _check(r.get("active_latents"), "int",
+                           f"{where}.models.vae.{n}.active_latents")
+                    _check(r.get("traversals"), [[NUMBERS(sv.D), None], None],
+                           f"{where}.models.vae.{n}.traversals")
+    return data
+
+
+def draw_neural(path, outdir, dpi, log):
+    """dl_vs_training_size.png and vae_traversals.png (the largest N, first seed)."""
+    try:
+        sweeps = read_neural(path)["sweep"]
+    except (OSError, ValueError) as err:
+        raise OSError(f"cannot draw from {path}: {err}") from None
+    makers = {"dl_vs_training_size": lambda: fig_dl_vs_training_size(sweeps)}
+    if "vae" in sweeps[0]["models"]:
+        n = sweeps[0]["sizes"][-1]
+        makers["vae_traversals"] = lambda: fig_vae_traversals(
+            sweeps[0]["models"]["vae"][str(n)], n, sweeps[0]["seed"])
+    return write_figures(makers, outdir, dpi, log)
+
+
+def write_figures(makers, outdir, dpi, log):
+    """Draw each {file stem: figure maker} and write it as outdir/stem.png; the paths."""
+    written = []
+    for name, make in makers.items():
+        fig = make()
+        target = f"{outdir}/{name}.png"
+        try:
+            sv.atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+        finally:
+            plt.close(fig)
+        log(f"wrote {target}")
+        written.append(target)
+    return written
+
+
 # What each figure reads from the --experiment JSON: field -> kind, where "number" is a
 # finite int or float, "number?" may be null, and a list [kind, n] is a list of n entries
 # (n = None: any length >= 1).
@@ -463,19 +586,8 @@ def draw_experiments(path, outdir, dpi, log):
               "sweep": lambda: fig_sweep(data["sweep"], data.get("limit"), seeds),
               "alignment": lambda: fig_alignment(data["alignment"]),
               "annealing": lambda: fig_annealing(data["annealing"], seeds)}
-    written = []
-    for name, make in makers.items():
-        if name not in data:
-            continue
-        fig = make()
-        target = f"{outdir}/{'data_movement' if name == 'movement' else name}.png"
-        try:
-            sv.atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
-        finally:
-            plt.close(fig)
-        log(f"wrote {target}")
-        written.append(target)
-    return written
+    return write_figures({"data_movement" if name == "movement" else name: make
+                          for name, make in makers.items() if name in data}, outdir, dpi, log)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -498,12 +610,20 @@ def parse_args(argv=None):
     ap.add_argument("--experiments", metavar="JSON",
                     help="instead: draw sweep.png, alignment.png and annealing.png from the "
                          "--json output of spline_images_factorial_vq.py --experiment")
+    ap.add_argument("--neural", metavar="JSON",
+                    help="instead: draw dl_vs_training_size.png and vae_traversals.png from "
+                         "the --json output of neural_codes.py --sweep")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
-    ap.refuse_together(ap.given(argv), "experiments", ("seed", "steps", "n_test", "eval_every"),
-                       "draws from the file alone")
-    if args.experiments is not None and not os.path.isfile(args.experiments):
-        ap.error(f"--experiments {args.experiments!r}: no such file")
+    given = ap.given(argv)
+    for source in ("experiments", "neural"):
+        ap.refuse_together(given, source, ("seed", "steps", "n_test", "eval_every"),
+                           "draws from the file alone")
+        path = getattr(args, source)
+        if path is not None and not os.path.isfile(path):
+            ap.error(f"--{source} {path!r}: no such file")
+    if args.experiments is not None and args.neural is not None:
+        ap.error("--experiments and --neural: give one file at a time")
     if args.steps // args.eval_every > 10_000:
         ap.error(f"--eval-every {args.eval_every}: at most 10000 points per curve")
     ap.output_folder("--outdir", args.outdir)
@@ -513,9 +633,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     log = sv.progress_logger(args.quiet)
-    if args.experiments:
+    if args.experiments or args.neural:
+        draw = draw_experiments if args.experiments else draw_neural
         try:
-            draw_experiments(args.experiments, args.outdir, args.dpi, log)
+            draw(args.experiments or args.neural, args.outdir, args.dpi, log)
         except OSError as err:
             print(f"visualize_spline_images_factorial_vq.py: error: {err}", file=sys.stderr)
             return 2

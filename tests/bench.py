@@ -17,7 +17,14 @@ suite's tolerance; the suite itself refits only a few cheap rows.
 
     python3 tests/bench.py --write-readme
 
-reruns every command behind a README table and writes its output into the README in place.
+reruns every command behind a README table and writes its output into the README in place
+(the modern-code tables from the committed JSON files in viz/, see --neural).
+
+    python3 tests/bench.py --neural
+
+instead times the modern codes (neural_codes.py): the default run, a VAE training step at
+batch 128, the five-seed N = 200 run and the training-size sweep (about 12 minutes) with its
+peak memory, and checks the README's modern-code tables against these fresh runs.
 """
 import argparse
 import json
@@ -76,6 +83,63 @@ def check_readme_experiments():
     return status
 
 
+NEURAL_RUNS = {"neural_seeds": [["--seeds", "0", "1", "2", "3", "4"]],
+               "neural_sweep": [["--sweep"]],
+               "neural_latents": [["--n-samples", "2000", "--latents", str(L), "--models", "vae"]
+                                  for L in (2, 10)]}
+NEURAL_JSON = {"neural_seeds": ["viz/neural_seeds.json"], "neural_sweep": ["viz/neural_sweep.json"],
+               "neural_latents": ["viz/neural_latents_2.json", "viz/neural_latents_10.json"]}
+
+
+def neural_block(name, paths=None):
+    """A README block of the modern codes, formatted from its JSON files."""
+    sys.path.insert(0, str(ROOT))
+    import neural_codes as nc
+    tables = []
+    for path in paths or [ROOT / p for p in NEURAL_JSON[name]]:
+        with open(path) as f:
+            tables.append(nc.report(json.load(f), markdown=True))
+    return "\n\n".join(tables)
+
+
+def bench_neural():
+    """Wall time, speed and peak memory of the modern codes; the README's tables of them
+    against the fresh runs."""
+    import resource
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests"))
+    import numpy as np
+    import neural_codes as nc
+    from test_readme import TOL, mismatches, numbers_by_row, readme_block
+    t = wall(["neural_codes.py"])
+    print(f"neural codes default run (N = 200, seed 0, 4 models): {t:.2f} s wall")
+    X, V, _, _ = nc.load_split(0, 20000, n_test=10)
+    for name, model in (("Gaussian VAE", nc.GaussianVAE(5, nc.HIDDEN, rng=np.random.default_rng(0))),
+                        ("VQ-VAE 4x6", nc.VQVAE(4, 6, rng=np.random.default_rng(0)))):
+        model = model.astype(np.float32)
+        if name.startswith("VQ"):
+            model.init_codebooks(X[:2000].astype(np.float32), np.random.default_rng(0))
+        h = nc.train_network(model, X.astype(np.float32), V[:100].astype(np.float32),
+                             np.random.default_rng(1), 3000, batch=128, eval_every=10**6)
+        print(f"{name} training step, batch 128, hidden {nc.HIDDEN}, float32: "
+              f"{h['steps_run'] / h['seconds']:.0f} steps per second (3000 steps)")
+    status = 0
+    for block, runs in NEURAL_RUNS.items():
+        paths = []
+        for i, args in enumerate(runs):
+            paths.append(os.path.join(TMP, f"{block}_{i}.json"))
+            t = wall(["neural_codes.py", *args, "--json", paths[-1]])
+            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+            print(f"neural_codes.py {' '.join(args)}: {t:.1f} s wall, peak memory of any run "
+                  f"so far {rss:.2f} GB")
+        bad = mismatches(numbers_by_row(readme_block(block)),
+                         numbers_by_row(neural_block(block, paths)))
+        print(f"README {block} against the fresh run (tolerance {TOL}): "
+              f"{'ok' if not bad else 'FAIL: ' + ', '.join(bad)}")
+        status |= bool(bad)
+    return status
+
+
 def write_readme():
     """Every README table between its <!-- name:start/end --> markers, rerun and written."""
     sys.path.insert(0, str(ROOT))
@@ -89,6 +153,12 @@ def write_readme():
         _, tail = rest.split(end)
         text = f"{head}{start}\n{fresh(*args).strip()}\n{end}{tail}"
         print(f"README {block}: written ({time.perf_counter() - t0:.1f} s)")
+    for block in NEURAL_JSON:
+        start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
+        head, rest = text.split(start)
+        _, tail = rest.split(end)
+        text = f"{head}{start}\n{neural_block(block).strip()}\n{end}{tail}"
+        print(f"README {block}: written from {NEURAL_JSON[block]}")
     path.write_text(text)
     return 0
 
@@ -101,7 +171,11 @@ def main():
                          "full-size runs")
     ap.add_argument("--write-readme", action="store_true",
                     help="rerun every README table and write it into the README")
+    ap.add_argument("--neural", action="store_true",
+                    help="time the modern codes and check their README tables (12 minutes)")
     opts = ap.parse_args()
+    if opts.neural:
+        return bench_neural()
     if opts.write_readme:
         return write_readme()
     if opts.readme:

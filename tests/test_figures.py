@@ -107,6 +107,10 @@ def test_gif_bad_values_exit_2(args, cli):
     ("visualize_spline_images_factorial_vq.py", ["--out", "x"]),           # no prefix matching
     ("visualize_spline_images_factorial_vq.py", ["--experiments", "no_such.json"]),
     ("visualize_spline_images_factorial_vq.py", ["--experiments", "README.md", "--seed", "1"]),
+    ("visualize_spline_images_factorial_vq.py", ["--neural", "no_such.json"]),
+    ("visualize_spline_images_factorial_vq.py", ["--neural", "README.md", "--steps", "3"]),
+    ("visualize_spline_images_factorial_vq.py", ["--neural", "README.md", "--experiments",
+                                                 "README.md"]),
     ("make_spline_images_factorial_vq_gif.py", ["--fps", "0.001"]),
     ("make_spline_images_factorial_vq_gif.py", ["--out", "viz"]),           # a folder
     ("make_spline_images_factorial_vq_gif.py", ["--out", ""]),
@@ -146,3 +150,54 @@ def test_malformed_experiment_json_is_named_and_draws_nothing(tmp_path, what, cl
 def test_committed_experiment_json_passes_the_check():
     data = viz.read_experiments(ROOT / "viz" / "experiments.json")
     assert {"sweep", "alignment", "annealing", "limit"} <= set(data)
+
+
+def neural_sweep(n_latent=2):
+    """A small sweep payload in the shape `neural_codes.py --sweep --json` writes."""
+    rng = np.random.default_rng(0)
+    vae = lambda n: {"total": 30.0 - n / 1000, "iw_bound": 29.0 - n / 1000, "active_latents": 2,
+                     "traversals": rng.random((n_latent, 9, sv.D)).tolist()}
+    return {"config": {"seeds": [0]}, "sweep": [{
+        "seed": 0, "sizes": [200, 2000], "limit": 20.8,
+        "models": {"vae": {str(n): vae(n) for n in (200, 2000)},
+                   "factorial_vq": {str(n): {"total": 70.0} for n in (200, 2000)}}}]}
+
+
+def test_neural_figures_are_written_from_a_sweep_file(tmp_path):
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps(neural_sweep()))
+    res = run("visualize_spline_images_factorial_vq.py", "--neural", str(path), "--outdir",
+              str(tmp_path / "figs"), "--quiet", "--dpi", "50")
+    assert res.returncode == 0, res.stderr
+    for name in ("dl_vs_training_size", "vae_traversals"):
+        img = iio.imread(tmp_path / "figs" / f"{name}.png")
+        assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0, name
+
+
+NEURAL_MALFORMED = {
+    "no sweep": {"results": []},
+    "a missing size": lambda d: d["sweep"][0]["models"]["vae"].pop("2000"),
+    "a text total": lambda d: d["sweep"][0]["models"]["factorial_vq"]["200"].update(total="70"),
+    "short traversal images": lambda d: d["sweep"][0]["models"]["vae"]["200"].update(
+        traversals=[[[0.5] * 12] * 9]),
+    "no limit": lambda d: d["sweep"][0].pop("limit"),
+}
+
+
+@pytest.mark.parametrize("what", NEURAL_MALFORMED)
+def test_malformed_neural_json_is_named_and_draws_nothing(tmp_path, what, cli):
+    data, spoil = neural_sweep(), NEURAL_MALFORMED[what]
+    if callable(spoil):
+        spoil(data)
+    else:
+        data = spoil
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps(data))
+    status, _, err = cli(viz.main, "--neural", str(path), "--outdir", str(tmp_path / "figs"))
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "figs").exists()
+
+
+def test_committed_neural_json_passes_the_check():
+    data = viz.read_neural(ROOT / "viz" / "neural_sweep.json")
+    assert {"vae", "vq_vae_4x6", "factorial_vq", "pca24"} <= set(data["sweep"][0]["models"])

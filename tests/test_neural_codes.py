@@ -266,3 +266,21 @@ def test_cli_runs_small_and_writes_json(cli, tmp_path):
     vae = payload["results"][0]["models"]["vae"]
     assert vae["total"] == pytest.approx(vae["recon"] + vae["code"])
     assert payload["summary"]["vae"]["total"] == vae["total"]
+    assert out.strip() == nc.report(payload).strip()      # what the README is written from
+
+
+def test_training_steps_grow_with_the_training_set():
+    sizes = [1, 200, 600, 2000, 6000, 20000, 10**7]
+    steps = [nc.training_steps(n) for n in sizes]
+    assert [nc.training_steps(n) for n in nc.STEPS_AT] == list(nc.STEPS_AT.values())
+    assert steps == sorted(steps) and steps[0] == 2000 and steps[-1] == 100_000
+    assert nc.patience_scores(2000) == 8 and nc.patience_scores(100_000) == 80
+
+
+def test_training_stops_after_patience_scores_without_a_new_best():
+    X, V, _, _ = nc.load_split(0, 64, n_test=1)
+    model = nc.GaussianVAE(2, (8,), rng=np.random.default_rng(0))
+    h = nc.train_network(model, X, V, np.random.default_rng(0), 400, batch=32, lr=0.0,
+                         eval_every=10, patience=3)
+    assert h["best_step"] == 10 and h["steps_run"] == 40        # lr 0: no score improves
+    assert model.validation_bits(V) == pytest.approx(h["best_val"])

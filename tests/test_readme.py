@@ -115,3 +115,26 @@ def test_readme_training_rows_match_a_fresh_fit():
     label = dict(sv.RECIPE_STEPS)["em_hard_start"]
     for want, got in ((rows["hard code: factorial 4x6"], hard), (rows[label], em)):
         assert np.allclose(want[:2], [np.mean(got), np.std(got, ddof=1)], rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("name", ["neural_seeds", "neural_sweep", "neural_latents"])
+def test_readme_modern_code_tables_are_the_committed_runs(name):
+    """The modern-code tables are formatted from the JSON of their runs, committed in viz/
+    (`python3 tests/bench.py --neural` reruns them and compares)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from bench import neural_block
+    assert readme_block(name).strip() == neural_block(name).strip()
+
+
+def test_committed_modern_code_runs_match_a_fresh_fit():
+    """Spot check of viz/neural_seeds.json: seed 0's VQ-VAE 4x6, factorial VQ and PPCA-24,
+    refitted."""
+    import json
+    import neural_codes as nc
+    with open(ROOT / "viz" / "neural_seeds.json") as f:
+        want = next(r for r in json.load(f)["results"] if r["seed"] == 0)["models"]
+    data = nc.load_split(0, 200)
+    got = {name: nc.run_core(name, data, 0)["total"] for name in ("factorial_vq", "pca24")}
+    got["vq_vae_4x6"] = nc.run_model("vq_vae_4x6", data, 0)[0]["total"]
+    for name, total in got.items():
+        assert abs(total - want[name]["total"]) <= TOL, (name, total, want[name]["total"])
