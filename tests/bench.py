@@ -84,10 +84,14 @@ def check_readme_experiments():
 
 
 NEURAL_RUNS = {"neural_seeds": [["--seeds", "0", "1", "2", "3", "4"]],
+               "neural_variants": [["--seeds", "0", "1", "2", "3", "4", "--models", "vq_vae_4x6",
+                                    "vq_vae_4x64", "vq_vae_residual_4x6", "factorial_vq"]],
                "neural_sweep": [["--sweep"]],
                "neural_latents": [["--n-samples", "2000", "--latents", str(L), "--models", "vae"]
                                   for L in (2, 10)]}
-NEURAL_JSON = {"neural_seeds": ["viz/neural_seeds.json"], "neural_sweep": ["viz/neural_sweep.json"],
+NEURAL_JSON = {"neural_seeds": ["viz/neural_seeds.json"],
+               "neural_variants": ["viz/neural_variants.json"],
+               "neural_sweep": ["viz/neural_sweep.json"],
                "neural_latents": ["viz/neural_latents_2.json", "viz/neural_latents_10.json"]}
 
 

@@ -117,7 +117,8 @@ def test_readme_training_rows_match_a_fresh_fit():
         assert np.allclose(want[:2], [np.mean(got), np.std(got, ddof=1)], rtol=0, atol=TOL)
 
 
-@pytest.mark.parametrize("name", ["neural_seeds", "neural_sweep", "neural_latents"])
+@pytest.mark.parametrize("name", ["neural_seeds", "neural_variants", "neural_sweep",
+                                  "neural_latents"])
 def test_readme_modern_code_tables_are_the_committed_runs(name):
     """The modern-code tables are formatted from the JSON of their runs, committed in viz/
     (`python3 tests/bench.py --neural` reruns them and compares)."""
