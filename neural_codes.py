@@ -234,12 +234,13 @@ class GaussianVAE(Networks):
     is a bits-back code length in the core's convention (the VAE's negative ELBO).
     """
 
-    def __init__(self, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, act="relu", rng=None):
-        if n_latent < 1 or not hidden or min(hidden) < 1:
+    def __init__(self, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, act="relu", rng=None,
+                 n_out=D):
+        if n_latent < 1 or min(hidden, default=1) < 1:
             raise ValueError("need n_latent >= 1 and hidden widths >= 1")
         L = self.n_latent = int(n_latent)
         self.sigma_x, self.hidden = float(sigma_x), tuple(hidden)
-        super().__init__({"enc": ((D, *hidden, 2 * L), act), "dec": ((L, *hidden, D), act)})
+        super().__init__({"enc": ((D, *hidden, 2 * L), act), "dec": ((L, *hidden, n_out), act)})
         rng = rng if rng is not None else np.random.default_rng(0)
         self.nets["enc"].init(rng, last_scale=0.1)      # start near the prior: small KL
         self.nets["dec"].init(rng)
@@ -251,22 +252,32 @@ class GaussianVAE(Networks):
         return out[:, :self.n_latent], out[:, self.n_latent:], cache
 
     def decode(self, Z):
-        """f(z): Z (N, L) -> (N, 96)."""
+        """The decoder's output for Z (N, L): f(z) (N, 96)."""
         return self.nets["dec"].forward(Z)[0]
+
+    def pixel_nll(self, X, out, grad=False):
+        """-log p(x|z) in nats per image (N,) in the t-convention, from the decoder's output
+        (N, 96); with grad also its gradient with respect to the output."""
+        R = out - X
+        nll = np.einsum("nd,nd->n", R, R) / (2 * self.sigma_x**2)
+        return (nll, R / self.sigma_x**2) if grad else nll
+
+    def mean_image(self, out):
+        """The decoder's mean image (N, 96) from its output."""
+        return out
 
     def loss_and_grad(self, X, rng):
         """Mean F in nats over X (one reparameterised sample per image) and its gradient,
         a flat array like theta."""
-        N, s2 = len(X), self.sigma_x**2
+        N = len(X)
         mu, log_s, enc_cache = self.encode(X)
         s = np.exp(log_s)
         eps = rng.standard_normal(mu.shape, dtype=mu.dtype)
         Z = mu + s * eps
-        Xhat, dec_cache = self.nets["dec"].forward(Z)
-        R = Xhat - X
-        recon = np.einsum("nd,nd->n", R, R) / (2 * s2)
+        out, dec_cache = self.nets["dec"].forward(Z)
+        recon, g_out = self.pixel_nll(X, out, grad=True)
         kl = 0.5 * np.sum(mu * mu + s * s - 1.0 - 2.0 * log_s, axis=1)
-        g_dec, g_Z = self.nets["dec"].backward(dec_cache, R / (s2 * N))
+        g_dec, g_Z = self.nets["dec"].backward(dec_cache, g_out / N)
         g_mu = g_Z + mu / N
         g_log_s = g_Z * eps * s + (s * s - 1.0) / N
         g_enc, _ = self.nets["enc"].backward(enc_cache, np.concatenate([g_mu, g_log_s], axis=1),
@@ -285,9 +296,8 @@ class GaussianVAE(Networks):
             s = np.exp(log_s)
             code[i:i + chunk] = 0.5 * np.sum(mu * mu + s * s - 1.0 - 2.0 * log_s, axis=1)
             eps = rng.standard_normal((n_samples,) + mu.shape)
-            Xhat = self.decode((mu + s * eps).reshape(-1, self.n_latent)).reshape(
-                n_samples, len(x), D)
-            err = np.sum((Xhat - x) ** 2, axis=2) / (2 * self.sigma_x**2)
+            out = self.decode((mu + s * eps).reshape(-1, self.n_latent))
+            err = self.pixel_nll(np.tile(x, (n_samples, 1)), out).reshape(n_samples, len(x))
             recon[i:i + chunk] = err.mean(axis=0)
         recon, code = recon / LN2, code / LN2
         return {"recon": recon, "code": code, "total": recon + code}
@@ -299,8 +309,8 @@ class GaussianVAE(Networks):
         s = np.exp(log_s)
         eps = rng.standard_normal((n_samples,) + mu.shape)
         Z = mu + s * eps
-        Xhat = self.decode(Z.reshape(-1, self.n_latent)).reshape(n_samples, len(X), D)
-        log_px = -np.sum((Xhat - X) ** 2, axis=2) / (2 * self.sigma_x**2)
+        out = self.decode(Z.reshape(-1, self.n_latent))
+        log_px = -self.pixel_nll(np.tile(X, (n_samples, 1)), out).reshape(n_samples, len(X))
         log_pz = -0.5 * np.sum(Z * Z, axis=2)
         log_qz = -0.5 * np.sum(eps * eps, axis=2) - np.sum(log_s, axis=1)
         return log_px + log_pz - log_qz          # the (2 pi)^(L/2) of p(z) and q(z|x) cancel
@@ -330,12 +340,75 @@ class GaussianVAE(Networks):
         L = self.n_latent
         Z = np.zeros((L, len(values), L))
         Z[np.arange(L), :, np.arange(L)] = values
-        return self.decode(Z.reshape(-1, L)).reshape(L, len(values), D)
+        return self.mean_image(self.decode(Z.reshape(-1, L))).reshape(L, len(values), D)
 
     def active_latents(self, X, threshold=0.01):
         """Latents whose posterior mean varies over images by more than threshold (var)."""
         mu = self.encode(X)[0]
         return int(np.sum(mu.var(axis=0) > threshold))
+
+
+# --- the 8-bit VAE ---------------------------------------------------------------------------
+#
+# On 8-bit images a fixed sigma_x is a poor likelihood: 37% of the pixels are exactly 0 and
+# the rest need a scale that follows the image.  The 8-bit VAE's decoder gives every pixel a
+# mean and a log-scale, and p(v|z) is the Gaussian's mass on v's bin [(v - 1/2)/255,
+# (v + 1/2)/255], the end levels taking the tails: a normalised distribution over the 256
+# levels, exactly what the coder codes (with the scale on SCALE_GRID).  Its F is then an
+# 8-bit code length, no t-convention.
+
+SCALE_LOW, SCALE_STEP, N_SCALES = -28_376, 355, 64   # log-scales (units 2^-12 nats) of the grid
+LOG_SCALE_RANGE = (SCALE_LOW / 4096, (SCALE_LOW + (N_SCALES - 1) * SCALE_STEP) / 4096)
+#                 = 0.25 to 59 levels
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def discretised_gaussian(levels, mu, log_s):
+    """log P(v | mu, s) in nats (N, D) of 8-bit levels (N, D) under N(mu, s^2) on the [0, 1]
+    scale, binned as above; and its gradients (N, D) with respect to mu and log_s.
+
+    Both edges in one tail lose the difference to rounding, so the upper tail is reflected
+    onto the lower one; the log of a difference of CDFs is taken from their logs."""
+    from scipy.special import log_ndtr
+    L = sv.PIXEL_LEVELS - 1
+    s = np.exp(log_s)
+    a = np.where(levels <= 0, -np.inf, (levels - 0.5) / L - mu) / s
+    b = np.where(levels >= L, np.inf, (levels + 0.5) / L - mu) / s
+    flip = a > 0
+    lo, hi = np.where(flip, -b, a), np.where(flip, -a, b)            # P = Phi(hi) - Phi(lo)
+    log_hi = log_ndtr(hi)
+    with np.errstate(divide="ignore"):
+        logp = log_hi + np.log1p(-np.exp(log_ndtr(lo) - log_hi))
+    za, zb = np.where(np.isfinite(a), a, 0.0), np.where(np.isfinite(b), b, 0.0)
+    density = lambda z, finite: np.exp(np.where(finite, -0.5 * z * z - LOG_SQRT_2PI - logp,
+                                                -np.inf))
+    ra, rb = density(za, np.isfinite(a)), density(zb, np.isfinite(b))   # phi(a)/P, phi(b)/P
+    return logp, (ra - rb) / s, za * ra - zb * rb
+
+
+class PixelVAE(GaussianVAE):
+    """The Gaussian VAE for 8-bit images: the decoder gives (mean, log-scale) per pixel, the
+    log-scale clipped to LOG_SCALE_RANGE, and p(v|z) is the discretised Gaussian above.
+    Its input is x = v / 255; F is in bits of the 8-bit image."""
+
+    def __init__(self, n_latent=LATENTS, hidden=HIDDEN, act="relu", rng=None):
+        super().__init__(n_latent, hidden, sigma_x=math.nan, act=act, rng=rng, n_out=2 * D)
+        self.nets["dec"].p[f"b{len(hidden)}"][D:] = math.log(0.05)
+
+    def pixel_nll(self, X, out, grad=False):
+        levels = np.rint(X * (sv.PIXEL_LEVELS - 1))
+        raw = out[:, D:].astype(np.float64)
+        lo, hi = LOG_SCALE_RANGE
+        logp, g_mu, g_ls = discretised_gaussian(levels, out[:, :D].astype(np.float64),
+                                                np.clip(raw, lo, hi))
+        nll = -logp.sum(axis=1)
+        if not grad:
+            return nll
+        g_ls = np.where((raw > lo) & (raw < hi), g_ls, 0.0)
+        return nll, np.concatenate([-g_mu, -g_ls], axis=1).astype(out.dtype)
+
+    def mean_image(self, out):
+        return out[:, :D]
 
 
 # ----------------------------------------------------------------------------- VQ-VAE
@@ -603,6 +676,18 @@ def fit_vae(X, X_val, seed=0, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, ste
     return model.astype(np.float64), history
 
 
+def fit_pixel_vae(V, V_val, seed=0, n_latent=LATENTS, hidden=HIDDEN, steps=None, batch=None,
+                  lr=LR, log=None):
+    """A PixelVAE trained on 8-bit images V (N, 96) uint8 (validation V_val), in float32,
+    returned in float64 with its training history."""
+    rng = np.random.default_rng([seed, 14])
+    model = PixelVAE(n_latent, hidden, rng=rng).astype(np.float32)
+    x = lambda A: (A / np.float32(sv.PIXEL_LEVELS - 1)).astype(np.float32)
+    steps = training_steps(len(V)) if steps is None else steps
+    history = train_network(model, x(V), x(V_val), rng, steps, batch, lr, log=log)
+    return model.astype(np.float64), history
+
+
 def fit_vqvae(X, X_val, seed=0, n_codebooks=4, n_codes=6, form="product", hidden=HIDDEN,
               sigma_x=0.15, steps=None, batch=None, lr=LR, log=None):
     """A VQVAE trained in float32, codebooks seeded by k-means++ on the first encoder
@@ -733,6 +818,10 @@ class VAECodingModel:
         rows = sv.pixel_rows(self.sigma_x)
         return rows[sv.edge_shift(self.reconstruct(codes)) - sv.SHIFT_LOW]
 
+    def pixel_bits(self, V, codes):
+        """-log2 of the coder's table probability of every pixel of V (N, 96) given codes."""
+        return sv.pixel_table_bits(self, V, codes)
+
     def bound(self, V, n_draws=64, rng=None, chunk=250):
         """The coder's own bound F_t = E_Q[-log2 P(v|k) - log2 p(k) + log2 Q(k|v)] under its
         integer tables, bits per image (N,), by Monte Carlo with n_draws codes per image
@@ -751,7 +840,7 @@ class VAECodingModel:
             log2_q = (np.log2(np.take_along_axis(freq[:, None], codes[..., None], -1)[..., 0])
                       - P).sum(axis=-1)
             codes = codes.reshape(-1, L)
-            cost = (sv.pixel_table_bits(self, np.repeat(v, n_draws, axis=0), codes).sum(axis=1)
+            cost = (self.pixel_bits(np.repeat(v, n_draws, axis=0), codes).sum(axis=1)
                     - log2_prior[np.arange(L), codes].sum(axis=1)).reshape(len(v), n_draws)
             cost += log2_q
             F[i:i + chunk] = cost.mean(axis=1)
@@ -759,19 +848,57 @@ class VAECodingModel:
         return F, se
 
 
+@functools.lru_cache(maxsize=1)
+def scale_tables():
+    """The normal CDF tables (N_SCALES, 2 J + 1) of the core's pixel grid, one per scale
+    exp((SCALE_LOW + i SCALE_STEP) / 4096) of SCALE_GRID; the scales are computed in decimal,
+    so that every machine builds the same tables."""
+    from decimal import Decimal
+    scales = [float((Decimal(SCALE_LOW + i * SCALE_STEP) / 4096).exp()) for i in range(N_SCALES)]
+    return np.stack([sv.phi_table(s) for s in scales])
+
+
+class PixelVAECodingModel(VAECodingModel):
+    """A PixelVAE as the coder sees it: the VAE's tables, with each pixel's table taken from
+    the scale grid at its decoded log-scale (rounded to the nearest grid step)."""
+
+    def __init__(self, vae):
+        if not isinstance(vae, PixelVAE):
+            raise ValueError("PixelVAECodingModel takes a PixelVAE")
+        super().__init__(vae)
+
+    def pixel_cdf(self, codes, v):
+        """The pixel tables' CDF at levels v (broadcast with (N, 96, ...)) given codes (N, L)."""
+        out = self.reconstruct(codes)                       # (N, 192), units 2^-12
+        means, raw = out[:, :D], out[:, D:]
+        row = np.clip((raw - SCALE_LOW + SCALE_STEP // 2) // SCALE_STEP, 0, N_SCALES - 1)
+        extra = (1,) * (np.ndim(v) - 2)
+        row, means = row.reshape(row.shape + extra), means.reshape(means.shape + extra)
+        return sv.table_cdf(lambda idx: scale_tables()[row, idx], means, v)
+
+    def pixel_weights(self, codes):
+        cdf = self.pixel_cdf(codes, np.arange(sv.PIXEL_LEVELS + 1)[None, None])   # (N, 96, 257)
+        return (np.diff(cdf, axis=-1) - 1).astype(np.float32)
+
+    def pixel_bits(self, V, codes):
+        v = V.astype(np.int64)
+        return sv.PRECISION - np.log2(self.pixel_cdf(codes, v + 1) - self.pixel_cdf(codes, v))
+
+
 def code_vae(vae, V, seed=0, lanes=sv.CODER_LANES):
     """Bits-back code the 8-bit images V (N, 96) with the VAE, decode, check: one row of
     the coder table (actual bits, the coder's bound, overhead, round trip), as the core's
     code_and_check gives for a discrete model."""
-    cm = VAECodingModel(vae)
+    cm = PixelVAECodingModel(vae) if isinstance(vae, PixelVAE) else VAECodingModel(vae)
     t0 = time.perf_counter()
     words, initial = sv.bits_back_encode(cm, V, lanes, seed)
     decoded, left = sv.bits_back_decode(cm, words, len(V))
     seconds = time.perf_counter() - t0
     bound, se = cm.bound(V)
     actual = (sv.message_bits(words) - sv.message_bits(initial)) / len(V)
-    density = (float(vae.description_length(V / (sv.PIXEL_LEVELS - 1))["total"].mean())
-               + D * math.log2(vae.sigma_x * math.sqrt(2 * math.pi) * (sv.PIXEL_LEVELS - 1)))
+    density = float(vae.description_length(V / (sv.PIXEL_LEVELS - 1))["total"].mean())
+    if not isinstance(vae, PixelVAE):         # from the t-convention to 8-bit levels
+        density += D * math.log2(vae.sigma_x * math.sqrt(2 * math.pi) * (sv.PIXEL_LEVELS - 1))
     same = len(left) == len(initial) and all(np.array_equal(a, b) for a, b in zip(left, initial))
     return {"actual_bits": actual, "bound_t": float(bound.mean()),
             "bound_t_err": float(np.sqrt(np.sum(se**2)) / len(V)),

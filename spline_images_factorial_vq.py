@@ -1486,13 +1486,18 @@ def summarise(results, models):
 # The earlier reproduction listed these and never ran them: how the description length
 # depends on the number of factors at a fixed 24 codewords and on bigger codes; whether
 # factors align with control points; whether warm-up schedules matter; and the floor, the
-# description length of the true generator itself.
+# description length of the true generator itself.  Beyond them: how the comparison depends
+# on sigma_x, which the paper does not state (SIGMA_SWEEP).
 
 SWEEP_FIXED = ((1, 24), (2, 12), (3, 8), (4, 6), (6, 4), (8, 3), (12, 2))
 SWEEP_LARGER = ((4, 8), (4, 12), (4, 16), (5, 6))
 ALIGNMENT_MODELS = ((4, 6), (5, 6))
 ANNEALING_RUNS = tuple((s, i) for i in ("band", "random") for s in ("sigma", "kl", "none"))
-EXPERIMENTS = ("training", "sweep", "alignment", "annealing", "limit", "movement")
+EXPERIMENTS = ("training", "sweep", "alignment", "annealing", "limit", "movement", "sigma")
+SIGMA_SWEEP = (0.05, 0.1, 0.15, 0.2, 0.22, 0.24, 0.26, 0.28, 0.3, 0.4)
+SIGMA_MODELS = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq", "pca5", "pca24")
+# the paper's held-out (recon, code) bits, the four numbers a sigma_x is matched against
+PAPER_SPLIT = {"factorial_vq": (18.0, 7.0), "standard_vq": (36.0, 4.0)}
 # the training recipe taken apart, for the factorial 4x6 VQ: (key, label) in build-up order
 RECIPE_STEPS = (
     ("adam_codeword_start", "Adam alone, from image codewords"),
@@ -1541,12 +1546,13 @@ def alignment(model, X, controls, n_bins=8):
             "score_segments": score(mi_s)}
 
 
-def importance_dl(x, render, centre, cov, low, high, sigma_x, n_samples, rng, df=4):
-    """DL (bits) of x under h ~ U[low, high]^d, x = render(h) + N(0, sigma_x^2 I), and its
-    standard error, by importance sampling from a multivariate t around `centre`.
+def importance_dl(log_lik, centre, cov, low, high, n_samples, rng, df=4):
+    """-log2 E_h exp(log_lik(h)) for h ~ U[low, high]^d, in bits, and its standard error, by
+    importance sampling from a multivariate t around `centre` with scale matrix cov.
 
-    In the convention t = sigma_x sqrt(2 pi), DL(x) = -log2 E_h exp(-||x - render(h)||^2 /
-    (2 sigma_x^2)).  x (D,), centre (d,), cov (d, d); render maps (S, d) to (S, D).
+    log_lik maps heights (S, d) to log-likelihoods (S,) in nats; -inf is allowed (the 8-bit
+    limit's indicator).  Returns (bits, se, weights (n_samples,)), the weights relative to
+    their largest, so that a caller can adapt its proposal to where they fall.
     """
     from scipy.stats import multivariate_t
     proposal = multivariate_t(centre, cov, df=df)
@@ -1554,18 +1560,24 @@ def importance_dl(x, render, centre, cov, low, high, sigma_x, n_samples, rng, df
     inside = np.all((h >= low) & (h <= high), axis=1)
     log_w = np.full(n_samples, -np.inf)
     if inside.any():
-        r = render(h[inside])
-        log_w[inside] = (-np.sum((x - r) ** 2, axis=1) / (2 * sigma_x**2)
-                         - h.shape[1] * math.log(high - low) - proposal.logpdf(h[inside]))
+        log_w[inside] = (log_lik(h[inside]) - h.shape[1] * math.log(high - low)
+                         - proposal.logpdf(h[inside]))
     top = log_w.max()
+    if not np.isfinite(top):
+        raise ValueError("no importance sample has any likelihood: widen the proposal")
     w = np.exp(log_w - top)
     mean = w.mean()
     dl = -(top + math.log(mean)) / LN2
     se = w.std(ddof=1) / (mean * math.sqrt(n_samples)) / LN2        # delta method, in bits
-    return dl, se
+    return dl, se, (h, w)
 
 
-def generator_dl(X, controls, sigma_x=0.15, n_samples=1000, rng=None, widen=1.5, eps=1e-5):
+def render_jacobian(h, eps=1e-5):
+    """d render / d heights at h (5,) by forward differences: (5, 96)."""
+    return (render_splines(h + eps * np.eye(N_CONTROL)) - render_splines(h[None])) / eps
+
+
+def generator_dl(X, controls, sigma_x=0.15, n_samples=1000, rng=None, widen=1.5):
     """DL of the true generator for images X (N, 96) with their controls (N, 5): per-image
     bits and standard errors, each proposal centred at the true heights with widen^2 times
     the Laplace covariance sigma_x^2 (J^T J)^-1 of the renderer."""
@@ -1573,9 +1585,34 @@ def generator_dl(X, controls, sigma_x=0.15, n_samples=1000, rng=None, widen=1.5,
     lo, hi = CONTROL_RANGE
     out = np.zeros((len(X), 2))
     for n, (x, h) in enumerate(zip(X, controls)):
-        J = (render_splines(h + eps * np.eye(N_CONTROL)) - render_splines(h[None])) / eps  # (5, D)
+        J = render_jacobian(h)
         cov = widen**2 * sigma_x**2 * np.linalg.inv(J @ J.T + 1e-9 * np.eye(N_CONTROL))
-        out[n] = importance_dl(x, render_splines, h, cov, lo, hi, sigma_x, n_samples, rng)
+        log_lik = lambda hs: -np.sum((x - render_splines(hs)) ** 2, axis=1) / (2 * sigma_x**2)
+        out[n] = importance_dl(log_lik, h, cov, lo, hi, n_samples, rng)[:2]
+    return out[:, 0], out[:, 1]
+
+
+def generator_bits_8bit(V, controls, n_samples=1000, rng=None, widen=1.5, adapt=3):
+    """The true generator's own code length for 8-bit images V (N, 96) uint8 with their
+    controls (N, 5): -log2 P(the 5 uniform heights render to exactly V), per image, and the
+    standard errors.  The likelihood is the indicator that the rendering rounds to V, so
+    the region of heights is a small polytope around the true ones.  A first proposal of
+    (0.3 of) the least-squares covariance (J^T J)^-1 / 12 of rounding errors finds it; each
+    of `adapt` further rounds takes the mean and covariance (times widen^2) of the previous
+    round's weighted hits, and the last round alone is the estimate."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    lo, hi = CONTROL_RANGE
+    out = np.zeros((len(V), 2))
+    for n, (v, h) in enumerate(zip(V, controls)):
+        J = render_jacobian(h) * (PIXEL_LEVELS - 1)
+        centre, cov = h, 0.3**2 / 12 * np.linalg.inv(J @ J.T + 1e-9 * np.eye(N_CONTROL))
+        log_lik = lambda hs: np.where(np.all(quantise_images(render_splines(hs)) == v, axis=1),
+                                      0.0, -np.inf)
+        for _ in range(adapt + 1):
+            bits, se, (hs, w) = importance_dl(log_lik, centre, cov, lo, hi, n_samples, rng)
+            if np.count_nonzero(w) > N_CONTROL:
+                centre, cov = np.average(hs, axis=0, weights=w), widen**2 * np.cov(hs.T, aweights=w)
+        out[n] = bits, se
     return out[:, 0], out[:, 1]
 
 
@@ -1603,6 +1640,10 @@ def _experiment_task(task):
         if arg == "recipe":
             res["hard"] = float(model.hard_code().description_length(Xt)["total"].mean())
         return kind, seed, arg, res
+    if kind == "sigma":
+        out = run_comparison(seed=seed, sigma_x=arg, models=SIGMA_MODELS, score=True)
+        return kind, seed, arg, {name: {k: v[k] for k in ("recon", "code", "total")}
+                                 for name, v in out["scores"].items()}
     if kind == "limit":
         start, stop, n_samples = arg
         controls = generate_spline_images(stop, seed, stream=1)[1][start:stop]
@@ -1640,6 +1681,8 @@ def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
         tasks = [("movement", s, name) for name in ("residual_vq", "factorial_vq",
                                                     "separate_slices", "standard_vq", "pca24")
                  for s in seeds] + tasks
+    if "sigma" in names:                    # the smallest sigma_x trains longest
+        tasks += [("sigma", s, sigma) for sigma in SIGMA_SWEEP for s in seeds]
     if "limit" in names:
         chunk = max(1, limit_images // (4 * max(workers, 1)))
         tasks += [("limit", seeds[0], (a, min(a + chunk, limit_images), limit_samples))
@@ -1652,9 +1695,57 @@ def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
         done += 1
         kind, seed, arg, _ = item
         what = ("limit images %d-%d" % arg[:2] if kind == "limit" else
+                f"sigma_x = {arg}" if kind == "sigma" else
                 f"{kind}: {arg}" if kind in ("recipe", "movement") else "%dx%d %s/%s" % arg[:4])
         log(f"[{done}/{len(tasks)}] seed {seed} {what}  ({time.perf_counter() - t0:.1f} s)")
     return summarise_experiments(names, results, seeds)
+
+
+# The paper's findings, each as a held-out difference in bits that is > 0 where it holds:
+# the factorial VQ beats the standard VQ; the separate slices are worse than the factorial
+# VQ (by "about 5 bits"); the linear 24-unit code reconstructs slightly better, pays a much
+# higher code cost, and is worse in total.
+PAPER_RANKINGS = (
+    ("factorial_beats_standard", "factorial VQ below standard VQ",
+     ("standard_vq", "total"), ("factorial_vq", "total")),
+    ("slices_worse", "separate slices above factorial VQ",
+     ("separate_slices", "total"), ("factorial_vq", "total")),
+    ("linear_recon_lower", "PPCA-24 reconstruction below factorial VQ's",
+     ("factorial_vq", "recon"), ("pca24", "recon")),
+    ("linear_code_higher", "PPCA-24 code cost above factorial VQ's",
+     ("pca24", "code"), ("factorial_vq", "code")),
+    ("linear_worse", "PPCA-24 total above factorial VQ's",
+     ("pca24", "total"), ("factorial_vq", "total")),
+)
+
+
+def sigma_summary(runs):
+    """The sigma_x sweep's JSON entry from {sigma: [per-seed {model: {recon, code, total}}]}:
+    per sigma and model the mean and sd of each term; per ranking of PAPER_RANKINGS the
+    difference (mean, sd over seeds) and the seeds where it holds; and the sigma whose
+    factorial and standard (recon, code) lie nearest the paper's (Euclidean, in bits)."""
+    stats = lambda v: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+    table, rankings, distance = {}, {key: {} for key, *_ in PAPER_RANKINGS}, {}
+    for sigma, per_seed in runs.items():
+        key = f"{sigma:g}"
+        table[key] = {name: {f"{term}_{s}": v for term in ("recon", "code", "total")
+                             for s, v in zip(("mean", "sd"),
+                                             stats([r[name][term] for r in per_seed]))}
+                      for name in per_seed[0]}
+        for rk, _, (a, ta), (b, tb) in PAPER_RANKINGS:
+            diffs = [r[a][ta] - r[b][tb] for r in per_seed]
+            mean, sd = stats(diffs)
+            rankings[rk][key] = {"diff_mean": mean, "diff_sd": sd,
+                                 "seeds_holding": int(sum(d > 0 for d in diffs))}
+        ours = [table[key][name][f"{term}_mean"] for name in PAPER_SPLIT
+                for term in ("recon", "code")]
+        paper = [v for split in PAPER_SPLIT.values() for v in split]
+        distance[key] = float(np.linalg.norm(np.subtract(ours, paper)))
+    best = min(distance, key=distance.get)
+    return {"sigmas": [float(s) for s in runs], "models": list(next(iter(runs.values()))[0]),
+            "table": table, "rankings": rankings, "paper_distance": distance,
+            "paper_sigma": float(best),
+            "per_seed": {f"{s:g}": per_seed for s, per_seed in runs.items()}}
 
 
 def summarise_experiments(names, results, seeds):
@@ -1718,6 +1809,10 @@ def summarise_experiments(names, results, seeds):
             out["annealing"][key] = {"heldout_total_mean": mean, "heldout_total_sd": sd,
                                      "poor_optima": poor, "runs": len(seeds),
                                      "totals": totals}
+    if "sigma" in names:
+        runs = {(arg, seed): res for kind, seed, arg, res in results if kind == "sigma"}
+        out["sigma"] = sigma_summary({sigma: [runs[(sigma, s)] for s in seeds]
+                                      for sigma in SIGMA_SWEEP})
     if "limit" in names:
         parts = sorted((arg, res) for kind, _, arg, res in results if kind == "limit")
         bits = np.concatenate([res["bits"] for _, res in parts])
@@ -2149,8 +2244,15 @@ def pixel_cdf(means, sigma, v):
     frequency >= 1.  The mean is rounded to 1/16 of a level, so that the grid index of an
     edge is an integer: 16 v - 8 - 16 * 255 * mean (see edge_shift).
     """
-    idx = PHI_STEPS * v + edge_shift(means) + PHI_HALF
-    cdf = phi_table(sigma)[np.clip(idx, 0, 2 * PHI_HALF)] + v
+    return table_cdf(phi_table(sigma), means, v)
+
+
+def table_cdf(table, means, v):
+    """pixel_cdf with the normal CDF given as a table on the pixel grid (phi_table), or as a
+    callable that looks up grid indices (broadcast with means, v) in a table of its own: a
+    model with a scale per pixel takes each pixel's from a stack of phi_tables."""
+    idx = np.clip(PHI_STEPS * v + edge_shift(means) + PHI_HALF, 0, 2 * PHI_HALF)
+    cdf = (table(idx) if callable(table) else table[idx]) + v
     cdf = np.where(v <= 0, 0, cdf)
     return np.where(v >= PIXEL_LEVELS, 1 << PRECISION, cdf)
 
@@ -2836,6 +2938,8 @@ def format_experiments(out, seeds, markdown=False):
                 f"score {pm(v['score'], v['score_sd'])} (controls), "
                 f"{pm(v['score_segments'], v['score_segments_sd'])} (segments) over {seed_text}",
                 cols, rows, markdown))
+    if "sigma" in out:
+        parts.append(format_sigma(out["sigma"], seed_text, markdown))
     if "annealing" in out:
         rows = [[k, pm(v["heldout_total_mean"], v["heldout_total_sd"]),
                  f"{v['poor_optima']}/{v['runs']}"] for k, v in out["annealing"].items()]
@@ -2843,6 +2947,49 @@ def format_experiments(out, seeds, markdown=False):
             f"Warm-up schedules for the factorial 4x6 VQ: held-out F in bits per image, mean ± sd "
             f"over {seed_text}; poor = more than {POOR_OPTIMUM_BITS:g} bits above the best run "
             f"at its seed", ["schedule", "held-out F", "poor optima"], rows, markdown))
+    return "\n\n".join(parts)
+
+
+PAPER_TEXT = {"factorial_vq": "18 + 7 = 25", "standard_vq": "36 + 4 = 40",
+              "separate_slices": "about 5 bits above factorial",
+              "pca24": "recon slightly lower, code much higher"}
+
+
+def format_sigma(v, seed_text, markdown=False):
+    """The sigma_x sweep: the full table at the sigma nearest the paper, the total of every
+    model at every sigma, and where each of the paper's rankings holds."""
+    pm = lambda m, s: f"{num(m)} ± {num(s)}"
+    names, sigmas = v["models"], [f"{s:g}" for s in v["sigmas"]]
+    at = f"{v['paper_sigma']:g}"
+    rows = [[model_label(n, 4, 6)] + [pm(v["table"][at][n][f"{t}_mean"], v["table"][at][n][f"{t}_sd"])
+                                      for t in ("recon", "code", "total")]
+            + [PAPER_TEXT.get(n, "-")] for n in names]
+    parts = [_md_or_plain(
+        f"At sigma_x = {at}, the sweep's nearest match to the paper's four numbers (factorial "
+        f"and standard recon + code; distance {num(v['paper_distance'][at])} bits): held-out "
+        f"bits per image, mean ± sd over {seed_text}",
+        ["model", "recon", "code", "total F", "paper"], rows, markdown)]
+    rows = [[s] + [num(v["table"][s][n]["total_mean"]) for n in names]
+            + [num(v["paper_distance"][s])] for s in sigmas]
+    parts.append(_md_or_plain(
+        f"Held-out total F in bits per image against sigma_x, mean over {seed_text}; "
+        f"distance = how far the factorial and standard (recon, code) lie from the paper's",
+        ["sigma_x", *(model_label(n, 4, 6) for n in names), "distance"], rows, markdown))
+    n_seeds = len(seed_text.split(","))
+    rows = [[s] + [f"{num(v['rankings'][k][s]['diff_mean'])} ({v['rankings'][k][s]['seeds_holding']}"
+                   f"/{n_seeds})" for k, *_ in PAPER_RANKINGS] for s in sigmas]
+    parts.append(_md_or_plain(
+        f"The paper's findings against sigma_x: each a held-out difference in bits, > 0 "
+        f"where the finding holds (seeds where it holds, of {n_seeds})",
+        ["sigma_x", *(text for _, text, *_ in PAPER_RANKINGS)], rows, markdown))
+    lines = []
+    for key, text, *_ in PAPER_RANKINGS:
+        r = v["rankings"][key]
+        mean = [s for s in sigmas if r[s]["diff_mean"] > 0]
+        every = [s for s in sigmas if r[s]["seeds_holding"] == n_seeds]
+        lines.append(f"- {text}: on the mean at sigma_x = {', '.join(mean) or 'none'}; "
+                     f"on every seed at {', '.join(every) or 'none'}")
+    parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
 
@@ -3060,8 +3207,9 @@ def parse_args(argv=None):
     ap.add_argument("--experiment", nargs="+", choices=EXPERIMENTS + ("all",), metavar="NAME",
                     help="answer open questions: training (the training recipe step by step), "
                          "sweep (factor counts), alignment (factors vs control points), "
-                         "annealing (warm-up schedules), limit (the true generator's DL), or "
-                         "all; over --seeds (default 0 1 2 3 4)")
+                         "annealing (warm-up schedules), limit (the true generator's DL), "
+                         "movement (data movement of training), sigma (every model against "
+                         "sigma_x), or all; over --seeds (default 0 1 2 3 4)")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)

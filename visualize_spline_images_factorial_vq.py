@@ -378,6 +378,45 @@ def fig_data_movement(movement, seeds):
 # Drawn from the --json file of `neural_codes.py --sweep`: a list of seeds, each with
 # "sizes", "models": {name: {str(N): result}} and the generator's "limit".
 
+def fig_dl_vs_sigma(v, seeds):
+    """Held-out total F of every 1994 model against sigma_x (mean ± sd over the seeds), and
+    each model's difference from the factorial VQ, so that the crossings show."""
+    sigmas, names = v["sigmas"], v["models"]
+    keys = [f"{s:g}" for s in sigmas]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12.5, 4.8))
+    base = np.array([v["table"][k]["factorial_vq"]["total_mean"] for k in keys])
+    for name in names:
+        F = np.array([v["table"][k][name]["total_mean"] for k in keys])
+        sd = np.array([v["table"][k][name]["total_sd"] for k in keys])
+        text = label(name, {"n_dims": 4, "n_units_per_dim": 6})
+        ax1.errorbar(sigmas, F, yerr=sd, fmt="-o", ms=4, color=COLORS[name], capsize=2,
+                     label=text)
+        ax2.plot(sigmas, F - base, "-o", ms=4, color=COLORS[name], label=text)
+    for ax in (ax1, ax2):
+        ax.axvline(v["paper_sigma"], color="black", lw=1, ls=":")
+        ax.set_xscale("log")
+        ticks = [s for i, s in enumerate(sigmas)          # labels at least 12% apart
+                 if i == 0 or s == v["paper_sigma"] or s / sigmas[i - 1] > 1.12
+                 and abs(math.log(s / v["paper_sigma"])) > 0.1]
+        ax.set_xticks(ticks, [f"{s:g}" for s in ticks], fontsize=8)
+        ax.minorticks_off()
+        ax.set_xlabel("sigma_x (pixel noise std, images in [0, 1])")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("held-out F, bits per image (log scale)")
+    ax1.set_title("Total description length", fontsize=10)
+    ax1.annotate(f"nearest the paper: {v['paper_sigma']:g}", (v["paper_sigma"], ax1.get_ylim()[1]),
+                 xytext=(4, -12), textcoords="offset points", fontsize=8)
+    ax2.axhline(0, color="black", lw=0.8)
+    ax2.set_ylim(-60, 40)
+    ax2.set_ylabel("held-out F minus factorial VQ's, bits per image")
+    ax2.set_title("Against the factorial VQ (above 0: worse)", fontsize=10)
+    ax2.legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"The 1994 comparison depends on sigma_x: 2000 held-out images, mean over seeds "
+                 f"{seeds[0]}–{seeds[-1]}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 NEURAL_COLORS = {"vae": "tab:purple", "vq_vae_4x6": "tab:orange", "vq_vae_4x64": "tab:brown",
                  "vq_vae_residual_4x6": "tab:pink", "factorial_vq": COLORS["factorial_vq"],
                  "pca24": COLORS["pca24"]}
@@ -510,6 +549,7 @@ EXPERIMENT_SCHEMA = {
     "movement": {"dmc_to_train_mean": "number", "dmc_to_train_sd": "number",
                  "heldout_mean": "number", "heldout_sd": "number"},
 }
+SIGMA_TERMS = {f"{t}_{s}": "number" for t in ("recon", "code", "total") for s in ("mean", "sd")}
 
 
 def _check(value, kind, where):
@@ -531,6 +571,27 @@ def _check(value, kind, where):
         raise ValueError(f"{where} must be a finite number, got {value!r}")
 
 
+def _check_sigma(v):
+    """The sigma_x sweep's entry: every sigma's table holds every model's terms."""
+    if not isinstance(v, dict):
+        raise ValueError("sigma must be an object")
+    _check(v.get("sigmas"), NUMBERS(), "sigma.sigmas")
+    _check(v.get("paper_sigma"), "number", "sigma.paper_sigma")
+    models, table = v.get("models"), v.get("table")
+    if not isinstance(models, list) or not models or not set(models) <= set(COLORS):
+        raise ValueError(f"sigma.models must list models among {', '.join(COLORS)}")
+    if not isinstance(table, dict):
+        raise ValueError("sigma.table must be an object")
+    for s in v["sigmas"]:
+        for name in models:
+            entry = table.get(f"{s:g}", {}).get(name) if isinstance(table.get(f"{s:g}"),
+                                                                    dict) else None
+            if not isinstance(entry, dict):
+                raise ValueError(f"sigma.table lacks {name} at sigma_x = {s:g}")
+            for field, kind in SIGMA_TERMS.items():
+                _check(entry.get(field), kind, f"sigma.table.{s:g}.{name}.{field}")
+
+
 def read_experiments(path):
     """The --experiment JSON at path, checked field by field; ValueError names the first
     problem, so that no figure is drawn from a malformed or empty file."""
@@ -545,9 +606,9 @@ def read_experiments(path):
     seeds = data.get("config", {}).get("seeds") if isinstance(data.get("config"), dict) else None
     _check(seeds, ["int", None], "config.seeds")
     found = [name for name in EXPERIMENT_SCHEMA if name in data]
-    if not found:
-        raise ValueError("it holds no training, sweep, alignment, annealing or movement "
-                         "results")
+    if not found and "sigma" not in data:
+        raise ValueError("it holds no training, sweep, alignment, annealing, movement or "
+                         "sigma results")
     for name in found:
         runs = data[name]
         if not isinstance(runs, dict) or not runs:
@@ -567,6 +628,8 @@ def read_experiments(path):
                 if len(entry["mi_controls"]) != len(entry["mi_segments"]):
                     raise ValueError(f"alignment.{key}: mi_controls and mi_segments differ "
                                      f"in their number of factors")
+    if "sigma" in data:
+        _check_sigma(data["sigma"])
     if "limit" in data:
         for field in ("bits", "se"):
             _check(data["limit"].get(field) if isinstance(data["limit"], dict) else None,
@@ -585,8 +648,10 @@ def draw_experiments(path, outdir, dpi, log):
               "training": lambda: fig_training(data["training"], seeds),
               "sweep": lambda: fig_sweep(data["sweep"], data.get("limit"), seeds),
               "alignment": lambda: fig_alignment(data["alignment"]),
-              "annealing": lambda: fig_annealing(data["annealing"], seeds)}
-    return write_figures({"data_movement" if name == "movement" else name: make
+              "annealing": lambda: fig_annealing(data["annealing"], seeds),
+              "sigma": lambda: fig_dl_vs_sigma(data["sigma"], seeds)}
+    stems = {"movement": "data_movement", "sigma": "dl_vs_sigma"}
+    return write_figures({stems.get(name, name): make
                           for name, make in makers.items() if name in data}, outdir, dpi, log)
 
 

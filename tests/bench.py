@@ -6,8 +6,8 @@ Prints the median wall time of each command over the repeats, measured around th
 process (interpreter start, imports, training, evaluation, drawing), as a user would see
 it: the default run, the five-seed run, the six figures and the training GIF (these two
 write into a temporary folder), the coder's encode + decode time (from its JSON), tracing
-one step of each training phase of the factorial VQ for its data movement, and the
-open-question experiments.
+one step of each training phase of the factorial VQ for its data movement, the sigma_x
+sweep, and the open-question experiments.
 
     python3 tests/bench.py --readme
 
@@ -200,6 +200,9 @@ def main():
     print(f"bits-back encode + decode of 2000 images, all {len(CODERS)} coder rows: "
           f"median {statistics.median(coding):.2f} s wall over {n}")
     trace_steps()
+    t = wall(["spline_images_factorial_vq.py", "--experiment", "sigma"])
+    print(f"sigma_x sweep (--experiment sigma, 10 sigmas x 6 models x 5 seeds, 2 workers): "
+          f"{t:.2f} s wall, once (target < 120 s)")
     t = wall(["spline_images_factorial_vq.py", "--experiment", "all"])
     print(f"open-question experiments (--experiment all, 5 seeds, 2 workers): {t:.2f} s wall, once")
 

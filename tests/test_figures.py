@@ -135,6 +135,10 @@ MALFORMED = {
     "short MI rows": {"config": {"seeds": [0]}, "alignment": {"4x6": {
         "mi_controls": [[0.1, 0.2]], "mi_segments": [[0.1] * 4], "score": 0.5,
         "score_segments": 0.5, "seed": 0}}},
+    "a sigma table without a model": {"config": {"seeds": [0]}, "sigma": {
+        "sigmas": [0.1], "paper_sigma": 0.1, "models": ["pca24"], "table": {"0.1": {}}}},
+    "a sigma model the figure cannot draw": {"config": {"seeds": [0]}, "sigma": {
+        "sigmas": [0.1], "paper_sigma": 0.1, "models": ["vae"], "table": {}}},
 }
 
 
@@ -150,6 +154,14 @@ def test_malformed_experiment_json_is_named_and_draws_nothing(tmp_path, what, cl
 def test_committed_experiment_json_passes_the_check():
     data = viz.read_experiments(ROOT / "viz" / "experiments.json")
     assert {"sweep", "alignment", "annealing", "limit"} <= set(data)
+
+
+def test_sigma_figure_is_drawn_from_the_committed_sweep(tmp_path, cli):
+    status, _, err = cli(viz.main, "--experiments", str(ROOT / "viz" / "sigma.json"),
+                         "--outdir", str(tmp_path), "--quiet")
+    assert status == 0, err
+    assert [p.name for p in tmp_path.iterdir()] == ["dl_vs_sigma.png"]
+    assert Image.open(tmp_path / "dl_vs_sigma.png").size[0] > 1000
 
 
 def neural_sweep(n_latent=2):

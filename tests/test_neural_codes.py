@@ -101,6 +101,95 @@ def test_importance_bound_is_below_f_and_tightens_with_samples():
     assert se > 0
 
 
+# --- the 8-bit VAE ---------------------------------------------------------------------------
+
+
+def test_discretised_gaussian_is_the_binned_mass_and_its_gradient_is_exact():
+    """log P against scipy's normal CDF where that is accurate; the 256 levels sum to one;
+    both gradients against finite differences, deep in the tails too."""
+    from scipy.stats import norm
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 256, (4, 50)).astype(float)
+    levels[:, :2] = [0, 255]
+    mu, log_s = rng.normal(0.5, 0.4, levels.shape), rng.uniform(-6.9, -1.5, levels.shape)
+    logp, g_mu, g_ls = nc.discretised_gaussian(levels, mu, log_s)
+    s = np.exp(log_s)
+    lo = np.where(levels == 0, -np.inf, (levels - 0.5) / 255)
+    hi = np.where(levels == 255, np.inf, (levels + 0.5) / 255)
+    P = norm.cdf((hi - mu) / s) - norm.cdf((lo - mu) / s)
+    ok = P > 1e-6
+    np.testing.assert_allclose(logp[ok], np.log(P[ok]), rtol=1e-8)
+    every = np.arange(256.0)[:, None] * np.ones((1, 3))
+    total = np.exp(nc.discretised_gaussian(every, np.array([0.3, -2.0, 7.0]),
+                                           np.log([0.01, 0.1, 0.2]))[0]).sum(axis=0)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-9)
+    h = 1e-6
+    for grad, shift in ((g_mu, (h, 0)), (g_ls, (0, h))):
+        up = nc.discretised_gaussian(levels, mu + shift[0], log_s + shift[1])[0]
+        down = nc.discretised_gaussian(levels, mu - shift[0], log_s - shift[1])[0]
+        np.testing.assert_allclose(grad, (up - down) / (2 * h), rtol=1e-4, atol=1e-3)
+    assert np.all(np.isfinite(nc.discretised_gaussian(np.array([100.0]), np.array([0.0]),
+                                                      np.array([-6.9]))))
+
+
+def test_pixel_vae_gradient_matches_finite_differences():
+    V = sv.quantise_images(images(12))
+    vae = nc.PixelVAE(3, TINY, rng=np.random.default_rng(2))
+    vae.theta += np.random.default_rng(3).normal(0, 0.05, vae.theta.size)
+    X = V / 255.0
+    loss = lambda: vae.loss_and_grad(X, np.random.default_rng(4))[0]
+    _, grad = vae.loss_and_grad(X, np.random.default_rng(4))
+    idx = np.random.default_rng(5).choice(vae.theta.size, 120, replace=False)
+    # the loss is thousands of nats (pixels deep in the tails of narrow scales), each summed
+    # to ~1e-14 relative: a step of 1e-4 keeps that rounding below the tolerance
+    np.testing.assert_allclose(grad[idx], finite_difference(loss, vae.theta, idx, h=1e-4),
+                               rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def coded_pixel_vae():
+    X, Xv, T, _ = nc.load_split(0, 300, n_val=100, n_test=60)
+    q = sv.quantise_images
+    vae, _ = nc.fit_pixel_vae(q(X), q(Xv), seed=0, hidden=(32, 32), steps=400, lr=3e-3)
+    return vae, q(T)
+
+
+def test_pixel_vae_tables_are_the_discretised_gaussian(coded_pixel_vae):
+    """The coder's pixel tables sum to 2^24, match pixel_bits, and are the float model's
+    binned Gaussian (at the grid's scale) to rounding."""
+    vae, V = coded_pixel_vae
+    cm = nc.PixelVAECodingModel(vae)
+    codes = np.random.default_rng(1).integers(400, 600, (6, vae.n_latent))
+    w = cm.pixel_weights(codes).astype(np.int64) + 1
+    assert w.shape == (6, sv.D, 256) and np.all(w.sum(axis=-1) == 1 << sv.PRECISION)
+    bits = cm.pixel_bits(V[:6], codes)
+    np.testing.assert_array_equal(bits, sv.PRECISION - np.log2(
+        np.take_along_axis(w, V[:6, :, None].astype(np.int64), -1)[..., 0]))
+    out = cm.reconstruct(codes) / 2.0**nc.FIX
+    row = np.clip(np.rint((out[:, sv.D:] * 4096 - nc.SCALE_LOW) / nc.SCALE_STEP), 0,
+                  nc.N_SCALES - 1)
+    log_s = (nc.SCALE_LOW + row * nc.SCALE_STEP) / 4096
+    logp = nc.discretised_gaussian(V[:6].astype(float), out[:, :sv.D], log_s)[0]
+    float_bits = -logp / math.log(2)
+    # the mean is rounded to 1/16 of a level for the table
+    assert np.abs(bits - float_bits)[float_bits < 10].max() < 0.1
+
+
+def test_pixel_vae_code_round_trips_within_one_percent_of_its_bound(coded_pixel_vae):
+    """One image a lane, so that every code is popped from the initial random bits: a
+    lane that codes several images pops bits the previous image pushed, which follow the
+    previous code, and this briefly trained model's codes are far from its prior (the
+    chained rows of the scoreboard report their overhead)."""
+    vae, V = coded_pixel_vae
+    assert nc.code_vae(vae, V[:12], seed=3, lanes=3)["roundtrip"]
+    row = nc.code_vae(vae, V, seed=3, lanes=len(V))
+    assert row["roundtrip"]
+    assert abs(row["overhead_pct"]) < 1.0
+    # the tables' floor of 2^-24 a level caps what a far-off pixel costs; the float
+    # likelihood has no floor, so the coder may only be cheaper (or a rounding dearer)
+    assert row["bound_t"] < 1.01 * row["density_bound"]
+
+
 def test_training_lowers_validation_f_and_keeps_the_best():
     data = nc.load_split(0, 300, n_val=100, n_test=50)
     vae, hist = nc.fit_vae(data[0], data[1], seed=0, hidden=(32, 32), steps=600, lr=3e-3)

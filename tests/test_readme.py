@@ -31,7 +31,8 @@ TABLES = {
 SPOT_ROWS = ((2, 12), (3, 8))
 EXPERIMENT_ARGS = {"training": ["--experiment", "training"],
                    "experiments": ["--experiment", "sweep", "alignment", "annealing", "limit"],
-                   "movement": ["--experiment", "movement"]}
+                   "movement": ["--experiment", "movement"],
+                   "sigma": ["--experiment", "sigma"]}
 
 
 def readme_block(name):
@@ -139,3 +140,22 @@ def test_committed_modern_code_runs_match_a_fresh_fit():
     got["vq_vae_4x6"] = nc.run_model("vq_vae_4x6", data, 0)[0]["total"]
     for name, total in got.items():
         assert abs(total - want[name]["total"]) <= TOL, (name, total, want[name]["total"])
+
+
+def test_readme_sigma_tables_are_the_committed_run_and_a_cell_refits():
+    """The sigma_x section is formatted from viz/sigma.json (`python3 tests/bench.py --readme`
+    reruns the sweep), and seed 0 at the paper's sigma_x refits to the file's numbers."""
+    import json
+    with open(ROOT / "viz" / "sigma.json") as f:
+        data = json.load(f)
+    seeds = data["config"]["seeds"]
+    assert readme_block("sigma").strip() == sv.format_experiments(
+        {"sigma": data["sigma"]}, seeds, markdown=True).strip()
+    sigma = data["sigma"]["paper_sigma"]
+    want = data["sigma"]["per_seed"][f"{sigma:g}"][seeds.index(0)]
+    X, Xt = sv.load_data(0)
+    for name in ("factorial_vq", "pca24"):
+        model, _ = sv.fit_model(name, X, seed=0, sigma_x=sigma)
+        got = sv.evaluate(model, Xt)
+        for term in ("recon", "code", "total"):
+            assert abs(got[term] - want[name][term]) <= TOL, (name, term)
