@@ -20,6 +20,11 @@ suite's tolerance; the suite itself refits only a few cheap rows.
 reruns every command behind a README table and writes its output into the README in place
 (the modern-code tables from the committed JSON files in viz/, see --neural).
 
+    python3 tests/bench.py --scoreboard
+
+times the 8-bit scoreboard (neural_codes.py --scoreboard), without the VAE and whole, and
+checks the README's scoreboard against the fresh run.
+
     python3 tests/bench.py --neural
 
 instead times the modern codes (neural_codes.py): the default run, a VAE training step at
@@ -89,7 +94,8 @@ NEURAL_RUNS = {"neural_seeds": [["--seeds", "0", "1", "2", "3", "4"]],
                "neural_sweep": [["--sweep"]],
                "neural_latents": [["--n-samples", "2000", "--latents", str(L), "--models", "vae"]
                                   for L in (2, 10)]}
-NEURAL_JSON = {"neural_seeds": ["viz/neural_seeds.json"],
+NEURAL_JSON = {"scoreboard": ["viz/scoreboard.json"],
+               "neural_seeds": ["viz/neural_seeds.json"],
                "neural_variants": ["viz/neural_variants.json"],
                "neural_sweep": ["viz/neural_sweep.json"],
                "neural_latents": ["viz/neural_latents_2.json", "viz/neural_latents_10.json"]}
@@ -167,6 +173,29 @@ def write_readme():
     return 0
 
 
+def bench_scoreboard():
+    """Wall time of the 8-bit scoreboard, its 1994 part alone and whole, and the README's
+    scoreboard against the fresh whole run."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests"))
+    import neural_codes as nc
+    from test_readme import TOL, mismatches, numbers_by_row, readme_block
+    t = wall(["neural_codes.py", "--scoreboard", "--models", *nc.SCORE_CORE])
+    print(f"scoreboard without the VAE (6 models x {len(nc.SCORE_SIGMAS)} sigmas, coders, "
+          f"compressors, limit): {t:.1f} s wall (target < 120 s)")
+    path = os.path.join(TMP, "s.json")
+    t = wall(["neural_codes.py", "--scoreboard", "--json", path])
+    with open(path) as f:
+        data = json.load(f)
+    vae = sum(r.get("train_seconds", 0) for r in data["scoreboard"]["rows"].values())
+    print(f"whole scoreboard: {t:.1f} s wall, of which {vae:.1f} s train the 8-bit VAEs")
+    bad = mismatches(numbers_by_row(readme_block("scoreboard")),
+                     numbers_by_row(nc.report(data, markdown=True)), tol=max(TOL, 2.0))
+    print(f"README scoreboard against the fresh run (tolerance 2 bits; the VAE's float32 "
+          f"training follows the CPU's kernels): {'ok' if not bad else 'FAIL ' + ', '.join(bad)}")
+    return int(bool(bad))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -177,7 +206,11 @@ def main():
                     help="rerun every README table and write it into the README")
     ap.add_argument("--neural", action="store_true",
                     help="time the modern codes and check their README tables (12 minutes)")
+    ap.add_argument("--scoreboard", action="store_true",
+                    help="time the 8-bit scoreboard and check its README table (11 minutes)")
     opts = ap.parse_args()
+    if opts.scoreboard:
+        return bench_scoreboard()
     if opts.neural:
         return bench_neural()
     if opts.write_readme:

@@ -190,6 +190,34 @@ def test_pixel_vae_code_round_trips_within_one_percent_of_its_bound(coded_pixel_
     assert row["bound_t"] < 1.01 * row["density_bound"]
 
 
+def test_linear_vae_is_ppca_with_standardised_latents():
+    """PPCA as a VAE without hidden layers: the same posterior, reconstruction and code
+    cost, so that the VAE's coder codes PPCA's own density."""
+    X = images(300)
+    pca = sv.PCA(5, 0.05).fit(X)
+    vae = nc.linear_vae(pca)
+    mu, log_s, _ = vae.encode(X[:20])
+    m, S = pca._posterior(X[:20])
+    np.testing.assert_allclose(mu * np.sqrt(pca.lam), m, atol=1e-12)
+    np.testing.assert_allclose(np.exp(2 * log_s) * pca.lam, np.broadcast_to(S, mu.shape))
+    np.testing.assert_allclose(vae.decode(mu), pca.reconstruct(X[:20]), atol=1e-12)
+    dl = vae.description_length(X[:20], n_samples=4000)
+    np.testing.assert_allclose(dl["code"], pca.description_length(X[:20])["code"], rtol=1e-10)
+    np.testing.assert_allclose(dl["total"], pca.description_length(X[:20])["total"], rtol=2e-3)
+
+
+def test_scoreboard_counts_parameters_and_break_even():
+    model = sv.build_model("factorial_vq")
+    # codebooks 4*6*96, bias 96, prior 24, recognition 96*24 + 24, and sigma_x
+    assert nc.core_params("factorial_vq", model) == 2304 + 96 + 24 + 2304 + 24 + 1
+    pca = sv.PCA(24).fit(images(100))
+    assert nc.core_params("pca24", pca) == 96 + 96 * 24 + 24 + 1
+    assert nc.break_even(1000, 470.0, 480.0) == 3200             # 32,000 bits / 10 per image
+    assert nc.break_even(1000, 480.0, 480.0) is None
+    row = nc.scoreboard_row({"actual_bits": 470.0}, 1000, 2000, {"lzma": 480.0})
+    assert row["params_bits_per_image"] == 16.0 and row["with_params"] == 486.0
+
+
 def test_training_lowers_validation_f_and_keeps_the_best():
     data = nc.load_split(0, 300, n_val=100, n_test=50)
     vae, hist = nc.fit_vae(data[0], data[1], seed=0, hidden=(32, 32), steps=600, lr=3e-3)
@@ -334,7 +362,10 @@ BAD = [["--latents", "0"], ["--latents", "65"], ["--hidden", "0"], ["--hidden", 
        ["--n-test", "0"], ["--steps", "0"], ["--batch", "0"], ["--seed", "-1"],
        ["--models", "gan"], ["--models", "vae", "vae"], ["--seeds", "1", "1"],
        ["--sweep", "--n-samples", "300"], ["--compress", "--models", "pca24"],
-       ["--json", "/proc/x.json"], ["--json", ""], ["--late", "3"]]
+       ["--json", "/proc/x.json"], ["--json", ""], ["--late", "3"],
+       ["--models", "pixel_vae"], ["--scoreboard", "--models", "vae"],
+       ["--scoreboard", "--seeds", "0", "1"], ["--scoreboard", "--n-samples", "300"],
+       ["--scoreboard", "--sweep"], ["--scoreboard", "--models", "pca5", "pca5"]]
 
 
 @pytest.mark.parametrize("args", BAD, ids=[" ".join(a) for a in BAD])

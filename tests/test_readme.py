@@ -159,3 +159,18 @@ def test_readme_sigma_tables_are_the_committed_run_and_a_cell_refits():
         got = sv.evaluate(model, Xt)
         for term in ("recon", "code", "total"):
             assert abs(got[term] - want[name][term]) <= TOL, (name, term)
+
+
+def test_readme_scoreboard_is_the_committed_run_and_a_row_refits():
+    """The 8-bit scoreboard is formatted from viz/scoreboard.json (`python3 tests/bench.py
+    --scoreboard` reruns it), and the factorial VQ's row refits and recodes to it."""
+    import json
+    import neural_codes as nc
+    with open(ROOT / "viz" / "scoreboard.json") as f:
+        data = json.load(f)
+    assert readme_block("scoreboard").strip() == nc.report(data, markdown=True).strip()
+    want = data["scoreboard"]["rows"]["factorial_vq"]
+    X, Xt = sv.load_data(0)
+    model, _ = sv.fit_model("factorial_vq", X, seed=0, sigma_x=want["sigma_x"])
+    row, _ = sv.code_and_check(model, sv.quantise_images(Xt), 0)
+    assert row["roundtrip"] and abs(row["actual_bits"] - want["actual_bits"]) <= TOL
