@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ def test_interrupt_ends_the_run_cleanly(tmp_path, script, args):
                              *[a.format(out=out) for a in args]],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    first = proc.stderr.readline()                  # training has started (worker pool up)
+    first = proc.stderr.readline()                  # training has started ...
+    time.sleep(0.5)                                 # ... and its worker pool is up
     os.killpg(proc.pid, signal.SIGINT)
     try:
         _, rest = proc.communicate(timeout=15)
