@@ -2993,6 +2993,16 @@ def format_sigma(v, seed_text, markdown=False):
     return "\n\n".join(parts)
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with each flag's default, except where there is none to show (None, or False
+    for a switch)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class CLIParser(argparse.ArgumentParser):
     """argparse that reports a bad value in one line and exits with status 2.
 
@@ -3001,7 +3011,7 @@ class CLIParser(argparse.ArgumentParser):
     """
 
     def __init__(self, **kw):
-        kw.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kw.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(allow_abbrev=False, **kw)
 
     def error(self, message):
