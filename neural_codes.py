@@ -871,22 +871,24 @@ class PixelVAECodingModel(VAECodingModel):
             raise ValueError("PixelVAECodingModel takes a PixelVAE")
         super().__init__(vae)
 
-    def pixel_cdf(self, codes, v):
-        """The pixel tables' CDF at levels v (broadcast with (N, 96, ...)) given codes (N, L)."""
+    def pixel_cdf(self, codes, levels):
+        """The pixel tables' CDF at each of `levels` (tuple of integer arrays broadcast with
+        (N, 96, ...)) given codes (N, L): the decoder runs once for all of them."""
         out = self.reconstruct(codes)                       # (N, 192), units 2^-12
         means, raw = out[:, :D], out[:, D:]
         row = np.clip((raw - SCALE_LOW + SCALE_STEP // 2) // SCALE_STEP, 0, N_SCALES - 1)
-        extra = (1,) * (np.ndim(v) - 2)
+        extra = (1,) * (np.ndim(levels[0]) - 2)
         row, means = row.reshape(row.shape + extra), means.reshape(means.shape + extra)
-        return sv.table_cdf(lambda idx: scale_tables()[row, idx], means, v)
+        return [sv.table_cdf(lambda idx: scale_tables()[row, idx], means, v) for v in levels]
 
     def pixel_weights(self, codes):
-        cdf = self.pixel_cdf(codes, np.arange(sv.PIXEL_LEVELS + 1)[None, None])   # (N, 96, 257)
+        cdf, = self.pixel_cdf(codes, (np.arange(sv.PIXEL_LEVELS + 1)[None, None],))  # (N, 96, 257)
         return (np.diff(cdf, axis=-1) - 1).astype(np.float32)
 
     def pixel_bits(self, V, codes):
         v = V.astype(np.int64)
-        return sv.PRECISION - np.log2(self.pixel_cdf(codes, v + 1) - self.pixel_cdf(codes, v))
+        upper, lower = self.pixel_cdf(codes, (v + 1, v))
+        return sv.PRECISION - np.log2(upper - lower)
 
 
 def code_vae(vae, V, seed=0, lanes=sv.CODER_LANES):
@@ -1157,9 +1159,7 @@ def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, log=None
     Tl, controls = sv.generate_spline_images(limit_images, seed, stream=1)
     bits, se = sv.generator_bits_8bit(sv.quantise_images(Tl), controls,
                                       rng=np.random.default_rng([seed, 21]))
-    out["limit"] = {"bits": float(bits.mean()), "se": float(bits.std(ddof=1) / math.sqrt(len(bits))),
-                    "importance_se": float(np.sqrt(np.sum(se**2)) / len(bits)),
-                    "n_images": limit_images}
+    out["limit"] = sv.limit_summary(bits, se)
     log(f"limit: the true generator, {out['limit']['bits']:.2f} bits per image")
     return out
 

@@ -1572,6 +1572,15 @@ def importance_dl(log_lik, centre, cov, low, high, n_samples, rng, df=4):
     return dl, se, (h, w)
 
 
+def limit_summary(bits, se):
+    """The generator's limit over images from per-image bits and importance-sampling errors:
+    the mean, the error of the mean over images (which includes each image's sampling
+    error), the sampling error alone, and the number of images."""
+    n = len(bits)
+    return {"bits": float(bits.mean()), "se": float(bits.std(ddof=1) / math.sqrt(n)),
+            "importance_se": float(np.sqrt(np.sum(se**2)) / n), "n_images": n}
+
+
 def render_jacobian(h, eps=1e-5):
     """d render / d heights at h (5,) by forward differences: (5, 96)."""
     return (render_splines(h + eps * np.eye(N_CONTROL)) - render_splines(h[None])) / eps
@@ -1640,10 +1649,12 @@ def _experiment_task(task):
         if arg == "recipe":
             res["hard"] = float(model.hard_code().description_length(Xt)["total"].mean())
         return kind, seed, arg, res
-    if kind == "sigma":
-        out = run_comparison(seed=seed, sigma_x=arg, models=SIGMA_MODELS, score=True)
-        return kind, seed, arg, {name: {k: v[k] for k in ("recon", "code", "total")}
-                                 for name, v in out["scores"].items()}
+    if kind == "sigma":                   # recon, code and total only: no DL* enumeration
+        models = run_comparison(seed=seed, sigma_x=arg, models=SIGMA_MODELS)["models"]
+        return kind, seed, arg, {name: {k: float(v.mean()) for k, v in
+                                        model.description_length(Xt).items()
+                                        if k in ("recon", "code", "total")}
+                                 for name, model in models.items()}
     if kind == "limit":
         start, stop, n_samples = arg
         controls = generate_spline_images(stop, seed, stream=1)[1][start:stop]
@@ -1815,13 +1826,9 @@ def summarise_experiments(names, results, seeds):
                                       for sigma in SIGMA_SWEEP})
     if "limit" in names:
         parts = sorted((arg, res) for kind, _, arg, res in results if kind == "limit")
-        bits = np.concatenate([res["bits"] for _, res in parts])
-        is_se = np.concatenate([res["se"] for _, res in parts])
-        n = len(bits)
-        # the error of the mean over images, which includes each image's sampling error
-        out["limit"] = {"bits": float(bits.mean()), "se": float(bits.std(ddof=1) / math.sqrt(n)),
-                        "importance_se": float(np.sqrt(np.sum(is_se**2)) / n),
-                        "n_images": n, "n_samples": parts[0][0][2], "seed": seeds[0]}
+        out["limit"] = {**limit_summary(np.concatenate([res["bits"] for _, res in parts]),
+                                        np.concatenate([res["se"] for _, res in parts])),
+                        "n_samples": parts[0][0][2], "seed": seeds[0]}
     return out
 
 
@@ -2939,7 +2946,7 @@ def format_experiments(out, seeds, markdown=False):
                 f"{pm(v['score_segments'], v['score_segments_sd'])} (segments) over {seed_text}",
                 cols, rows, markdown))
     if "sigma" in out:
-        parts.append(format_sigma(out["sigma"], seed_text, markdown))
+        parts.append(format_sigma(out["sigma"], seeds, markdown))
     if "annealing" in out:
         rows = [[k, pm(v["heldout_total_mean"], v["heldout_total_sd"]),
                  f"{v['poor_optima']}/{v['runs']}"] for k, v in out["annealing"].items()]
@@ -2955,10 +2962,11 @@ PAPER_TEXT = {"factorial_vq": "18 + 7 = 25", "standard_vq": "36 + 4 = 40",
               "pca24": "recon slightly lower, code much higher"}
 
 
-def format_sigma(v, seed_text, markdown=False):
+def format_sigma(v, seeds, markdown=False):
     """The sigma_x sweep: the full table at the sigma nearest the paper, the total of every
     model at every sigma, and where each of the paper's rankings holds."""
     pm = lambda m, s: f"{num(m)} ± {num(s)}"
+    seed_text, n_seeds = f"seeds {', '.join(map(str, seeds))}", len(seeds)
     names, sigmas = v["models"], [f"{s:g}" for s in v["sigmas"]]
     at = f"{v['paper_sigma']:g}"
     rows = [[model_label(n, 4, 6)] + [pm(v["table"][at][n][f"{t}_mean"], v["table"][at][n][f"{t}_sd"])
@@ -2975,7 +2983,6 @@ def format_sigma(v, seed_text, markdown=False):
         f"Held-out total F in bits per image against sigma_x, mean over {seed_text}; "
         f"distance = how far the factorial and standard (recon, code) lie from the paper's",
         ["sigma_x", *(model_label(n, 4, 6) for n in names), "distance"], rows, markdown))
-    n_seeds = len(seed_text.split(","))
     rows = [[s] + [f"{num(v['rankings'][k][s]['diff_mean'])} ({v['rankings'][k][s]['seeds_holding']}"
                    f"/{n_seeds})" for k, *_ in PAPER_RANKINGS] for s in sigmas]
     parts.append(_md_or_plain(

@@ -89,7 +89,7 @@ def test_sigma_summary_states_where_each_finding_holds():
     assert r["linear_worse"]["0.3"]["seeds_holding"] == 2          # 29, 32 > 25, 26
     assert r["slices_worse"]["0.3"]["seeds_holding"] == 1          # 30 > 25, 20 < 26
     assert r["linear_recon_lower"]["0.3"]["seeds_holding"] == 1    # 17 < 18, 20 > 19
-    text = sv.format_sigma(v, "seeds 0, 1")
+    text = sv.format_sigma(v, [0, 1])
     # at 0.3 the slices lose on one seed and win on the mean (25 against 25.5)
     assert "separate slices above factorial VQ: on the mean at sigma_x = 0.1; on every seed " \
            "at 0.1\n" in text
