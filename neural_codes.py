@@ -100,6 +100,8 @@ ACTIVATIONS = {
     # name: (f(a), f'(a) from (a, f(a)))
     "relu": (lambda a: np.maximum(a, 0.0), lambda a, h: (a > 0).astype(a.dtype)),
     "tanh": (np.tanh, lambda a, h: 1.0 - h * h),
+    "elu": (lambda a: np.where(a > 0, a, np.expm1(np.minimum(a, 0.0))),
+            lambda a, h: np.where(a > 0, 1.0, h + 1.0).astype(a.dtype)),
 }
 
 
@@ -138,8 +140,8 @@ class MLP:
         return views
 
     def init(self, rng, last_scale=1.0):
-        """He-scaled normal weights (variance 2 / fan-in; 1 / fan-in for tanh), zero biases;
-        the last layer's weights times last_scale."""
+        """He-scaled normal weights (variance 2 / fan-in for ReLU, 1 / fan-in otherwise),
+        zero biases; the last layer's weights times last_scale."""
         n = len(self.sizes) - 1
         gain = 2.0 if self.act == "relu" else 1.0
         for i in range(n):
@@ -203,6 +205,13 @@ class Networks:
         """What training changes besides theta (copied with the best theta)."""
         return None
 
+    def new_epoch(self, X, rng):
+        """Called before every pass over the training images X (the ACN's neighbours)."""
+
+    def minibatch(self, X, idx, rng):
+        """What loss_and_grad takes for the training images X[idx]."""
+        return X[idx]
+
     def restore_training_state(self, state):
         pass
 
@@ -239,12 +248,13 @@ class GaussianVAE(Networks):
     """
 
     def __init__(self, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, act="relu", rng=None,
-                 n_out=D):
+                 n_out=D, extra=None):
         if n_latent < 1 or min(hidden, default=1) < 1:
             raise ValueError("need n_latent >= 1 and hidden widths >= 1")
         L = self.n_latent = int(n_latent)
         self.sigma_x, self.hidden = float(sigma_x), tuple(hidden)
-        super().__init__({"enc": ((D, *hidden, 2 * L), act), "dec": ((L, *hidden, n_out), act)})
+        super().__init__({"enc": ((D, *hidden, 2 * L), act), "dec": ((L, *hidden, n_out), act),
+                          **(extra or {})})
         rng = rng if rng is not None else np.random.default_rng(0)
         self.nets["enc"].init(rng, last_scale=0.1)      # start near the prior: small KL
         self.nets["dec"].init(rng)
@@ -413,6 +423,140 @@ class PixelVAE(GaussianVAE):
 
     def mean_image(self, out):
         return out[:, :D]
+
+
+# ----------------------------------------------------------------------------- ACN
+#
+# An associative compression network (Graves, Menick & van den Oord 2018) is the Gaussian VAE
+# with its prior N(0, I) replaced by p(z | z_n) = N(m(z_n), diag sd(z_n)^2), a prior network
+# fed the posterior mean z_n of a neighbouring image.  A set is sent along a greedy
+# nearest-neighbour tour in latent space: each image's code is priced under the prior given
+# the image sent before it, which the receiver has decoded and encodes itself; the first
+# image uses N(0, I).  The prior network's input is a constant (no gradient reaches the
+# neighbour's encoder pass), so the receiver's prior is exactly the sender's.
+
+ACN_NEIGHBOURS = 5             # K: training neighbours per image, refreshed every epoch
+PRIOR_HIDDEN = (128, 128)      # hidden widths of the prior network
+ACN_FINE_TUNE = 0.25           # an ACN started from a trained VAE trains this fraction of
+ACN_FINE_TUNE_LR = 0.3         # the VAE's steps, at this fraction of its rate
+
+
+def gaussian_kl(mu, log_s, m, log_sd):
+    """KL(N(mu, s^2) || N(m, sd^2)) summed over the last axis, in nats (N,)."""
+    r = np.exp(2.0 * (log_s - log_sd)) + (mu - m)**2 * np.exp(-2.0 * log_sd)
+    return 0.5 * np.sum(r - 1.0, axis=-1) + np.sum(log_sd - log_s, axis=-1)
+
+
+def greedy_tour(M, start=None):
+    """A greedy nearest-neighbour tour through points M (N, L): start (default: the point
+    nearest the origin, the cheapest under N(0, I)), then always the nearest point not yet
+    visited.  Returns the visiting order (N,)."""
+    M = np.asarray(M, dtype=np.float64)
+    n = len(M)
+    cur = int(np.argmin(np.einsum("nl,nl->n", M, M))) if start is None else int(start)
+    order, left = np.empty(n, dtype=np.int64), np.ones(n, dtype=bool)
+    for i in range(n):
+        order[i], left[cur] = cur, False
+        if i + 1 < n:
+            d = np.einsum("nl,nl->n", M - M[cur], M - M[cur])
+            cur = int(np.argmin(np.where(left, d, np.inf)))
+    return order
+
+
+def nearest_neighbours(M, k):
+    """Indices (N, k) of the k nearest other points of each point of M (N, L)."""
+    from scipy.spatial import cKDTree
+    idx = cKDTree(M).query(M, k=k + 1)[1]
+    self_first = np.argsort(idx != np.arange(len(M))[:, None], axis=1, kind="stable")
+    return np.take_along_axis(idx, self_first, axis=1)[:, 1:]   # self removed wherever it sat
+
+
+class ACN(GaussianVAE):
+    """The Gaussian VAE with a prior conditioned on a neighbour's code (see above).
+
+    Training batches pair every image with one of its ACN_NEIGHBOURS nearest neighbours in
+    posterior-mean space (drawn uniformly, the neighbours refreshed every epoch); F is the
+    VAE's with KL(q(z|x) || p(z | mu(x_n))).  The prior network starts at zero output, so an
+    untrained ACN is the VAE with prior N(0, I)."""
+
+    def __init__(self, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, prior_hidden=PRIOR_HIDDEN,
+                 rng=None):
+        L = int(n_latent)
+        super().__init__(L, hidden, sigma_x, rng=rng,
+                         extra={"prior": ((L, *prior_hidden, 2 * L), "relu")})
+        self.nets["prior"].init(rng if rng is not None else np.random.default_rng(0),
+                                last_scale=0.0)
+        self.neighbours = None
+
+    @classmethod
+    def from_vae(cls, vae, prior_hidden=PRIOR_HIDDEN, rng=None):
+        """An ACN whose encoder and decoder are the trained VAE's (its prior N(0, I) at start)."""
+        acn = cls(vae.n_latent, vae.hidden, vae.sigma_x, prior_hidden, rng).astype(vae.theta.dtype)
+        for name in ("enc", "dec"):
+            acn.nets[name].params[...] = vae.nets[name].params
+        return acn
+
+    def prior(self, M):
+        """(m (N, L), log sd (N, L), cache) of p(z | z_n) for neighbour means M (N, L)."""
+        out, cache = self.nets["prior"].forward(M)
+        return out[:, :self.n_latent], out[:, self.n_latent:], cache
+
+    def new_epoch(self, X, rng):
+        M = np.concatenate([self.encode(X[i:i + 5000])[0] for i in range(0, len(X), 5000)])
+        self.neighbours = nearest_neighbours(M.astype(np.float64), min(ACN_NEIGHBOURS,
+                                                                       len(X) - 1))
+
+    def minibatch(self, X, idx, rng):
+        """(X[idx], the posterior means of one neighbour of each): the neighbours' means
+        are a constant of the step, as the receiver's are."""
+        pick = rng.integers(0, self.neighbours.shape[1], size=len(idx))
+        return X[idx], self.encode(X[self.neighbours[idx, pick]])[0]
+
+    def loss_and_grad(self, batch, rng):
+        """Mean F in nats over a batch (X (N, 96), neighbour means (N, L)) and its gradient,
+        a flat array like theta."""
+        X, Mn = batch
+        N = len(X)
+        mu, log_s, enc_cache = self.encode(X)
+        m, log_sd, prior_cache = self.prior(Mn)
+        s, inv = np.exp(log_s), np.exp(-2.0 * log_sd)
+        eps = rng.standard_normal(mu.shape, dtype=mu.dtype)
+        Z = mu + s * eps
+        out, dec_cache = self.nets["dec"].forward(Z)
+        recon, g_out = self.pixel_nll(X, out, grad=True)
+        kl = gaussian_kl(mu, log_s, m, log_sd)
+        g_dec, g_Z = self.nets["dec"].backward(dec_cache, g_out / N)
+        g_m = (m - mu) * inv / N
+        g_mu = g_Z - g_m
+        g_log_s = g_Z * eps * s + (s * s * inv - 1.0) / N
+        g_log_sd = (1.0 - (s * s + (mu - m)**2) * inv) / N
+        g_enc, _ = self.nets["enc"].backward(enc_cache, np.concatenate([g_mu, g_log_s], axis=1),
+                                            input_grad=False)
+        g_prior, _ = self.nets["prior"].backward(prior_cache,
+                                                 np.concatenate([g_m, g_log_sd], axis=1),
+                                                 input_grad=False)
+        return float(np.mean(recon + kl)), self.gather({"enc": g_enc, "dec": g_dec,
+                                                        "prior": g_prior})
+
+    def tour(self, X):
+        """The greedy tour through X's posterior means: the order X is sent in."""
+        return greedy_tour(self.encode(X)[0])
+
+    def description_length(self, X, n_samples=EVAL_SAMPLES, rng=None, chunk=500):
+        """Per-image bits of X sent as a sequence in the given order: the VAE's recon term,
+        and image i's code priced under p(z | mu(x_{i-1})), the first under N(0, I)."""
+        out = super().description_length(X, n_samples, rng, chunk)
+        mu, log_s, _ = self.encode(X)
+        m, log_sd, _ = self.prior(mu[:-1])
+        zero = np.zeros((1, self.n_latent))
+        code = gaussian_kl(mu, log_s, np.concatenate([zero, m]),
+                           np.concatenate([zero, log_sd])) / LN2
+        return {"recon": out["recon"], "code": code, "total": out["recon"] + code}
+
+    def validation_bits(self, X):
+        """Mean F in bits of X sent in tour order, with few samples (early stopping)."""
+        return self.description_length(X[self.tour(X)], n_samples=4,
+                                       rng=np.random.default_rng(7))["total"].mean()
 
 
 # ----------------------------------------------------------------------------- VQ-VAE
@@ -633,6 +777,7 @@ def train_network(model, X, X_val, rng, steps, batch=None, lr=LR, eval_every=EVA
     n = len(X)
     batch = min(batch or batch_size(n), n)
     order, pos = rng.permutation(n), 0
+    model.new_epoch(X, rng)
     best, best_theta, best_step = math.inf, model.theta.copy(), 0
     best_state = None
     history = {"step": [], "val": [], "loss": []}
@@ -640,9 +785,10 @@ def train_network(model, X, X_val, rng, steps, batch=None, lr=LR, eval_every=EVA
     for t in range(steps):
         if pos + batch > n:
             order, pos = rng.permutation(n), 0
+            model.new_epoch(X, rng)
         idx = order[pos:pos + batch]
         pos += batch
-        loss, g = model.loss_and_grad(X[idx], rng)
+        loss, g = model.loss_and_grad(model.minibatch(X, idx, rng), rng)
         opt.step([g], lr=lr * sv.learning_rate_factor(t, steps))
         if t % 100 == 0:
             flush_subnormals(opt)
@@ -689,6 +835,25 @@ def fit_pixel_vae(V, V_val, seed=0, n_latent=LATENTS, hidden=HIDDEN, steps=None,
     x = lambda A: (A / np.float32(sv.PIXEL_LEVELS - 1)).astype(np.float32)
     steps = training_steps(len(V)) if steps is None else steps
     history = train_network(model, x(V), x(V_val), rng, steps, batch, lr, log=log)
+    return model.astype(np.float64), history
+
+
+def fit_acn(X, X_val, seed=0, vae=None, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15,
+            steps=None, batch=None, lr=LR, log=None):
+    """An ACN trained in float32 and returned in float64, with its training history.  Given
+    a trained VAE it starts from the VAE's encoder and decoder (and the prior N(0, I)) and
+    trains ACN_FINE_TUNE of the VAE's steps at ACN_FINE_TUNE_LR; otherwise the VAE's recipe
+    from scratch."""
+    rng = np.random.default_rng([seed, 15])
+    if vae is None:
+        model = ACN(n_latent, hidden, sigma_x, rng=rng).astype(np.float32)
+        steps = training_steps(len(X)) if steps is None else steps
+    else:
+        model = ACN.from_vae(vae.astype(np.float32), rng=rng)
+        steps = int(ACN_FINE_TUNE * training_steps(len(X))) if steps is None else steps
+        lr = lr * ACN_FINE_TUNE_LR
+    history = train_network(model, X.astype(np.float32), X_val.astype(np.float32), rng, steps,
+                            batch, lr, log=log)
     return model.astype(np.float64), history
 
 
@@ -799,11 +964,11 @@ class VAECodingModel:
         masses = np.diff(phi[edges + sv.PHI_HALF])
         return np.tile(_int_table(masses), (self.n_dims, 1))
 
-    def posterior_table(self, V):
-        """Frequencies (N, L, B) of q's mass in each bin for 8-bit images V (N, 96)."""
+    def gaussian_table(self, out):
+        """Frequencies (N, L, B) of each bin's mass under N(mu, s^2) from a network's integer
+        outputs out (N, 2L) = (mu, log s) in units 2^-FIX."""
         phi, edges, _ = latent_grid()
         L = self.n_dims
-        out = _fixed_forward(self.enc, "relu", V.astype(np.float64))     # units 2^-FIX
         mu = out[:, :L] * Z_UNIT >> FIX                                  # grid units
         # s = exp(log s) from the exp table, log s clipped to [-EXP_RANGE, 0] nats
         e = sv.exp_table()
@@ -812,6 +977,14 @@ class VAECodingModel:
         z = ((edges[None, None, :] - mu[..., None]) << 30) // s[..., None]
         cdf = phi[np.clip(z, -sv.PHI_HALF, sv.PHI_HALF) + sv.PHI_HALF]
         return _int_table(np.diff(cdf, axis=-1))
+
+    def encoder_out(self, V):
+        """The fixed-point encoder's outputs (N, 2L), units 2^-FIX, for 8-bit images V (N, 96)."""
+        return _fixed_forward(self.enc, "relu", V.astype(np.float64))
+
+    def posterior_table(self, V):
+        """Frequencies (N, L, B) of q's mass in each bin for 8-bit images V (N, 96)."""
+        return self.gaussian_table(self.encoder_out(V))
 
     def reconstruct(self, codes):
         """Decoder means (N, 96) in units 2^-12 at the bin centres of codes (N, L)."""
@@ -826,17 +999,19 @@ class VAECodingModel:
         """-log2 of the coder's table probability of every pixel of V (N, 96) given codes."""
         return sv.pixel_table_bits(self, V, codes)
 
-    def bound(self, V, n_draws=64, rng=None, chunk=250):
+    def bound(self, V, n_draws=64, rng=None, chunk=250, priors=None):
         """The coder's own bound F_t = E_Q[-log2 P(v|k) - log2 p(k) + log2 Q(k|v)] under its
         integer tables, bits per image (N,), by Monte Carlo with n_draws codes per image
         (the core's sampled bound, with each image's posterior table made once), and the
-        standard error of each image's estimate (N,)."""
+        standard error of each image's estimate (N,).  priors (N, L, B): each image's prior
+        table, if not the unconditional one."""
         rng = rng if rng is not None else np.random.default_rng(0)
         L, P = self.n_dims, sv.PRECISION
-        log2_prior = np.log2(self.prior_table()) - P                          # (L, B)
         F, se = np.empty(len(V)), np.empty(len(V))
         for i in range(0, len(V), chunk):
             v = V[i:i + chunk]
+            table = self.prior_table()[None] if priors is None else priors[i:i + chunk]
+            log2_prior = np.broadcast_to(np.log2(table) - P, (len(v), L, LATENT_BINS))
             cdf = np.cumsum(self.posterior_table(v), axis=-1)                  # (n, L, B)
             u = rng.integers(0, 1 << P, size=(len(v), n_draws, L, 1))
             codes = (cdf[:, None] <= u).sum(axis=-1)                          # (n, S, L)
@@ -844,8 +1019,9 @@ class VAECodingModel:
             log2_q = (np.log2(np.take_along_axis(freq[:, None], codes[..., None], -1)[..., 0])
                       - P).sum(axis=-1)
             codes = codes.reshape(-1, L)
+            rows = np.repeat(np.arange(len(v)), n_draws)[:, None]
             cost = (self.pixel_bits(np.repeat(v, n_draws, axis=0), codes).sum(axis=1)
-                    - log2_prior[np.arange(L), codes].sum(axis=1)).reshape(len(v), n_draws)
+                    - log2_prior[rows, np.arange(L), codes].sum(axis=1)).reshape(len(v), n_draws)
             cost += log2_q
             F[i:i + chunk] = cost.mean(axis=1)
             se[i:i + chunk] = cost.std(axis=1, ddof=1) / math.sqrt(n_draws)
@@ -891,14 +1067,58 @@ class PixelVAECodingModel(VAECodingModel):
         return sv.PRECISION - np.log2(upper - lower)
 
 
+class ACNCodingModel(VAECodingModel):
+    """An ACN as the coder sees it: the VAE's tables, and the prior of an image's code given
+    the image sent before it (context_prior_table: the fixed-point prior network fed the
+    fixed-point encoder's mean of that image, which the receiver has decoded).
+
+    The actual bits match the bound only as far as the prior fits the codes it is given: the
+    next image's posterior pop reads the low bits that pushing this image's code k left,
+    which lie in k's interval of the prior table, i.e. at the prior's CDF value of k.  They
+    are uniform when k is distributed as the prior says; an ill-fitted conditional prior
+    leaves them skewed, and the codes popped from them cost more than the bound's average
+    (a random prior network with sd 0.14 pays 9% over the bound)."""
+
+    def __init__(self, acn):
+        if not isinstance(acn, ACN) or acn.nets["prior"].act != "relu":
+            raise ValueError("ACNCodingModel takes an ACN with a ReLU prior network")
+        super().__init__(acn)
+        self.prior_net = _fixed_layers(acn.nets["prior"], 2.0**-FIX)
+
+    def context_prior_table(self, V_ctx):
+        """Frequencies (N, L, B) of each bin's mass under p(z | mu(v_ctx)), 8-bit V_ctx (N, 96)."""
+        mu = self.encoder_out(V_ctx)[:, :self.n_dims].astype(np.float64)
+        return self.gaussian_table(_fixed_forward(self.prior_net, "relu", mu))
+
+    def bound(self, V, n_draws=64, rng=None, chunk=250, priors=None):
+        """The coder's bound (VAECodingModel.bound) of V (N, 96) sent as one sequence in this
+        order: every image's code priced given the image before it, the first's under N(0, I)."""
+        if priors is None:
+            priors = np.concatenate([self.prior_table()[None], self.context_prior_table(V[:-1])])
+        return super().bound(V, n_draws, rng, chunk, priors)
+
+
+def coding_model(vae):
+    """The coder's view of a trained VAE, 8-bit VAE or ACN."""
+    for cls, cm in ((ACN, ACNCodingModel), (PixelVAE, PixelVAECodingModel)):
+        if isinstance(vae, cls):
+            return cm(vae)
+    return VAECodingModel(vae)
+
+
 def code_vae(vae, V, seed=0, lanes=sv.CODER_LANES):
     """Bits-back code the 8-bit images V (N, 96) with the VAE, decode, check: one row of
     the coder table (actual bits, the coder's bound, overhead, round trip), as the core's
-    code_and_check gives for a discrete model."""
-    cm = PixelVAECodingModel(vae) if isinstance(vae, PixelVAE) else VAECodingModel(vae)
+    code_and_check gives for a discrete model.  An ACN sends V as one sequence in the order
+    given, on one lane: the coder is handed V reversed, since a stack's receiver decodes
+    the last image pushed first, and each code is pushed under the prior given the image
+    pushed after it, so that the receiver decodes V[0] (under N(0, I)), then V[1] given
+    V[0], and so on."""
+    cm = coding_model(vae)
+    W, lanes = (V[::-1], 1) if isinstance(cm, ACNCodingModel) else (V, lanes)
     t0 = time.perf_counter()
-    words, initial = sv.bits_back_encode(cm, V, lanes, seed)
-    decoded, left = sv.bits_back_decode(cm, words, len(V))
+    words, initial = sv.bits_back_encode(cm, W, lanes, seed)
+    decoded, left = sv.bits_back_decode(cm, words, len(W))
     seconds = time.perf_counter() - t0
     bound, se = cm.bound(V)
     actual = (sv.message_bits(words) - sv.message_bits(initial)) / len(V)
@@ -909,8 +1129,8 @@ def code_vae(vae, V, seed=0, lanes=sv.CODER_LANES):
     return {"actual_bits": actual, "bound_t": float(bound.mean()),
             "bound_t_err": float(np.sqrt(np.sum(se**2)) / len(V)),
             "overhead_pct": 100.0 * (actual / float(bound.mean()) - 1.0),
-            "density_bound": density, "latent_bins": LATENT_BINS,
-            "roundtrip": bool(np.array_equal(decoded, V) and same), "seconds": seconds}
+            "density_bound": density, "latent_bins": LATENT_BINS, "lanes": lanes,
+            "roundtrip": bool(np.array_equal(decoded, W) and same), "seconds": seconds}
 
 
 # ----------------------------------------------------------------------------- experiments

@@ -2439,6 +2439,22 @@ def _lane_layout(n_images, lanes):
     return np.where(idx < n_images, idx, -1)
 
 
+def _code_priors(cm, V, layout, step, act, prior):
+    """Weights (len(act), M, K) of the priors the codes of one step are pushed under.  A
+    coding model with a context (a method context_prior_table(V_ctx)) prices each lane's
+    code given the image that lane sends at the next step, which its decoder has decoded
+    when it gets here; a lane's last image, and every image of a model without one, takes
+    the unconditional prior."""
+    out = np.broadcast_to(prior, (len(act),) + prior.shape).copy()
+    context = getattr(cm, "context_prior_table", None)
+    if context is not None and step + 1 < layout.shape[1]:
+        nxt = layout[act, step + 1]
+        has = nxt >= 0
+        if has.any():
+            out[has] = weights(context(V[nxt[has]]))
+    return out
+
+
 def initial_words(lanes, n_dims, seed):
     """The initial random bits: per lane enough 32-bit words for the first M pops.
 
@@ -2457,7 +2473,8 @@ def bits_back_encode(cm, V, lanes=CODER_LANES, seed=0):
     """Encode 8-bit images V (N, 96) with bits-back coding under CodingModel cm.
 
     Returns (final words, initial words), one uint32 array per lane.  Each lane takes its
-    images in turn: pop k ~ q(k|v), push the 96 pixels given xhat(k), push k under the prior.
+    images in turn: pop k ~ q(k|v), push the 96 pixels given xhat(k), push k under the prior
+    (see _code_priors for a model whose prior has a context).
     """
     import constriction
     layout = _lane_layout(len(V), lanes)
@@ -2479,9 +2496,10 @@ def bits_back_encode(cm, V, lanes=CODER_LANES, seed=0):
                 for i, lane in enumerate(act):
                     codes[i, d] = _pop(coders[lane], q[i:i + 1])[0]
         pixels = cm.pixel_weights(codes)
+        priors = _code_priors(cm, V, layout, step, act, prior)
         for i, lane in enumerate(act):
             _push(coders[lane], v[i], pixels[i])
-            _push(coders[lane], codes[i], prior)
+            _push(coders[lane], codes[i], priors[i])
     return [c.get_compressed() for c in coders], initial
 
 
@@ -2497,7 +2515,8 @@ def bits_back_decode(cm, words, n_images):
     V = np.zeros((n_images, D), dtype=np.uint8)
     for step in reversed(range(layout.shape[1])):
         act = np.flatnonzero(layout[:, step] >= 0)
-        codes = np.array([_pop(coders[lane], prior) for lane in act])
+        priors = _code_priors(cm, V, layout, step, act, prior)
+        codes = np.array([_pop(coders[lane], priors[i]) for i, lane in enumerate(act)])
         pixels = cm.pixel_weights(codes)
         v = np.array([_pop(coders[lane], pixels[i]) for i, lane in enumerate(act)])
         if cm.form == "factorial":

@@ -32,7 +32,7 @@ def images(n, seed=0):
 # ----------------------------------------------------------------------------- the MLP block
 
 
-@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("act", ["relu", "tanh", "elu"])
 def test_mlp_backward_matches_finite_differences(act):
     rng = np.random.default_rng(1)
     sizes = (6, 8, 5, 3)
@@ -352,6 +352,82 @@ def test_vae_bits_back_code_round_trips_within_one_percent_of_its_bound(coded_va
     assert row["roundtrip"]
     assert abs(row["overhead_pct"]) < 1.0
     assert row["bound_t_err"] < 0.01 * row["bound_t"]
+
+
+# ----------------------------------------------------------------------------- ACN
+
+
+def test_gaussian_kl_is_zero_at_equality_and_matches_sampling():
+    rng = np.random.default_rng(0)
+    mu, log_s, m, log_sd = (rng.normal(0, 0.5, (1, 3)) for _ in range(4))
+    assert abs(nc.gaussian_kl(mu, log_s, mu, log_s)[0]) < 1e-12
+    z = mu + np.exp(log_s) * rng.standard_normal((400_000, 3))
+    log_ratio = (-0.5 * ((z - mu) / np.exp(log_s))**2 - log_s
+                 + 0.5 * ((z - m) / np.exp(log_sd))**2 + log_sd).sum(axis=1)
+    assert abs(log_ratio.mean() - nc.gaussian_kl(mu, log_s, m, log_sd)[0]) < 0.01
+
+
+def test_acn_gradient_matches_finite_differences_prior_network_included():
+    rng = np.random.default_rng(2)
+    X = images(12)
+    acn = nc.ACN(3, TINY, prior_hidden=(6,), rng=rng)
+    acn.theta += rng.normal(0, 0.05, acn.theta.size)     # the prior network away from zero
+    batch = (X, rng.normal(0, 1, (12, 3)))
+    loss = lambda: acn.loss_and_grad(batch, np.random.default_rng(4))[0]
+    _, grad = acn.loss_and_grad(batch, np.random.default_rng(4))
+    view = acn.nets["prior"].params                     # its place in theta
+    start = (view.__array_interface__["data"][0]
+             - acn.theta.__array_interface__["data"][0]) // acn.theta.itemsize
+    idx = np.concatenate([np.random.default_rng(5).choice(acn.theta.size, 150, replace=False),
+                          np.arange(start, start + view.size, 3)])
+    np.testing.assert_allclose(grad[idx], finite_difference(loss, acn.theta, idx),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_untrained_acn_is_the_vae_with_its_standard_prior():
+    rng = np.random.default_rng(0)
+    vae = nc.GaussianVAE(3, TINY, rng=rng)
+    acn = nc.ACN.from_vae(vae, prior_hidden=(6,), rng=rng)
+    X = images(20)
+    a = acn.description_length(X, rng=np.random.default_rng(1))
+    b = vae.description_length(X, rng=np.random.default_rng(1))
+    np.testing.assert_allclose(a["total"], b["total"], rtol=1e-12)
+
+
+def test_greedy_tour_and_neighbours():
+    rng = np.random.default_rng(0)
+    M = rng.normal(size=(60, 2))
+    order = nc.greedy_tour(M)
+    assert sorted(order) == list(range(60))
+    assert order[0] == np.argmin((M**2).sum(axis=1))
+    for i in range(1, 60):        # each step goes to the nearest point not yet visited
+        left = order[i:]
+        d = ((M[left] - M[order[i - 1]])**2).sum(axis=1)
+        assert order[i] == left[np.argmin(d)]
+    nn = nc.nearest_neighbours(M, 4)
+    brute = np.argsort(((M[:, None] - M[None])**2).sum(-1) + np.diag([np.inf] * 60), axis=1)
+    np.testing.assert_array_equal(nn, brute[:, :4])
+    same = nc.nearest_neighbours(np.zeros((5, 1)), 4)   # ties: never the point itself
+    assert all(i not in row for i, row in enumerate(same))
+
+
+def test_acn_tour_code_round_trips_and_prices_each_code_given_the_one_before(coded_vae):
+    vae, _ = coded_vae
+    X, X_val, T, _ = nc.load_split(0, 300, n_val=100, n_test=60)
+    acn, _ = nc.fit_acn(X, X_val, seed=0, vae=vae, steps=300, lr=3e-3)
+    V = sv.quantise_images(T)
+    V = V[acn.tour(V / 255.0)]
+    cm = nc.ACNCodingModel(acn)
+    ctx = cm.context_prior_table(V[:3])
+    assert ctx.shape == (3, acn.n_latent, nc.LATENT_BINS)
+    assert np.all(ctx.sum(axis=-1) == 1 << sv.PRECISION)
+    np.testing.assert_array_equal(cm.context_prior_table(V[1:2])[0], ctx[1])
+    row = nc.code_vae(acn, V, seed=3)
+    assert row["roundtrip"] and row["lanes"] == 1
+    # the coder pays what its bound with the context priors says, not the i.i.d. prior's
+    iid, _ = nc.VAECodingModel(acn).bound(V)
+    assert iid.mean() > row["bound_t"] + 5.0
+    assert abs(row["actual_bits"] - row["bound_t"]) < abs(row["actual_bits"] - iid.mean())
 
 
 # ----------------------------------------------------------------------------- the CLI
