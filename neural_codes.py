@@ -1007,11 +1007,11 @@ class VAECodingModel:
         table, if not the unconditional one."""
         rng = rng if rng is not None else np.random.default_rng(0)
         L, P = self.n_dims, sv.PRECISION
+        table = self.prior_table()[None] if priors is None else priors
+        log2_prior_all = np.broadcast_to(np.log2(table) - P, (len(V), L, LATENT_BINS))  # a view
         F, se = np.empty(len(V)), np.empty(len(V))
         for i in range(0, len(V), chunk):
-            v = V[i:i + chunk]
-            table = self.prior_table()[None] if priors is None else priors[i:i + chunk]
-            log2_prior = np.broadcast_to(np.log2(table) - P, (len(v), L, LATENT_BINS))
+            v, log2_prior = V[i:i + chunk], log2_prior_all[i:i + chunk]
             cdf = np.cumsum(self.posterior_table(v), axis=-1)                  # (n, L, B)
             u = rng.integers(0, 1 << P, size=(len(v), n_draws, L, 1))
             codes = (cdf[:, None] <= u).sum(axis=-1)                          # (n, S, L)

@@ -2445,13 +2445,14 @@ def _code_priors(cm, V, layout, step, act, prior):
     code given the image that lane sends at the next step, which its decoder has decoded
     when it gets here; a lane's last image, and every image of a model without one, takes
     the unconditional prior."""
-    out = np.broadcast_to(prior, (len(act),) + prior.shape).copy()
+    out = np.broadcast_to(prior, (len(act),) + prior.shape)
     context = getattr(cm, "context_prior_table", None)
-    if context is not None and step + 1 < layout.shape[1]:
-        nxt = layout[act, step + 1]
-        has = nxt >= 0
-        if has.any():
-            out[has] = weights(context(V[nxt[has]]))
+    if context is None or step + 1 == layout.shape[1]:
+        return out                                       # a view: no copy per step
+    nxt = layout[act, step + 1]
+    has = nxt >= 0
+    out = out.copy()
+    out[has] = weights(context(V[nxt[has]]))
     return out
 
 
