@@ -478,9 +478,14 @@ def read_neural(path):
             data = json.load(f)
         except ValueError as err:
             raise ValueError(f"not valid JSON ({err})") from None
+    if isinstance(data, dict) and "one_bit" in data:
+        return check_one_bit(data)
+    if isinstance(data, dict) and "acn" in data:
+        return check_acn(data)
     sweeps = data.get("sweep") if isinstance(data, dict) else None
     if not isinstance(sweeps, list) or not sweeps:
-        raise ValueError("it holds no training-size sweep (run neural_codes.py --sweep --json)")
+        raise ValueError("it holds no training-size sweep, ACN run or one-bit run (run "
+                         "neural_codes.py --sweep, --acn or --one-bit with --json)")
     for i, s in enumerate(sweeps):
         where = f"sweep[{i}]"
         if not isinstance(s, dict) or not isinstance(s.get("models"), dict) or not s["models"]:
@@ -505,12 +510,103 @@ def read_neural(path):
     return data
 
 
+def check_one_bit(data):
+    """The one-bit JSON, checked: both models, the same ndims and seeds throughout."""
+    one = data["one_bit"].get("one_bit") if isinstance(data["one_bit"], dict) else None
+    if not isinstance(one, dict) or sorted(one) != ["1", "2"]:
+        raise ValueError("one_bit.one_bit must hold the models 1 and 2 (stochastic layers)")
+    dims = list(one["1"]) if isinstance(one["1"], dict) else []
+    for k, runs in one.items():
+        if not isinstance(runs, dict) or list(runs) != dims or not dims:
+            raise ValueError(f"one_bit.one_bit.{k} must hold the same ndims as model 1")
+        for n, seeds in runs.items():
+            if not isinstance(seeds, dict) or not seeds:
+                raise ValueError(f"one_bit.one_bit.{k}.{n} must hold at least one seed")
+            for seed, r in seeds.items():
+                for term in ("loss", "recon", "code"):
+                    _check(r.get(term) if isinstance(r, dict) else None, "number",
+                           f"one_bit.one_bit.{k}.{n}.{seed}.{term}")
+    return data
+
+
+def check_acn(data):
+    """The ACN JSON, checked: every size holds the same seeds and the four order rows."""
+    acn = data["acn"]
+    if not isinstance(acn, dict) or not acn:
+        raise ValueError("acn must be an object of training-set sizes")
+    for n, seeds in acn.items():
+        if not isinstance(seeds, dict) or not seeds:
+            raise ValueError(f"acn.{n} must hold at least one seed")
+        for seed, r in seeds.items():
+            for key in ("vae", "vae_set", "acn_set", "acn_ordered"):
+                _check(r.get(key) if isinstance(r, dict) else None, "number",
+                       f"acn.{n}.{seed}.{key}")
+    return data
+
+
+def fig_one_bit(one):
+    """Loss, recon and KL of both one-bit VAEs against ndims (mean over seeds, the bars
+    their range), beside the data's entropy of 1 bit."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    dims = [int(n) for n in one["1"]]
+    for k, colour in (("1", "tab:blue"), ("2", "tab:red")):
+        for ax, term in zip(axes, ("loss", "recon", "code")):
+            v = np.array([[r[term] for r in one[k][str(n)].values()] for n in dims])
+            m = v.mean(axis=1)
+            ax.errorbar(dims, m, yerr=[m - v.min(axis=1), v.max(axis=1) - m], fmt="-o",
+                        color=colour, capsize=3, label=f"{'one' if k == '1' else 'two'}-layer VAE")
+    seeds = ", ".join(next(iter(one["1"].values())))
+    titles = {"loss": "loss (-ELBO)", "recon": "reconstruction", "code": "KL (code)"}
+    for ax, term in zip(axes, ("loss", "recon", "code")):
+        ax.axhline(1.0, color="black", lw=1, ls=":", label="1 bit: the data's entropy")
+        ax.set_xscale("log")
+        ax.set_ylim(0, None)
+        ax.set_xticks(dims, [str(n) for n in dims])
+        ax.minorticks_off()
+        ax.set_xlabel("ndims (independent Bernoulli outputs)")
+        ax.set_ylabel("bits per data point")
+        ax.set_title(titles[term], fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"The one-bit VAE: two data points, one Gaussian latent (training set = the "
+                 f"two points; mean over seeds {seeds}, bars the range)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fig_acn(acn):
+    """The four order rows at each training-set size, mean ± sd over seeds."""
+    rows = (("vae", "VAE, order given"), ("vae_set", "VAE as a set"),
+            ("acn_set", "ACN tour, as a set"), ("acn_ordered", "ACN, order given"))
+    sizes = list(acn)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(rows)
+    for i, (key, name) in enumerate(rows):
+        v = np.array([[r[key] for r in acn[n].values()] for n in sizes])
+        ax.bar(np.arange(len(sizes)) + (i - 1.5) * width, v.mean(axis=1), width,
+               yerr=v.std(axis=1, ddof=1) if v.shape[1] > 1 else None, capsize=3, label=name)
+    ax.set_xticks(range(len(sizes)), [f"N = {n} training images" for n in sizes])
+    ax.set_ylabel("bits per held-out image")
+    seeds = ", ".join(acn[sizes[0]])
+    ax.set_title(f"ACN against the Gaussian VAE, 2000 held-out images sent (seeds {seeds})",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def draw_neural(path, outdir, dpi, log):
-    """dl_vs_training_size.png and vae_traversals.png (the largest N, first seed)."""
+    """dl_vs_training_size.png and vae_traversals.png (the largest N, first seed) from a
+    sweep, one_bit_vae.png from a one-bit run, acn.png from an ACN run."""
     try:
-        sweeps = read_neural(path)["sweep"]
+        data = read_neural(path)
     except (OSError, ValueError) as err:
         raise OSError(f"cannot draw from {path}: {err}") from None
+    if "one_bit" in data:
+        return write_figures({"one_bit_vae": lambda: fig_one_bit(data["one_bit"]["one_bit"])},
+                             outdir, dpi, log)
+    if "acn" in data:
+        return write_figures({"acn": lambda: fig_acn(data["acn"])}, outdir, dpi, log)
+    sweeps = data["sweep"]
     makers = {"dl_vs_training_size": lambda: fig_dl_vs_training_size(sweeps)}
     if "vae" in sweeps[0]["models"]:
         n = sweeps[0]["sizes"][-1]
@@ -677,7 +773,8 @@ def parse_args(argv=None):
                          "--json output of spline_images_factorial_vq.py --experiment")
     ap.add_argument("--neural", metavar="JSON",
                     help="instead: draw dl_vs_training_size.png and vae_traversals.png from "
-                         "the --json output of neural_codes.py --sweep")
+                         "the --json output of neural_codes.py --sweep, one_bit_vae.png from "
+                         "that of --one-bit, acn.png from that of --acn")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     given = ap.given(argv)

@@ -25,6 +25,11 @@ reruns every command behind a README table and writes its output into the README
 times the 8-bit scoreboard (neural_codes.py --scoreboard), without the VAE and whole, and
 checks the README's scoreboard against the fresh run.
 
+    python3 tests/bench.py --acn        python3 tests/bench.py --one-bit
+
+time the ACN run at N = 20000 (one seed, target 5 minutes) and the one-bit experiment
+(target 60 s), and check them against the committed viz/acn.json and the README.
+
     python3 tests/bench.py --neural
 
 instead times the modern codes (neural_codes.py): the default run, a VAE training step at
@@ -98,7 +103,8 @@ NEURAL_JSON = {"scoreboard": ["viz/scoreboard.json"],
                "neural_seeds": ["viz/neural_seeds.json"],
                "neural_variants": ["viz/neural_variants.json"],
                "neural_sweep": ["viz/neural_sweep.json"],
-               "neural_latents": ["viz/neural_latents_2.json", "viz/neural_latents_10.json"]}
+               "neural_latents": ["viz/neural_latents_2.json", "viz/neural_latents_10.json"],
+               "acn": ["viz/acn.json"], "one_bit": ["viz/one_bit_vae.json"]}
 
 
 def neural_block(name, paths=None):
@@ -196,6 +202,40 @@ def bench_scoreboard():
     return int(bool(bad))
 
 
+def bench_acn_one_bit(which):
+    """Wall time of the ACN run at N = 20000 (one seed; target < 5 minutes) or of the
+    one-bit experiment (target < 60 s), and their README tables against the committed JSON
+    (the ACN's whole five-seed run takes about 25 minutes: neural_codes.py --acn --seeds 0 1
+    2 3 4 --json viz/acn.json)."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests"))
+    import neural_codes as nc
+    from test_readme import TOL, mismatches, numbers_by_row, readme_block
+    path = os.path.join(TMP, f"{which}.json")
+    if which == "acn":
+        t = wall(["neural_codes.py", "--acn", "--n-samples", "20000", "--seed", "0",
+                  "--json", path])
+        print(f"ACN run at N = 20000, seed 0 (VAE, ACN fine-tune, tour, coder): {t:.1f} s "
+              f"wall (target < 300 s)")
+        with open(path) as f:
+            fresh = json.load(f)["acn"]["20000"]["0"]
+        with open(ROOT / "viz" / "acn.json") as f:
+            want = json.load(f)["acn"]["20000"]["0"]
+        bad = [k for k in ("vae", "vae_set", "acn_set", "acn_ordered")
+               if abs(fresh[k] - want[k]) > TOL]
+        print(f"seed 0 at N = 20000 against viz/acn.json (tolerance {TOL}): "
+              f"{'ok' if not bad else 'FAIL: ' + ', '.join(bad)}")
+        return int(bool(bad))
+    t = wall(["neural_codes.py", "--one-bit", "--json", path])
+    print(f"one-bit experiment (60 one-bit VAEs and 10 factorial VQs, 2 workers): {t:.1f} s "
+          f"wall (target < 60 s)")
+    bad = mismatches(numbers_by_row(readme_block("one_bit")), numbers_by_row(
+        neural_block("one_bit", [path])))
+    print(f"README one_bit against the fresh run (tolerance {TOL}): "
+          f"{'ok' if not bad else 'FAIL: ' + ', '.join(bad)}")
+    return int(bool(bad))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -208,7 +248,13 @@ def main():
                     help="time the modern codes and check their README tables (12 minutes)")
     ap.add_argument("--scoreboard", action="store_true",
                     help="time the 8-bit scoreboard and check its README table (11 minutes)")
+    ap.add_argument("--acn", action="store_true",
+                    help="time the ACN run at N = 20000 (one seed) and check it (5 minutes)")
+    ap.add_argument("--one-bit", action="store_true",
+                    help="time the one-bit experiment and check its README table (1 minute)")
     opts = ap.parse_args()
+    if opts.acn or opts.one_bit:
+        return bench_acn_one_bit("acn" if opts.acn else "one_bit")
     if opts.scoreboard:
         return bench_scoreboard()
     if opts.neural:

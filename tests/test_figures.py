@@ -213,3 +213,40 @@ def test_malformed_neural_json_is_named_and_draws_nothing(tmp_path, what, cli):
 def test_committed_neural_json_passes_the_check():
     data = viz.read_neural(ROOT / "viz" / "neural_sweep.json")
     assert {"vae", "vq_vae_4x6", "factorial_vq", "pca24"} <= set(data["sweep"][0]["models"])
+
+
+@pytest.mark.parametrize("source, figure", [("acn.json", "acn"),
+                                            ("one_bit_vae.json", "one_bit_vae")])
+def test_acn_and_one_bit_figures_are_drawn_from_their_committed_runs(tmp_path, cli, source,
+                                                                     figure):
+    status, _, err = cli(viz.main, "--neural", str(ROOT / "viz" / source), "--outdir",
+                         str(tmp_path), "--quiet", "--dpi", "40")
+    assert status == 0, err
+    img = iio.imread(tmp_path / f"{figure}.png")
+    assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0
+
+
+def small_acn():
+    return {"acn": {"2000": {"0": {"vae": 26.0, "vae_set": 17.0, "acn_set": 20.0,
+                                   "acn_ordered": 29.0}}}}
+
+
+def committed_one_bit():
+    with open(ROOT / "viz" / "one_bit_vae.json") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("make, spoil", [
+    (small_acn, lambda d: d["acn"]["2000"]["0"].pop("acn_set")),
+    (small_acn, lambda d: d["acn"]["2000"].clear()),
+    (committed_one_bit, lambda d: d["one_bit"]["one_bit"].pop("2")),
+    (committed_one_bit, lambda d: d["one_bit"]["one_bit"]["1"]["5"]["0"].update(loss="1.5")),
+])
+def test_malformed_acn_or_one_bit_json_is_named_and_draws_nothing(tmp_path, cli, make, spoil):
+    data = make()
+    spoil(data)
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps(data))
+    status, _, err = cli(viz.main, "--neural", str(path), "--outdir", str(tmp_path / "figs"))
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "figs").exists()

@@ -422,12 +422,68 @@ def test_acn_tour_code_round_trips_and_prices_each_code_given_the_one_before(cod
     assert ctx.shape == (3, acn.n_latent, nc.LATENT_BINS)
     assert np.all(ctx.sum(axis=-1) == 1 << sv.PRECISION)
     np.testing.assert_array_equal(cm.context_prior_table(V[1:2])[0], ctx[1])
+    # each latent's table gives at least 1/ACN_CODER_MIX of N(0, 1)'s mass to every bin
+    assert np.all(ctx >= cm.prior_table()[None] // nc.ACN_CODER_MIX)
     row = nc.code_vae(acn, V, seed=3)
     assert row["roundtrip"] and row["lanes"] == 1
     # the coder pays what its bound with the context priors says, not the i.i.d. prior's
     iid, _ = nc.VAECodingModel(acn).bound(V)
     assert iid.mean() > row["bound_t"] + 5.0
     assert abs(row["actual_bits"] - row["bound_t"]) < abs(row["actual_bits"] - iid.mean())
+    assert abs(row["overhead_pct"]) < 1.0, row
+
+
+def test_set_saving_is_log2_factorial_over_n():
+    for n in (1, 2, 7, 30):
+        assert nc.set_saving(n) == pytest.approx(math.log2(math.factorial(n)) / n, abs=1e-12)
+    assert nc.set_saving(2000) == pytest.approx(9.53, abs=0.01)
+
+
+# ----------------------------------------------------------------------------- the one-bit VAE
+
+
+def test_bernoulli_nll_is_the_log_loss_without_overflow():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 40, (30, 6))
+    X = (rng.random((30, 6)) < 0.5).astype(float)
+    nll, g = nc.bernoulli_nll(X, logits)
+    p = 1.0 / (1.0 + np.exp(-np.clip(logits, -700, 700)))
+    np.testing.assert_allclose(nll, np.sum(np.logaddexp(0, logits) - X * logits, axis=1))
+    np.testing.assert_allclose(g, p - X, atol=1e-15)
+    assert np.all(np.isfinite(nc.bernoulli_nll(X, logits * 100)[0]))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_one_bit_vae_gradient_matches_finite_differences(layers):
+    model = nc.OneBitVAE(3, layers, hidden=4, rng=np.random.default_rng(1))
+    model.theta += np.random.default_rng(2).normal(0, 0.5, model.theta.size)  # off the start
+    X = np.repeat(nc.one_bit_data(3), 3, axis=0)
+    loss = lambda: model.loss_and_grad(X, np.random.default_rng(5))[0]
+    grad = model.loss_and_grad(X, np.random.default_rng(5))[1]
+    fd = finite_difference(loss, model.theta, range(model.theta.size))
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6)
+
+
+def test_one_bit_draws_are_stratified_and_the_sampled_kl_is_the_analytic_one():
+    model = nc.OneBitVAE(4, 2, rng=np.random.default_rng(0))
+    eps = model.stratified_draws(np.random.default_rng(1), 2, 50)
+    from scipy.special import ndtr
+    for point in range(2):             # one draw in each of the 50 strata, per latent
+        strata = np.sort(np.floor(ndtr(eps[point * 50:(point + 1) * 50]) * 50), axis=0)
+        np.testing.assert_array_equal(strata, np.repeat(np.arange(50)[:, None], 2, axis=1))
+    # untrained, the upper layer is N(0, 1) on both sides, so the two-layer code is the
+    # one-layer KL: its sampled log q(z1|x) - log N(z1; 0, 1) against the closed form
+    one = nc.OneBitVAE(4, 1, rng=np.random.default_rng(0))
+    one.theta[...] = model.theta[:one.theta.size]
+    _, _, code2 = model.bits(draws=20000)
+    _, _, code1 = one.bits(draws=10)
+    assert code2 == pytest.approx(code1, abs=0.02)
+
+
+def test_factorial_vq_collapse_run_reports_codes_in_use():
+    r = nc.collapse_run("none", 0, steps=5)
+    assert len(r["perplexity"]) == 4 and all(1.0 <= p <= 6.0 + 1e-9 for p in r["perplexity"])
+    assert np.isfinite(r["heldout"])
 
 
 # ----------------------------------------------------------------------------- the CLI
@@ -441,7 +497,9 @@ BAD = [["--latents", "0"], ["--latents", "65"], ["--hidden", "0"], ["--hidden", 
        ["--json", "/proc/x.json"], ["--json", ""], ["--late", "3"],
        ["--models", "pixel_vae"], ["--scoreboard", "--models", "vae"],
        ["--scoreboard", "--seeds", "0", "1"], ["--scoreboard", "--n-samples", "300"],
-       ["--scoreboard", "--sweep"], ["--scoreboard", "--models", "pca5", "pca5"]]
+       ["--scoreboard", "--sweep"], ["--scoreboard", "--models", "pca5", "pca5"],
+       ["--acn", "--models", "vae"], ["--acn", "--latents", "3"], ["--acn", "--sweep"],
+       ["--one-bit", "--n-samples", "5"], ["--one-bit", "--acn"], ["--acn", "--n-samples", "1"]]
 
 
 @pytest.mark.parametrize("args", BAD, ids=[" ".join(a) for a in BAD])

@@ -119,7 +119,7 @@ def test_readme_training_rows_match_a_fresh_fit():
 
 
 @pytest.mark.parametrize("name", ["neural_seeds", "neural_variants", "neural_sweep",
-                                  "neural_latents"])
+                                  "neural_latents", "acn", "one_bit"])
 def test_readme_modern_code_tables_are_the_committed_runs(name):
     """The modern-code tables are formatted from the JSON of their runs, committed in viz/
     (`python3 tests/bench.py --neural` reruns them and compares)."""
@@ -174,3 +174,16 @@ def test_readme_scoreboard_is_the_committed_run_and_a_row_refits():
     model, _ = sv.fit_model("factorial_vq", X, seed=0, sigma_x=want["sigma_x"])
     row, _ = sv.code_and_check(model, sv.quantise_images(Xt), 0)
     assert row["roundtrip"] and abs(row["actual_bits"] - want["actual_bits"]) <= TOL
+
+
+def test_committed_one_bit_run_matches_a_fresh_fit():
+    """Spot check of viz/one_bit_vae.json (`python3 tests/bench.py --one-bit` reruns it all):
+    the one- and two-layer VAEs at ndims 2, seed 0, refitted."""
+    import json
+    import neural_codes as nc
+    with open(ROOT / "viz" / "one_bit_vae.json") as f:
+        want = json.load(f)["one_bit"]["one_bit"]
+    for layers in (1, 2):
+        got = dict(zip(("loss", "recon", "code"), nc.fit_one_bit(2, layers, 0).bits()))
+        for term, value in got.items():
+            assert abs(value - want[str(layers)]["2"]["0"][term]) <= TOL, (layers, term)
