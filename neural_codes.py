@@ -1485,11 +1485,14 @@ def format_acn(acn, markdown=False):
     pm = lambda v: sv.num(np.mean(v)) + (f" ± {sv.num(np.std(v, ddof=1))}" if len(v) > 1 else "")
     saving = acn[sizes[0]][seeds[0]]["set_saving"]
     rows = [["Gaussian VAE, i.i.d. prior, order given"] + [pm(stat(n, "vae")) for n in sizes],
+            ["  VAE recon"] + [pm(stat(n, "vae_recon")) for n in sizes],
+            ["  VAE code: KL against N(0, I)"] + [pm(stat(n, "vae_code")) for n in sizes],
             [f"Gaussian VAE as a set (minus log2(n!)/n = {saving:.2f})"] +
             [pm(stat(n, "vae_set")) for n in sizes],
             ["ACN along its tour, as a set"] + [pm(stat(n, "acn_set")) for n in sizes],
-            ["  of which recon"] + [pm(stat(n, "acn_recon")) for n in sizes],
-            ["  of which code"] + [pm(stat(n, "acn_code")) for n in sizes],
+            ["  ACN recon"] + [pm(stat(n, "acn_recon")) for n in sizes],
+            ["  ACN code: KL against the prior given the image before"] +
+            [pm(stat(n, "acn_code")) for n in sizes],
             ["ACN, order given (plus log2(n!)/n)"] + [pm(stat(n, "acn_ordered")) for n in sizes],
             ["ACN gain over the VAE, both as sets"] +
             [pm(np.subtract(stat(n, "vae_set"), stat(n, "acn_set"))) for n in sizes]]
@@ -2012,6 +2015,15 @@ def main(argv=None):
     cfg = {"n_samples": args.n_samples, "n_test": args.n_test, "latents": args.latents,
            "hidden": list(args.hidden), "steps": args.steps, "batch": args.batch,
            "models": list(args.models), "sigma_x": 0.15}
+    if args.acn:                  # these runs fix their own recipes: record those instead
+        cfg = {"sizes": list(args.acn_sizes), "n_test": args.n_test, "latents": LATENTS,
+               "hidden": list(HIDDEN), "neighbours": ACN_NEIGHBOURS,
+               "prior_hidden": list(PRIOR_HIDDEN), "fine_tune": ACN_FINE_TUNE,
+               "fine_tune_lr": ACN_FINE_TUNE_LR, "coder_mix": ACN_CODER_MIX, "sigma_x": 0.15}
+    elif args.one_bit:
+        cfg = {"dims": list(ONE_BIT_DIMS), "hidden": ONE_BIT_HIDDEN, "steps": ONE_BIT_STEPS,
+               "draws": ONE_BIT_DRAWS, "lr": ONE_BIT_LR, "eval_draws": ONE_BIT_EVAL,
+               "collapse_steps": COLLAPSE_STEPS}
     payload = {}
     if args.scoreboard:
         payload["scoreboard"] = run_scoreboard(args.seed, args.models, log=log,
