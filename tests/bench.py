@@ -22,8 +22,8 @@ reruns every command behind a README table and writes its output into the README
 
     python3 tests/bench.py --scoreboard
 
-times the 8-bit scoreboard (neural_codes.py --scoreboard), without the VAE and whole, and
-checks the README's scoreboard against the fresh run.
+times the 8-bit scoreboard (neural_codes.py --scoreboard), without the VAE and whole (target
+2 minutes), and checks the README's scoreboard against the fresh run.
 
     python3 tests/bench.py --acn        python3 tests/bench.py --one-bit
 
@@ -188,17 +188,20 @@ def bench_scoreboard():
     from test_readme import TOL, mismatches, numbers_by_row, readme_block
     t = wall(["neural_codes.py", "--scoreboard", "--models", *nc.SCORE_CORE])
     print(f"scoreboard without the VAE (6 models x {len(nc.SCORE_SIGMAS)} sigmas, coders, "
-          f"compressors, limit): {t:.1f} s wall (target < 120 s)")
+          f"compressors, limit): {t:.1f} s wall")
     path = os.path.join(TMP, "s.json")
     t = wall(["neural_codes.py", "--scoreboard", "--json", path])
     with open(path) as f:
         data = json.load(f)
-    vae = sum(r.get("train_seconds", 0) for r in data["scoreboard"]["rows"].values())
-    print(f"whole scoreboard: {t:.1f} s wall, of which {vae:.1f} s train the 8-bit VAEs")
+    rows = data["scoreboard"]["rows"]
+    vae = max((r["train_seconds"] for r in rows.values() if "train_seconds" in r), default=0.0)
+    print(f"whole scoreboard: {t:.1f} s wall (target < 120 s); one worker trains the 8-bit VAE "
+          f"on 20000 images for {vae:.1f} s of it while the other does the rest")
     bad = mismatches(numbers_by_row(readme_block("scoreboard")),
-                     numbers_by_row(nc.report(data, markdown=True)), tol=max(TOL, 2.0))
-    print(f"README scoreboard against the fresh run (tolerance 2 bits; the VAE's float32 "
-          f"training follows the CPU's kernels): {'ok' if not bad else 'FAIL ' + ', '.join(bad)}")
+                     numbers_by_row(nc.report(data, markdown=True)), tol=max(TOL, 3.0))
+    print(f"README scoreboard against the fresh run (tolerance 3 bits: the VAE's float32 "
+          f"training follows the CPU's kernels, 279.9 bits per image with numpy's default "
+          f"kernels, 282.5 with AVX-512 off): {'ok' if not bad else 'FAIL ' + ', '.join(bad)}")
     return int(bool(bad))
 
 
@@ -247,7 +250,7 @@ def main():
     ap.add_argument("--neural", action="store_true",
                     help="time the modern codes and check their README tables (12 minutes)")
     ap.add_argument("--scoreboard", action="store_true",
-                    help="time the 8-bit scoreboard and check its README table (11 minutes)")
+                    help="time the 8-bit scoreboard and check its README table (3 minutes)")
     ap.add_argument("--acn", action="store_true",
                     help="time the ACN run at N = 20000 (one seed) and check it (5 minutes)")
     ap.add_argument("--one-bit", action="store_true",

@@ -529,6 +529,10 @@ def test_training_steps_grow_with_the_training_set():
     assert [nc.training_steps(n) for n in nc.STEPS_AT] == list(nc.STEPS_AT.values())
     assert steps == sorted(steps) and steps[0] == 2000 and steps[-1] == 100_000
     assert nc.patience_scores(2000) == 8 and nc.patience_scores(100_000) == 80
+    table = nc.PIXEL_STEPS_AT                                  # the 8-bit VAE's own recipe
+    assert [nc.training_steps(n, table) for n in table] == list(table.values())
+    assert nc.training_steps(10**7, table) == max(table.values())
+    assert nc.batch_size(200, nc.PIXEL_BATCH) == 50 and nc.batch_size(20000, nc.PIXEL_BATCH) == 64
 
 
 def test_training_stops_after_patience_scores_without_a_new_best():
