@@ -1,5 +1,12 @@
 """Shared test helpers."""
-import pytest
+import os
+
+# One BLAS thread per process, as the modules set for themselves: the test files import
+# numpy before them, and two workers with two BLAS threads each fight over two cores.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture

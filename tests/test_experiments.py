@@ -111,20 +111,21 @@ def run(script, *args):
                           text=True, timeout=300)
 
 
-def test_experiment_cli_writes_json_and_figures(tmp_path):
+def test_experiment_cli_writes_json_and_figures(tmp_path, cli):
+    import visualize_spline_images_factorial_vq as viz
     out = tmp_path / "e.json"
-    res = run("spline_images_factorial_vq.py", "--experiment", "annealing", "--seeds", "0", "1",
+    res = run("spline_images_factorial_vq.py", "--experiment", "annealing", "--seeds", "0",
               "--json", str(out))
     assert res.returncode == 0, res.stderr
-    assert "[12/12]" in res.stderr and "poor optima" in res.stdout
+    assert "[6/6]" in res.stderr and "poor optima" in res.stdout
     data = json.loads(out.read_text())
     assert set(data["annealing"]) == {"sigma", "kl", "none", "sigma/random-init",
                                       "kl/random-init", "none/random-init"}
-    assert all(v["runs"] == 2 for v in data["annealing"].values())
-    figs = run("visualize_spline_images_factorial_vq.py", "--experiments", str(out),
-               "--outdir", str(tmp_path / "viz"), "--quiet")
-    assert figs.returncode == 0, figs.stderr
+    assert all(v["runs"] == 1 for v in data["annealing"].values())
+    status, _, err = cli(viz.main, "--experiments", str(out), "--outdir", str(tmp_path / "viz"),
+                         "--quiet")
+    assert status == 0, err
     assert [p.name for p in (tmp_path / "viz").iterdir()] == ["annealing.png"]
-    bad = run("visualize_spline_images_factorial_vq.py", "--experiments", str(tmp_path / "none"),
-              "--outdir", str(tmp_path / "viz"))
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    status, _, err = cli(viz.main, "--experiments", str(tmp_path / "none"),
+                         "--outdir", str(tmp_path / "viz"))
+    assert status == 2 and len(err.strip().splitlines()) == 1, err

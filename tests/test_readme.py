@@ -6,7 +6,8 @@ trained model follow them.  Measured with NPY_DISABLE_CPU_FEATURES="X86_V4 AVX51
 AVX512_SPR" against the default kernels, every description length agrees to 0.02 bits
 (the coder's actual bits, which follow sampled codes, moved most).  TOL = 0.2 bits is ten
 times that, and still well under the 0.5-bit drift of a real change that was not written
-back into the README, which must fail (test_a_half_bit_drift_fails).
+back into the README, which must fail (test_a_half_bit_drift_fails).  The networks of
+neural_codes.py, trained in float32, drift further (FLOAT32_TOL below).
 """
 import re
 import subprocess
@@ -20,15 +21,11 @@ import spline_images_factorial_vq as sv
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 0.2
-TABLES = {
-    "results": ["--seeds", "0", "1", "2", "3", "4"],
-    "meanfield": ["--objective", "meanfield", "--models", "standard_vq", "separate_slices",
-                  "factorial_vq"],
-    "compress": ["--compress"],
-}
-# the cheap rows of the open-question tables, recomputed here; `python3 tests/bench.py
+TABLES = {"meanfield": ["--objective", "meanfield", "--models", "standard_vq",
+                        "separate_slices", "factorial_vq"]}
+# a cheap row of the open-question tables, recomputed here; `python3 tests/bench.py
 # --readme` reruns the whole experiment section and the training table (about a minute)
-SPOT_ROWS = ((2, 12), (3, 8))
+SPOT_ROWS = ((3, 8),)
 EXPERIMENT_ARGS = {"training": ["--experiment", "training"],
                    "experiments": ["--experiment", "sweep", "alignment", "annealing", "limit"],
                    "movement": ["--experiment", "movement"],
@@ -71,6 +68,62 @@ def fresh(*args):
     return subprocess.run([sys.executable, str(ROOT / "spline_images_factorial_vq.py"),
                            "--quiet", "--markdown", *args], capture_output=True, text=True,
                           check=True, timeout=300).stdout
+
+
+def results_table(data):
+    """The headline table, formatted from the JSON of a run of the main CLI."""
+    return sv.format_table({r["seed"]: r["models"] for r in data["results"]}, data["config"],
+                           markdown=True)
+
+
+def compress_table(data):
+    """The coder table, formatted from the JSON of `--compress`."""
+    cfg = {**data["config"], "seed": data["config"]["seeds"][0]}
+    return sv.format_compress_table(data["compress"], cfg, markdown=True)
+
+
+def sigma_table(data):
+    """The sigma_x section, formatted from the JSON of `--experiment sigma`."""
+    return sv.format_experiments({"sigma": data["sigma"]}, data["config"]["seeds"], markdown=True)
+
+
+# Blocks formatted from a committed run in viz/ (written by the CLI with these arguments and
+# --json): the tests refit a part of each, `python3 tests/bench.py --readme` reruns them whole.
+JSON_TABLES = {"results": (["--seeds", "0", "1", "2", "3", "4"], "viz/results.json",
+                           results_table),
+               "compress": (["--compress"], "viz/compress.json", compress_table),
+               "sigma": (["--experiment", "sigma"], "viz/sigma.json", sigma_table)}
+
+
+def committed(name):
+    import json
+    with open(ROOT / JSON_TABLES[name][1]) as f:
+        return json.load(f)
+
+
+def test_readme_results_table_is_the_committed_run_and_seed_0_refits():
+    data = committed("results")
+    assert readme_block("results").strip() == results_table(data).strip()
+    cfg = {k: v for k, v in data["config"].items() if k != "seeds"}
+    got = sv.run_seeds(cfg, [0])[0]
+    want = next(r for r in data["results"] if r["seed"] == 0)["models"]
+    assert list(got) == list(want)
+    for name in want:
+        for split in ("heldout", "train"):
+            for term, value in want[name][split].items():
+                new = got[name][split][term]
+                assert (new is value is None) or abs(new - value) <= TOL, (name, split, term)
+
+
+def test_readme_compress_table_is_the_committed_run_and_a_row_recodes():
+    data = committed("compress")
+    assert readme_block("compress").strip() == compress_table(data).strip()
+    want = data["compress"]["factorial_vq"]
+    X, Xt = sv.load_data(0)
+    model, _ = sv.fit_model("factorial_vq", X, seed=0)
+    row, _ = sv.code_and_check(model, sv.quantise_images(Xt), 0)
+    assert row["roundtrip"] and abs(row["actual_bits"] - want["actual_bits"]) <= TOL
+    assert sv.baseline_bits(sv.quantise_images(Xt)) == data["compress"]["baselines"]
 
 
 @pytest.mark.parametrize("name", TABLES)
@@ -128,29 +181,35 @@ def test_readme_modern_code_tables_are_the_committed_runs(name):
     assert readme_block(name).strip() == neural_block(name).strip()
 
 
+# The networks train in float32, and their training follows BLAS's kernels and thread count,
+# not only numpy's: seed 0's VQ-VAE 4x6 came out 126.8 bits per image on an AVX-512 machine
+# and 128.9, 129.8 and 131.1 on an AVX2 one (OpenBLAS's Sandybridge kernels, 2 threads,
+# 1 thread); the seeds 0-4 spread 2.8 bits (standard deviation).  Against the committed run
+# a fresh fit can only be checked to within that drift, which catches a broken VQ-VAE, not
+# a small change.  (Trained in float64 the same fit is 128.5876 bits in all four settings.)
+FLOAT32_TOL = 8.0
+
+
 def test_committed_modern_code_runs_match_a_fresh_fit():
-    """Spot check of viz/neural_seeds.json: seed 0's VQ-VAE 4x6, factorial VQ and PPCA-24,
-    refitted."""
+    """Spot check of viz/neural_seeds.json: seed 0's factorial VQ and PPCA-24 refitted to
+    TOL, its VQ-VAE 4x6 to FLOAT32_TOL."""
     import json
     import neural_codes as nc
     with open(ROOT / "viz" / "neural_seeds.json") as f:
         want = next(r for r in json.load(f)["results"] if r["seed"] == 0)["models"]
     data = nc.load_split(0, 200)
-    got = {name: nc.run_core(name, data, 0)["total"] for name in ("factorial_vq", "pca24")}
-    got["vq_vae_4x6"] = nc.run_model("vq_vae_4x6", data, 0)[0]["total"]
-    for name, total in got.items():
-        assert abs(total - want[name]["total"]) <= TOL, (name, total, want[name]["total"])
+    got = {name: (nc.run_core(name, data, 0)["total"], TOL) for name in ("factorial_vq", "pca24")}
+    got["vq_vae_4x6"] = (nc.run_model("vq_vae_4x6", data, 0)[0]["total"], FLOAT32_TOL)
+    for name, (total, tol) in got.items():
+        assert abs(total - want[name]["total"]) <= tol, (name, total, want[name]["total"])
 
 
 def test_readme_sigma_tables_are_the_committed_run_and_a_cell_refits():
     """The sigma_x section is formatted from viz/sigma.json (`python3 tests/bench.py --readme`
     reruns the sweep), and seed 0 at the paper's sigma_x refits to the file's numbers."""
-    import json
-    with open(ROOT / "viz" / "sigma.json") as f:
-        data = json.load(f)
+    data = committed("sigma")
     seeds = data["config"]["seeds"]
-    assert readme_block("sigma").strip() == sv.format_experiments(
-        {"sigma": data["sigma"]}, seeds, markdown=True).strip()
+    assert readme_block("sigma").strip() == sigma_table(data).strip()
     sigma = data["sigma"]["paper_sigma"]
     want = data["sigma"]["per_seed"][f"{sigma:g}"][seeds.index(0)]
     X, Xt = sv.load_data(0)
