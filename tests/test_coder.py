@@ -88,7 +88,7 @@ def test_pop_then_push_returns_the_initial_words():
 
 @pytest.fixture(scope="module")
 def small_models():
-    out = sv.run_comparison(seed=3, n_samples=200, n_test=240, steps=120,
+    out = sv.run_comparison(seed=3, n_samples=200, n_test=240,
                             models=["standard_vq", "separate_slices", "residual_vq", "factorial_vq"])
     return out["models"], sv.quantise_images(out["heldout"])
 
