@@ -11,9 +11,10 @@ sweep, and the open-question experiments.
 
     python3 tests/bench.py --readme
 
-instead reruns the full-size training table and open-question experiments (about two
-minutes) and checks every number of those README sections against them, with the test
-suite's tolerance; the suite itself refits only a few cheap rows.
+instead reruns the full-size results, coder, training, open-question and sigma_x runs (about
+three minutes) and checks every number of those README sections against them, with the test
+suite's tolerance (scaled up below sigma_x = 0.15, see check_sigma); the suite itself refits
+only a few cheap rows.
 
     python3 tests/bench.py --write-readme
 
@@ -79,7 +80,8 @@ def check_readme_experiments():
     number = r"-?\d+\.\d+"
     status = 0
     for block, (args, _, _) in JSON_TABLES.items():
-        if block in EXPERIMENT_ARGS:
+        if block == "sigma":
+            status |= check_sigma(args)
             continue
         t0 = time.perf_counter()
         old, new = numbers_by_row(readme_block(block)), numbers_by_row(fresh(*args))
@@ -101,6 +103,51 @@ def check_readme_experiments():
               f"(tolerance {TOL}): {'ok' if ok else 'FAIL'}; {time.perf_counter() - t0:.1f} s")
         status |= not ok
     return status
+
+
+def check_sigma(args):
+    """viz/sigma.json (the README's sigma_x section) against a fresh sweep: every mean and sd
+    of the table and of the rankings, and every count of seeds on which a ranking holds.
+
+    The tolerance is TOL at sigma_x >= 0.15 and TOL (0.15 / sigma_x)^2 below: a fitted model
+    follows the CPU's floating-point kernels in its last bits, hard assignments can turn that
+    into a different codebook, and the same change in squared error costs (0.15 / sigma_x)^2
+    times more bits at sigma_x than at 0.15 (the recon term is SSE / (2 sigma_x^2 ln 2)).
+    Measured between the committed run and a rerun on another CPU (same numpy and scipy):
+    0.011 bits at most from 0.1 up, 0.67 at 0.05 (the residual chain's sd; 1.95 bits on its
+    seed 1, out of 850)."""
+    from test_readme import TOL, committed, fresh
+    t0 = time.perf_counter()
+    path = os.path.join(TMP, "sigma.json")
+    fresh(*args, "--json", path)
+    with open(path) as f:
+        new = json.load(f)["sigma"]
+    old = committed("sigma")["sigma"]
+    bad, worst, n = [], 0.0, 0
+    if new["sigmas"] != old["sigmas"] or new["models"] != old["models"]:
+        bad.append("sigmas or models")
+    for sigma in old["sigmas"]:
+        key, tol = f"{sigma:g}", TOL * max(1.0, (0.15 / sigma) ** 2)
+        pairs = [(f"{m} {f}", old["table"][key][m][f], new["table"][key][m][f])
+                 for m in old["models"] for f in old["table"][key][m]]
+        pairs += [(f"{r} {f}", old["rankings"][r][key][f], new["rankings"][r][key][f])
+                  for r in old["rankings"] for f in ("diff_mean", "diff_sd")]
+        for label, a, b in pairs:
+            n += 1
+            worst = max(worst, abs(a - b) / tol)
+            if abs(a - b) > tol:
+                bad.append(f"{label} at {key} ({a:.2f} against {b:.2f}, tolerance {tol:.2f})")
+        bad += [f"{r} at {key}: {old['rankings'][r][key]['seeds_holding']} seeds against "
+                f"{new['rankings'][r][key]['seeds_holding']}" for r in old["rankings"]
+                if old["rankings"][r][key]["seeds_holding"]
+                != new["rankings"][r][key]["seeds_holding"]]
+    if new["paper_sigma"] != old["paper_sigma"]:
+        bad.append(f"nearest sigma_x {old['paper_sigma']} against {new['paper_sigma']}")
+    print(f"README sigma: {n} means and sds against a fresh sweep (tolerance {TOL} bits, "
+          f"scaled by (0.15 / sigma_x)^2 below 0.15; largest difference {worst:.2f} of it) and "
+          f"every seed count: {'ok' if not bad else 'FAIL: ' + '; '.join(bad)}; "
+          f"{time.perf_counter() - t0:.1f} s")
+    return int(bool(bad))
 
 
 NEURAL_RUNS = {"neural_seeds": [["--seeds", "0", "1", "2", "3", "4"]],

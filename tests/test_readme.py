@@ -28,8 +28,7 @@ TABLES = {"meanfield": ["--objective", "meanfield", "--models", "standard_vq",
 SPOT_ROWS = ((3, 8),)
 EXPERIMENT_ARGS = {"training": ["--experiment", "training"],
                    "experiments": ["--experiment", "sweep", "alignment", "annealing", "limit"],
-                   "movement": ["--experiment", "movement"],
-                   "sigma": ["--experiment", "sigma"]}
+                   "movement": ["--experiment", "movement"]}
 
 
 def readme_block(name):
