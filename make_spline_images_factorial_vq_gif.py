@@ -123,7 +123,7 @@ FPS_RANGE = (0.1, 100.0)       # GIF frame delays are whole centiseconds, at mos
 def parse_args(argv=None):
     ap = sv.CLIParser(prog="make_spline_images_factorial_vq_gif.py",
                       description="Write the factorial VQ training animation as a GIF.")
-    ap.add_argument("--seed", type=sv.int_at_least(0), default=0,
+    ap.add_argument("--seed", type=sv.int_at_least(0, sv.MAX_SEED), default=0,
                     help="random seed of the data and the models")
     ap.add_argument("--snapshot-every", type=sv.int_at_least(1, sv.MAX_STEPS), default=2,
                     help="training steps (EM iterations or Adam steps) between frames")

@@ -1949,8 +1949,9 @@ def parse_args(argv=None):
                                   "scored by the same bits-back description length as the "
                                   "1994 models (bits per image, held-out); the one-bit VAE.")
     seeds = ap.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=sv.int_at_least(0), default=0, help="random seed")
-    seeds.add_argument("--seeds", type=sv.int_at_least(0), nargs="+", metavar="S",
+    seeds.add_argument("--seed", type=sv.int_at_least(0, sv.MAX_SEED), default=0,
+                       help="random seed")
+    seeds.add_argument("--seeds", type=sv.int_at_least(0, sv.MAX_SEED), nargs="+", metavar="S",
                        help="several seeds, one after another: mean ± sd")
     ap.add_argument("--n-samples", type=sv.int_at_least(1, MAX_TRAIN_IMAGES), default=200,
                     help="training images N (200 as in the paper); a validation split of "
@@ -2029,6 +2030,8 @@ def parse_args(argv=None):
         ap.error("--models: a model is named twice")
     if args.seeds and len(set(args.seeds)) != len(args.seeds):
         ap.error("--seeds: a seed is named twice")
+    if not (args.sweep or args.scoreboard or args.acn or args.one_bit):
+        ap.models_fit(args.models, args.n_samples)
     if args.compress and "vae" not in args.models:
         ap.error("--compress codes with the VAE: add vae to --models")
     if args.json is not None:

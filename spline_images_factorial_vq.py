@@ -57,6 +57,7 @@ LR = 0.03                              # their learning rate, decayed on a cosin
 MAX_DIMS = D                           # at most one factor per pixel
 MAX_CODES = 4096                       # per factor
 MAX_IMAGES = 1_000_000                 # training or held-out images
+MAX_SEED = 2**63 - 1                   # a bitstream header stores the seed as a JSON int64
 
 MODEL_NAMES = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq", "pca5", "pca24",
                "hard_standard", "hard_slices", "hard_residual", "hard_factorial")
@@ -240,15 +241,21 @@ def mean_field(X, C, b, a, q, sigma_x, sweeps=50, tol=1e-7):
     leading axes, several models refined at once.  Returns the refined q (..., N, M, K).
 
     The update q_d(k) ∝ pi_d(k) exp(((x - b - sum_{e≠d} mu_e).C_d[k] - ||C_d[k]||^2/2)
-    / sigma^2) needs only the scores (x - b).C_d[k] and the codebooks' Gram matrix C C^T, since
-    mu_e.C_d[k] = sum_l q_e(l) C_e[l].C_d[k]: no image-sized (N, D) array is touched.
+    / sigma^2) needs the scores (x - b).C_d[k] and the overlaps mu_e.C_d[k].  With few codes
+    these come from the codebooks' Gram matrix C C^T, mu_e.C_d[k] = sum_l q_e(l) C_e[l].C_d[k]
+    (N (MK)^2 multiply-adds a sweep, no image-sized array touched); with M K > 3 D from the
+    other factors' mean image in pixel space (3 N M K D a sweep), which is the same sum.
     """
     q = q.copy()
     *lead, M, K, Dx = C.shape
     log_pi = log_softmax(a, axis=-1)[..., None, :, :]                      # (..., 1, M, K)
     flat = C.reshape(tuple(lead) + (M * K, Dx))
-    gram = flat @ np.swapaxes(flat, -1, -2)                                # (..., MK, MK)
-    half_sq = 0.5 * np.diagonal(gram, axis1=-2, axis2=-1).reshape(tuple(lead) + (1, M, K))
+    pixels = M * K > 3 * Dx
+    if pixels:
+        half_sq = 0.5 * np.einsum("...mkd,...mkd->...mk", C, C)[..., None, :, :]
+    else:
+        gram = flat @ np.swapaxes(flat, -1, -2)                            # (..., MK, MK)
+        half_sq = 0.5 * np.diagonal(gram, axis1=-2, axis2=-1).reshape(tuple(lead) + (1, M, K))
     base = log_pi + (code_scores(X, C, b) - half_sq) / sigma_x**2          # (..., N, M, K)
     every = tol is None
     active = slice(None) if every else np.arange(X.shape[-2])
@@ -256,14 +263,22 @@ def mean_field(X, C, b, a, q, sigma_x, sweeps=50, tol=1e-7):
         qa = q if every else q[..., active, :, :]      # a view (updates land) or a copy
         ba = base if every else base[..., active, :, :]
         change = 0.0
+        if pixels:                                     # sum_e mu_e, (..., n, D)
+            mean = qa.reshape(qa.shape[:-2] + (M * K,)) @ flat
         for d in range(M):
             cols = slice(d * K, (d + 1) * K)
-            others = (qa.reshape(qa.shape[:-2] + (M * K,)) @ gram[..., :, cols]
-                      - qa[..., d, :] @ gram[..., cols, cols])            # (..., n, K)
+            if pixels:
+                mean -= qa[..., d, :] @ C[..., d, :, :]
+                others = mean @ np.swapaxes(C[..., d, :, :], -1, -2)        # (..., n, K)
+            else:
+                others = (qa.reshape(qa.shape[:-2] + (M * K,)) @ gram[..., :, cols]
+                          - qa[..., d, :] @ gram[..., cols, cols])        # (..., n, K)
             new = softmax(ba[..., d, :] - others / sigma_x**2, axis=-1)
             if not every:
                 change = np.maximum(change, np.abs(new - qa[..., d, :]).max(axis=-1))
             qa[..., d, :] = new
+            if pixels:
+                mean += new @ C[..., d, :, :]
         if not every:
             q[..., active, :, :] = qa
         if M == 1:                                     # one update is the exact posterior
@@ -2691,7 +2706,7 @@ def _whole(lo, hi):
 # every header field of a bitstream file, and what a valid value is
 HEADER_FIELDS = {
     "model": lambda v: v in CODER_MODELS,
-    "seed": _whole(0, 2**63 - 1),
+    "seed": _whole(0, MAX_SEED),
     "n_dims": _whole(1, MAX_DIMS),
     "n_units_per_dim": _whole(2, MAX_CODES),
     "sigma_x": lambda v: isinstance(v, float) and SIGMA_RANGE[0] <= v <= SIGMA_RANGE[1],
@@ -2729,9 +2744,12 @@ def _parse_bitstream(path, blob):
     import hashlib
     if blob[:4] != STREAM_MAGIC:
         raise ValueError(f"{path} is not a bitstream of this program (bad magic)")
-    if len(blob) < 41 or blob[4] != STREAM_VERSION:
-        raise ValueError(f"{path}: unsupported format version {blob[4] if len(blob) > 4 else '?'} "
-                         f"(this program reads version {STREAM_VERSION}) or truncated header")
+    if len(blob) > 4 and blob[4] != STREAM_VERSION:
+        raise ValueError(f"{path}: unsupported format version {blob[4]} (this program reads "
+                         f"version {STREAM_VERSION})")
+    if len(blob) < 41:
+        raise ValueError(f"{path} is truncated ({len(blob)} bytes, shorter than the fixed "
+                         f"header)")
     body = blob[37:]
     if hashlib.sha256(body).digest() != blob[5:37]:
         raise ValueError(f"{path} is damaged or truncated (checksum mismatch)")
@@ -2742,6 +2760,9 @@ def _parse_bitstream(path, blob):
         raise ValueError(f"{path}: the header is not valid JSON") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: the header is not a JSON object")
+    unknown = sorted(set(header) - set(HEADER_FIELDS))
+    if unknown:                        # an edit there would change nothing: say so
+        raise ValueError(f"{path}: header field {unknown[0]!r} is not one of this format's")
     for field, valid in HEADER_FIELDS.items():
         if field not in header:
             raise ValueError(f"{path}: header field {field!r} is missing")
@@ -2766,13 +2787,18 @@ def _parse_bitstream(path, blob):
     params = dict(zip(shapes, np.split(flat, np.cumsum(sizes)[:-1])))
     params = {k: v.reshape(shapes[k]) for k, v in params.items()}
     rest = rest[4 * sum(sizes):]
+    if len(rest) % 4:
+        raise ValueError(f"{path}: the message is not a whole number of 32-bit words")
     counts = np.frombuffer(rest[:4 * lanes], dtype="<u4").astype(np.int64)
     words = np.frombuffer(rest[4 * lanes:], dtype="<u4")
-    if len(rest) % 4 or counts.sum() != len(words) or np.any(counts == 0):
+    if counts.sum() != len(words) or np.any(counts == 0):
         raise ValueError(f"{path}: header field 'lanes' does not fit the message's lane "
                          f"lengths, or the file is truncated")
     refine = 0 if header["model"].endswith("_amortised") else header["refine"]
-    cm = CodingModel(header["form"], M, K, header["sigma_x"], refine, params)
+    try:
+        cm = CodingModel(header["form"], M, K, header["sigma_x"], refine, params)
+    except ValueError as err:          # parameters outside the coder's fixed-point range
+        raise ValueError(f"{path}: {err}") from None
     return header, cm, np.split(words, np.cumsum(counts)[:-1])
 
 
@@ -3068,6 +3094,27 @@ class CLIParser(argparse.ArgumentParser):
         except OSError as err:
             self.error(f"{flag} {path!r}: {err}")
 
+    def input_file(self, flag, path):
+        """Check, before any work, that path is a file that can be opened for reading."""
+        if not path:
+            self.error(f"{flag}: the path is empty")
+        if os.path.isdir(path):
+            self.error(f"{flag} {path!r}: is a folder; give a file")
+        if not os.path.isfile(path):
+            self.error(f"{flag} {path!r}: no such file")
+        try:
+            open(path, "rb").close()
+        except OSError as err:
+            self.error(f"{flag} {path!r}: cannot be read ({err.strerror})")
+
+    def models_fit(self, models, n_samples):
+        """Error unless every model among `models` can be fitted to n_samples images (a PCA
+        needs at least as many images as components)."""
+        small = [n for n in models if n.startswith("pca") and int(n[3:]) > n_samples]
+        if small:
+            self.error(f"--n-samples {n_samples} is too small for {small[0]} (needs >= "
+                       f"{small[0][3:]}); raise it or leave {small[0]} out of --models")
+
     def output_folder(self, flag, path):
         """Check, before any work, that folder path exists or can be made; creates nothing."""
         try:
@@ -3086,11 +3133,12 @@ def _number_parser(kind, lo, hi, lo_open=False):
             raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        bound = str if kind is int else (lambda v: f"{v:g}")    # 2**63 - 1 in full
         if value < lo or (lo_open and value == lo):
-            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo:g}, "
-                                             f"got {text}")
+            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} "
+                                             f"{bound(lo)}, got {text}")
         if hi is not None and value > hi:
-            raise argparse.ArgumentTypeError(f"must be <= {hi:g}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be <= {bound(hi)}, got {text}")
         return value
     return parse
 
@@ -3171,6 +3219,17 @@ def estimate_cost(cfg, n_seeds=1, workers=1, compress=False):
         if compress and joint <= MAX_ENUMERATION:
             arrays += 8.0 * 6 * COMPRESS_CHUNK
             work += 4.0 * joint * nt * D
+        if name in HARD_CODES.values() and name != "residual_vq":
+            # the EM from every start: its mean-field sweeps (mean_field: N m k min(m k, 3 D)
+            # each) and least-squares codebooks (the (N, P)^T (N, P) product, then per pixel
+            # group two LU solves, P_g^3 / 3 each, of P_g unknowns), then the refinement
+            sweep = m * k * min(m * k, 3 * D)
+            P, g = 1 + m * k, (m if name == "separate_slices" else 1)
+            Pg = 1 + m * k // g
+            solve = n * P * P + g * (2 / 3 * Pg**3 + 4 * Pg * Pg * D / g)
+            work += HARD_RESTARTS * ((EM_ITERS + 10) * EM_SWEEPS * n * sweep
+                                     + (EM_ITERS + 1) * solve)
+            work += cfg["refine"] * (n + nt) * sweep
         peak = max(peak, 8.0 * 4 * (n + nt) * D + arrays)
         work += 6.0 * (cfg["steps"] + HARD_RESTARTS * EM_ITERS) * n * m * k * D
         work += 6.0 * cfg["refine"] * nt * m * k * D
@@ -3197,8 +3256,9 @@ def parse_args(argv=None):
                    description="Factorial stochastic VQ of spline images (Hinton & Zemel 1994), "
                                "scored by bits-back description length in bits per image.")
     seeds = ap.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int_at_least(0), default=0, help="random seed")
-    seeds.add_argument("--seeds", type=int_at_least(0), nargs="+", metavar="S",
+    seeds.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0,
+                       help="random seed")
+    seeds.add_argument("--seeds", type=int_at_least(0, MAX_SEED), nargs="+", metavar="S",
                        help="several seeds: mean ± sd, run in parallel worker processes")
     ap.add_argument("--n-dims", type=int_at_least(1, MAX_DIMS), default=4,
                     help="factors M (VQs) of the factorial model; also the slices and the "
@@ -3268,10 +3328,7 @@ def parse_args(argv=None):
         ap.error(f"--models: each model once, got {' '.join(args.models)}")
     if "separate_slices" in args.models and args.n_dims > WIDTH:
         ap.error(f"--n-dims {args.n_dims}: separate_slices needs at most {WIDTH} bands")
-    small = [n for n in args.models if n.startswith("pca") and int(n[3:]) > args.n_samples]
-    if small:
-        ap.error(f"--n-samples {args.n_samples} is too small for {small[0]} "
-                 f"(needs >= {small[0][3:]}); raise it or leave {small[0]} out of --models")
+    ap.models_fit(args.models, args.n_samples)
     if (args.compress or args.bitstream) and args.seeds:
         ap.error("--compress and --bitstream code one seed: use --seed")
     if args.experiment and (args.compress or args.bitstream):
@@ -3285,10 +3342,7 @@ def parse_args(argv=None):
     if args.bitstream is not None:
         ap.output_file("--bitstream", args.bitstream)
     if args.decode is not None:
-        if not args.decode:
-            ap.error("--decode: the path is empty")
-        if not os.path.isfile(args.decode):
-            ap.error(f"--decode {args.decode}: no such file")
+        ap.input_file("--decode", args.decode)
     return args, ap
 
 

@@ -522,10 +522,13 @@ def check_one_bit(data):
         for n, seeds in runs.items():
             if not isinstance(seeds, dict) or not seeds:
                 raise ValueError(f"one_bit.one_bit.{k}.{n} must hold at least one seed")
+            first = one["1"][dims[0]]
+            if list(seeds) != list(first):
+                raise ValueError(f"one_bit.one_bit.{k}.{n} must hold the same seeds as "
+                                 f"one_bit.one_bit.1.{dims[0]} ({', '.join(first)})")
             for seed, r in seeds.items():
-                for term in ("loss", "recon", "code"):
-                    _check(r.get(term) if isinstance(r, dict) else None, "number",
-                           f"one_bit.one_bit.{k}.{n}.{seed}.{term}")
+                _check_terms(r, {t: "number" for t in ("loss", "recon", "code")},
+                             f"one_bit.one_bit.{k}.{n}.{seed}")
     return data
 
 
@@ -534,13 +537,16 @@ def check_acn(data):
     acn = data["acn"]
     if not isinstance(acn, dict) or not acn:
         raise ValueError("acn must be an object of training-set sizes")
+    first = next(iter(acn))
     for n, seeds in acn.items():
         if not isinstance(seeds, dict) or not seeds:
             raise ValueError(f"acn.{n} must hold at least one seed")
+        if list(seeds) != list(acn[first]):
+            raise ValueError(f"acn.{n} must hold the same seeds as acn.{first} "
+                             f"({', '.join(acn[first])})")
         for seed, r in seeds.items():
-            for key in ("vae", "vae_set", "acn_set", "acn_ordered"):
-                _check(r.get(key) if isinstance(r, dict) else None, "number",
-                       f"acn.{n}.{seed}.{key}")
+            _check_terms(r, {k: "number" for k in ("vae", "vae_set", "acn_set", "acn_ordered")},
+                         f"acn.{n}.{seed}")
     return data
 
 
@@ -631,21 +637,22 @@ def write_figures(makers, outdir, dpi, log):
 
 
 # What each figure reads from the --experiment JSON: field -> kind, where "number" is a
-# finite int or float, "number?" may be null, and a list [kind, n] is a list of n entries
-# (n = None: any length >= 1).
+# finite int or float, "number?" may be null, "sd" is a number >= 0 (drawn as an error bar),
+# and a list [kind, n] is a list of n entries (n = None: any length >= 1).
 NUMBERS = lambda n=None: ["number", n]
 EXPERIMENT_SCHEMA = {
-    "sweep": {"heldout_total_mean": "number", "heldout_total_sd": "number",
+    "sweep": {"heldout_total_mean": "number", "heldout_total_sd": "sd",
               "exact_mean": "number?", "codewords": "int", "joint_codes": "int"},
     "alignment": {"mi_controls": [NUMBERS(sv.N_CONTROL), None],
                   "mi_segments": [NUMBERS(sv.N_CONTROL - 1), None],
                   "score": "number", "score_segments": "number", "seed": "int"},
     "annealing": {"totals": NUMBERS(), "poor_optima": "int", "runs": "int"},
     "training": {"heldout_total_mean": "number", "totals": NUMBERS()},
-    "movement": {"dmc_to_train_mean": "number", "dmc_to_train_sd": "number",
-                 "heldout_mean": "number", "heldout_sd": "number"},
+    "movement": {"dmc_to_train_mean": "number", "dmc_to_train_sd": "sd",
+                 "heldout_mean": "number", "heldout_sd": "sd"},
 }
-SIGMA_TERMS = {f"{t}_{s}": "number" for t in ("recon", "code", "total") for s in ("mean", "sd")}
+SIGMA_TERMS = {f"{t}_{s}": kind for t in ("recon", "code", "total")
+               for s, kind in (("mean", "number"), ("sd", "sd"))}
 
 
 def _check(value, kind, where):
@@ -663,8 +670,18 @@ def _check(value, kind, where):
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "int" and not (numeric and float(value).is_integer()):
         raise ValueError(f"{where} must be a whole number, got {value!r}")
-    if kind.startswith("number") and not (numeric and math.isfinite(value)):
+    if kind in ("number", "number?", "sd") and not (numeric and math.isfinite(value)):
         raise ValueError(f"{where} must be a finite number, got {value!r}")
+    if kind == "sd" and value < 0:
+        raise ValueError(f"{where} is a standard deviation and must be >= 0, got {value!r}")
+
+
+def _check_terms(entry, kinds, where):
+    """Raise ValueError naming `where` unless entry is an object whose fields have `kinds`."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be an object, got {entry!r}")
+    for field, kind in kinds.items():
+        _check(entry.get(field), kind, f"{where}.{field}")
 
 
 def _check_sigma(v):
@@ -684,8 +701,7 @@ def _check_sigma(v):
                                                                     dict) else None
             if not isinstance(entry, dict):
                 raise ValueError(f"sigma.table lacks {name} at sigma_x = {s:g}")
-            for field, kind in SIGMA_TERMS.items():
-                _check(entry.get(field), kind, f"sigma.table.{s:g}.{name}.{field}")
+            _check_terms(entry, SIGMA_TERMS, f"sigma.table.{s:g}.{name}")
 
 
 def read_experiments(path):
@@ -757,7 +773,7 @@ def draw_experiments(path, outdir, dpi, log):
 def parse_args(argv=None):
     ap = sv.CLIParser(prog="visualize_spline_images_factorial_vq.py",
                       description="Write the six PNG figures of the comparison into --outdir.")
-    ap.add_argument("--seed", type=sv.int_at_least(0), default=0,
+    ap.add_argument("--seed", type=sv.int_at_least(0, sv.MAX_SEED), default=0,
                     help="random seed of the data and the models")
     ap.add_argument("--outdir", default="viz", help="output folder, made if missing")
     ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=sv.STEPS,
@@ -781,9 +797,8 @@ def parse_args(argv=None):
     for source in ("experiments", "neural"):
         ap.refuse_together(given, source, ("seed", "steps", "n_test", "eval_every"),
                            "draws from the file alone")
-        path = getattr(args, source)
-        if path is not None and not os.path.isfile(path):
-            ap.error(f"--{source} {path!r}: no such file")
+        if getattr(args, source) is not None:
+            ap.input_file(f"--{source}", getattr(args, source))
     if args.experiments is not None and args.neural is not None:
         ap.error("--experiments and --neural: give one file at a time")
     if args.steps // args.eval_every > 10_000:

@@ -30,7 +30,8 @@ BAD_INPUT = [
     # paths, checked before any work
     ["--json", "README.md/sub/out.json"], ["--json", ""], ["--json", "/tmp"],
     ["--json", "/proc/out.json"], ["--bitstream", "/tmp"], ["--bitstream", ""],
-    ["--decode", ""], ["--decode", "/no/such/file"],
+    ["--decode", ""], ["--decode", "/no/such/file"], ["--decode", "/tmp"],
+    ["--seed", str(2**63)], ["--seeds", "0", str(2**63)],
     # flags that would do nothing
     ["--decode", "README.md", "--seed", "1"], ["--decode", "README.md", "--json", "x.json"],
     ["--decode", "README.md", "--compress"], ["--decode", "README.md", "--n-dims", "3"],
@@ -54,6 +55,20 @@ def test_bad_input_as_a_process_prints_no_traceback(args):
     res = run(*args)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_every_seed_the_cli_takes_fits_a_bitstream_header():
+    """A seed the CLI accepts must be one --decode accepts back from the header."""
+    assert sv.parse_args(["--seed", str(sv.MAX_SEED)])[0].seed == sv.MAX_SEED
+    assert sv.HEADER_FIELDS["seed"](sv.MAX_SEED) and not sv.HEADER_FIELDS["seed"](sv.MAX_SEED + 1)
+    with pytest.raises(SystemExit):
+        sv.parse_args(["--seed", str(sv.MAX_SEED + 1)])
+
+
+def test_bad_paths_are_named_with_what_is_wrong(cli, tmp_path):
+    for path, reason in ((tmp_path, "is a folder"), (tmp_path / "missing.bin", "no such file")):
+        status, _, err = cli(sv.main, "--decode", str(path))
+        assert status == 2 and reason in err, err
 
 
 def test_help_explains_every_flag_with_its_default(cli):

@@ -152,8 +152,9 @@ def test_bitstream_round_trip_and_damage_is_detected(small_models, tmp_path):
             sv.read_bitstream(path)
 
 
-def rewrite(path, edit):
-    """Change a bitstream's header and recompute its checksum, as a hand edit would."""
+def rewrite(path, edit=lambda header: None, edit_rest=lambda rest: rest):
+    """Change a bitstream's header or the bytes after it (parameters and message) and
+    recompute its checksum, as a hand edit would."""
     import hashlib
     import json
     blob = path.read_bytes()
@@ -162,7 +163,7 @@ def rewrite(path, edit):
     header = json.loads(body[4:4 + n])
     edit(header)
     head = json.dumps(header).encode()
-    body = len(head).to_bytes(4, "little") + head + body[4 + n:]
+    body = len(head).to_bytes(4, "little") + head + edit_rest(body[4 + n:])
     path.write_bytes(blob[:5] + hashlib.sha256(body).digest() + body)
 
 
@@ -177,10 +178,44 @@ def test_hand_edited_headers_are_named(small_models, tmp_path, field, value):
         sv.read_bitstream(path)
 
 
+def test_an_unknown_header_field_is_named(small_models, tmp_path):
+    path, _ = write_stream(small_models, tmp_path)
+    rewrite(path, lambda h: h.__setitem__("sigma", 0.2))
+    with pytest.raises(ValueError, match="'sigma' is not one of"):
+        sv.read_bitstream(path)
+
+
 def test_a_missing_header_field_is_named(small_models, tmp_path):
     path, _ = write_stream(small_models, tmp_path)
     rewrite(path, lambda h: h.pop("refine"))
     with pytest.raises(ValueError, match="'refine' is missing"):
+        sv.read_bitstream(path)
+
+
+def _huge_first_parameter(rest):
+    return (2**31 - 1).to_bytes(4, "little") + rest[4:]
+
+
+@pytest.mark.parametrize("edit_rest,reason", [
+    (lambda rest: rest + b"\0", "not a whole number of 32-bit words"),
+    (lambda rest: rest[:-4], "'lanes' does not fit"),
+    (_huge_first_parameter, "too large for the fixed-point coder")])
+def test_hand_edited_parameters_and_message_are_named(small_models, tmp_path, edit_rest, reason):
+    path, _ = write_stream(small_models, tmp_path)
+    rewrite(path, edit_rest=edit_rest)
+    with pytest.raises(ValueError, match=reason) as err:
+        sv.read_bitstream(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def test_short_files_are_called_truncated_and_other_versions_named(small_models, tmp_path):
+    path, _ = write_stream(small_models, tmp_path)
+    blob = path.read_bytes()
+    path.write_bytes(blob[:30])
+    with pytest.raises(ValueError, match="truncated"):
+        sv.read_bitstream(path)
+    path.write_bytes(blob[:4] + bytes([sv.STREAM_VERSION + 1]) + blob[5:])
+    with pytest.raises(ValueError, match=f"version {sv.STREAM_VERSION + 1} "):
         sv.read_bitstream(path)
 
 

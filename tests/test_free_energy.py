@@ -159,6 +159,32 @@ def test_refinement_never_increases_the_free_energy():
                   <= model.description_length(Xt, refine=0)["total"] + 1e-9)
 
 
+@pytest.mark.parametrize("K", [5, 7])                # M K = 10 < 3 D: Gram; 14 > 3 D: pixels
+def test_mean_field_matches_the_update_written_out(K):
+    """Both routes of mean_field (the codebooks' Gram matrix, or the other factors' mean
+    image when M K > 3 D) against the update computed in pixel space factor by factor, on
+    D = 4 pixels, three models at once and an early stop."""
+    rng = np.random.default_rng(K)
+    R, N, M, Dx, sigma = 3, 9, 2, 4, 0.4
+    X, C = rng.normal(size=(N, Dx)), rng.normal(size=(R, M, K, Dx))
+    b, a = rng.normal(size=(R, Dx)), rng.normal(size=(R, M, K))
+    q0 = sv.softmax(rng.normal(size=(R, N, M, K)))
+    for sweeps, tol in ((3, None), (40, 1e-6)):
+        got = sv.mean_field(X, C, b, a, q0, sigma, sweeps=sweeps, tol=tol)
+        for r in range(R):
+            q = q0[r].copy()
+            for n in range(N):
+                for _ in range(sweeps):
+                    old = q[n].copy()
+                    for d in range(M):
+                        rest = X[n] - b[r] - sum(q[n, e] @ C[r, e] for e in range(M) if e != d)
+                        q[n, d] = sv.softmax(sv.log_softmax(a[r, d]) + (C[r, d] @ rest - 0.5 * np.sum(
+                            C[r, d] ** 2, axis=1)) / sigma**2)
+                    if tol is not None and np.abs(q[n] - old).max() < tol:
+                        break
+            np.testing.assert_allclose(got[r], q, rtol=0, atol=1e-12 if tol is None else 1e-6)
+
+
 @pytest.mark.parametrize("name", ["standard_vq", "factorial_vq", "separate_slices", "residual_vq"])
 def test_monte_carlo_from_sampled_codes_agrees_with_description_length(name):
     model, Xt = trained(name, sigma_x=0.6)                     # softer posteriors: a real test

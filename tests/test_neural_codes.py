@@ -499,7 +499,9 @@ BAD = [["--latents", "0"], ["--latents", "65"], ["--hidden", "0"], ["--hidden", 
        ["--scoreboard", "--seeds", "0", "1"], ["--scoreboard", "--n-samples", "300"],
        ["--scoreboard", "--sweep"], ["--scoreboard", "--models", "pca5", "pca5"],
        ["--acn", "--models", "vae"], ["--acn", "--latents", "3"], ["--acn", "--sweep"],
-       ["--one-bit", "--n-samples", "5"], ["--one-bit", "--acn"], ["--acn", "--n-samples", "1"]]
+       ["--one-bit", "--n-samples", "5"], ["--one-bit", "--acn"], ["--acn", "--n-samples", "1"],
+       ["--n-samples", "1"], ["--n-samples", "10", "--models", "pca24"],
+       ["--seed", str(2**63)], ["--seeds", "0", str(2**63)]]
 
 
 @pytest.mark.parametrize("args", BAD, ids=[" ".join(a) for a in BAD])
