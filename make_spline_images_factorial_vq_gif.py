@@ -11,13 +11,13 @@ the baselines.
 """
 
 import os
-import signal
 import sys
 import time
 
-if __name__ == "__main__":     # Ctrl-C while the libraries load: one line, no traceback
-    signal.signal(signal.SIGINT, lambda *_: (print("make_spline_images_factorial_vq_gif.py: "
-                                                   "interrupted", file=sys.stderr), os._exit(130)))
+import cli_kit as kit
+
+if __name__ == "__main__":
+    kit.quit_on_interrupt("make_spline_images_factorial_vq_gif.py")
 
 # first: the module sets its BLAS thread default before anything imports numpy
 import spline_images_factorial_vq as sv  # noqa: E402
@@ -121,19 +121,19 @@ FPS_RANGE = (0.1, 100.0)       # GIF frame delays are whole centiseconds, at mos
 
 
 def parse_args(argv=None):
-    ap = sv.CLIParser(prog="make_spline_images_factorial_vq_gif.py",
+    ap = kit.CLIParser(prog="make_spline_images_factorial_vq_gif.py",
                       description="Write the factorial VQ training animation as a GIF.")
-    ap.add_argument("--seed", type=sv.int_at_least(0, sv.MAX_SEED), default=0,
+    ap.add_argument("--seed", type=kit.int_at_least(0, sv.MAX_SEED), default=0,
                     help="random seed of the data and the models")
-    ap.add_argument("--snapshot-every", type=sv.int_at_least(1, sv.MAX_STEPS), default=2,
+    ap.add_argument("--snapshot-every", type=kit.int_at_least(1, sv.MAX_STEPS), default=2,
                     help="training steps (EM iterations or Adam steps) between frames")
-    ap.add_argument("--fps", type=sv.float_between(*FPS_RANGE), default=8.0,
+    ap.add_argument("--fps", type=kit.float_between(*FPS_RANGE), default=8.0,
                     help="frames per second (the last frame stays 2 s)")
     ap.add_argument("--out", default="viz/spline_images_factorial_vq.gif",
                     help="output GIF path; its folder is made if missing")
-    ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=sv.STEPS,
+    ap.add_argument("--steps", type=kit.int_at_least(1, sv.MAX_STEPS), default=sv.STEPS,
                     help="Adam steps after the EM's %d iterations" % sv.EM_ITERS)
-    ap.add_argument("--n-test", type=sv.int_at_least(N_SHOWN, 100_000), default=2000,
+    ap.add_argument("--n-test", type=kit.int_at_least(N_SHOWN, 100_000), default=2000,
                     help="held-out images")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
@@ -147,7 +147,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    log = sv.progress_logger(args.quiet)
+    log = kit.progress_logger(args.quiet)
     t0 = time.perf_counter()
     cfg = {"n_dims": 4, "n_units_per_dim": 6}
     log(f"training the factorial VQ and {len(BASELINES)} baselines, seed {args.seed} ...")
@@ -178,7 +178,7 @@ def main(argv=None):
     # the last frame stays up for two seconds before the loop restarts
     durations = [1000.0 / args.fps] * (len(frames) - 1) + [2000.0]
     try:
-        sv.atomic_write(args.out, lambda tmp: iio.imwrite(tmp, np.stack(frames), extension=".gif",
+        kit.atomic_write(args.out, lambda tmp: iio.imwrite(tmp, np.stack(frames), extension=".gif",
                                                           duration=durations, loop=0))
     except OSError as err:
         print(f"make_spline_images_factorial_vq_gif.py: error: cannot write {args.out}: {err}",
@@ -191,4 +191,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(sv.run_main(main, "make_spline_images_factorial_vq_gif.py"))
+    sys.exit(kit.run_main(main, "make_spline_images_factorial_vq_gif.py"))

@@ -24,13 +24,12 @@ supplies the data, Adam, the CLI helpers and the bits-back coder; it never impor
 module.  Run `python3 neural_codes.py --help`.
 """
 
-import os
-import signal
 import sys
 
-if __name__ == "__main__":     # Ctrl-C while the libraries load: one line, no traceback
-    signal.signal(signal.SIGINT, lambda *_: (print("neural_codes.py: interrupted",
-                                                   file=sys.stderr), os._exit(130)))
+import cli_kit as kit
+
+if __name__ == "__main__":
+    kit.quit_on_interrupt("neural_codes.py")
 
 import copy  # noqa: E402
 import functools  # noqa: E402
@@ -38,6 +37,8 @@ import math  # noqa: E402
 import time  # noqa: E402
 
 import spline_images_factorial_vq as sv  # noqa: E402  (sets the BLAS thread count first)
+
+import bits_back_coder as bbc  # noqa: E402
 
 np = sv.np
 D, LN2 = sv.D, sv.LN2
@@ -399,7 +400,7 @@ def discretised_gaussian(levels, mu, log_s):
     Both edges in one tail lose the difference to rounding, so the upper tail is reflected
     onto the lower one; the log of a difference of CDFs is taken from their logs."""
     from scipy.special import log_ndtr
-    L = sv.PIXEL_LEVELS - 1
+    L = bbc.PIXEL_LEVELS - 1
     s = np.exp(log_s)
     a = np.where(levels <= 0, -np.inf, (levels - 0.5) / L - mu) / s
     b = np.where(levels >= L, np.inf, (levels + 0.5) / L - mu) / s
@@ -425,7 +426,7 @@ class PixelVAE(GaussianVAE):
         self.nets["dec"].p[f"b{len(hidden)}"][D:] = math.log(0.05)
 
     def pixel_nll(self, X, out, grad=False):
-        levels = np.rint(X * (sv.PIXEL_LEVELS - 1))
+        levels = np.rint(X * (bbc.PIXEL_LEVELS - 1))
         raw = out[:, D:].astype(np.float64)
         lo, hi = LOG_SCALE_RANGE
         logp, g_mu, g_ls = discretised_gaussian(levels, out[:, :D].astype(np.float64),
@@ -1002,7 +1003,7 @@ def fit_pixel_vae(V, V_val, seed=0, n_latent=LATENTS, hidden=HIDDEN, steps=None,
     its training history."""
     rng = np.random.default_rng([seed, 14])
     model = PixelVAE(n_latent, hidden, rng=rng).astype(np.float32)
-    x = lambda A: (A / np.float32(sv.PIXEL_LEVELS - 1)).astype(np.float32)
+    x = lambda A: (A / np.float32(bbc.PIXEL_LEVELS - 1)).astype(np.float32)
     steps = training_steps(len(V), PIXEL_STEPS_AT) if steps is None else steps
     batch = batch_size(len(V), PIXEL_BATCH) if batch is None else batch
     history = train_network(model, x(V), x(V_val), rng, steps, batch, lr, PIXEL_EVAL_EVERY,
@@ -1061,7 +1062,7 @@ LATENT_BITS = 10
 LATENT_BINS = 1 << LATENT_BITS
 FIX = 12                          # activations and weights in units of 2^-12
 Z_UNIT = 8192                     # latent values on the grid 1/8192, over +-4 ...
-Z_SIGMA = Z_UNIT / (sv.PHI_STEPS * (sv.PIXEL_LEVELS - 1))  # ... which phi_table(Z_SIGMA) steps
+Z_SIGMA = Z_UNIT / (bbc.PHI_STEPS * (bbc.PIXEL_LEVELS - 1))  # ... which phi_table(Z_SIGMA) steps
 EXACT = 2.0**52                   # partial sums of an exact float64 product stay below this
 
 
@@ -1097,44 +1098,35 @@ def latent_grid():
     j + PHI_HALF; values up to 2^24 - 256), the LATENT_BINS + 1 bin edges and the bin
     centres as grid integers: edge i is where the CDF first reaches i / LATENT_BINS of its
     range (the ends are the ends of the grid), the centre of a bin the median of its mass."""
-    phi = sv.phi_table(Z_SIGMA)
-    top = (1 << sv.PRECISION) - sv.PIXEL_LEVELS
+    phi = bbc.phi_table(Z_SIGMA)
+    top = (1 << bbc.PRECISION) - bbc.PIXEL_LEVELS
     j = np.searchsorted(phi, (np.arange(2 * LATENT_BINS + 1) * top) // (2 * LATENT_BINS))
-    j = np.clip(j, 0, len(phi) - 1) - sv.PHI_HALF
+    j = np.clip(j, 0, len(phi) - 1) - bbc.PHI_HALF
     edges, centres = j[0::2].copy(), j[1::2]
-    edges[0], edges[-1] = -sv.PHI_HALF, sv.PHI_HALF
+    edges[0], edges[-1] = -bbc.PHI_HALF, bbc.PHI_HALF
     return phi, edges, centres
 
 
-def _int_table(masses):
-    """Integer masses (..., S) >= 0 -> frequencies >= 1 summing to 2^24, the rounding
-    deficit on the largest (as sv.softmax_table does)."""
-    S = masses.shape[-1]
-    total = np.maximum(masses.sum(axis=-1, keepdims=True), 1)
-    freqs = masses * ((1 << sv.PRECISION) - S) // total + 1
-    top = np.arange(S) == np.argmax(masses, axis=-1)[..., None]
-    return freqs + top * ((1 << sv.PRECISION) - freqs.sum(axis=-1, keepdims=True))
-
-
 class VAECodingModel:
-    """A GaussianVAE as the core's coder sees a factorial model (form "factorial", n_dims
-    latents of n_codes = LATENT_BINS bins each): prior_table, posterior_table, reconstruct
-    and pixel_weights, all in integers (see above)."""
+    """A GaussianVAE as the bits-back coder sees it (bits_back_coder's coding-model
+    protocol): n_dims latents of n_codes = LATENT_BINS bins each, every part's posterior
+    table at once; prior_table, posterior_table, reconstruct and pixel_weights, all in
+    integers (see above)."""
 
-    form, refine = "factorial", 0
+    sequential, n_pixels = False, D
 
     def __init__(self, vae):
         if vae.nets["enc"].act != "relu":
             raise ValueError("the VAE coder takes ReLU networks")
         self.n_dims, self.n_codes, self.sigma_x = vae.n_latent, LATENT_BINS, vae.sigma_x
-        self.enc = _fixed_layers(vae.nets["enc"], 1.0 / (sv.PIXEL_LEVELS - 1))
+        self.enc = _fixed_layers(vae.nets["enc"], 1.0 / (bbc.PIXEL_LEVELS - 1))
         self.dec = _fixed_layers(vae.nets["dec"], 1.0 / Z_UNIT)
 
     def prior_table(self):
         """Frequencies (L, B): the grid's mass in each bin (equal to within rounding)."""
         phi, edges, _ = latent_grid()
-        masses = np.diff(phi[edges + sv.PHI_HALF])
-        return np.tile(_int_table(masses), (self.n_dims, 1))
+        masses = np.diff(phi[edges + bbc.PHI_HALF])
+        return np.tile(bbc.int_table(masses), (self.n_dims, 1))
 
     def gaussian_table(self, out):
         """Frequencies (N, L, B) of each bin's mass under N(mu, s^2) from a network's integer
@@ -1143,12 +1135,12 @@ class VAECodingModel:
         L = self.n_dims
         mu = out[:, :L] * Z_UNIT >> FIX                                  # grid units
         # s = exp(log s) from the exp table, log s clipped to [-EXP_RANGE, 0] nats
-        e = sv.exp_table()
-        i = np.clip((-out[:, L:] * sv.EXP_STEPS) >> FIX, 0, len(e) - 2)
+        e = bbc.exp_table()
+        i = np.clip((-out[:, L:] * bbc.EXP_STEPS) >> FIX, 0, len(e) - 2)
         s = e[i]                                                         # units 2^-30
         z = ((edges[None, None, :] - mu[..., None]) << 30) // s[..., None]
-        cdf = phi[np.clip(z, -sv.PHI_HALF, sv.PHI_HALF) + sv.PHI_HALF]
-        return _int_table(np.diff(cdf, axis=-1))
+        cdf = phi[np.clip(z, -bbc.PHI_HALF, bbc.PHI_HALF) + bbc.PHI_HALF]
+        return bbc.int_table(np.diff(cdf, axis=-1))
 
     def encoder_out(self, V):
         """The fixed-point encoder's outputs (N, 2L), units 2^-FIX, for 8-bit images V (N, 96)."""
@@ -1164,40 +1156,17 @@ class VAECodingModel:
         return _fixed_forward(self.dec, "relu", centres[codes].astype(np.float64))
 
     def pixel_weights(self, codes):
-        rows = sv.pixel_rows(self.sigma_x)
-        return rows[sv.edge_shift(self.reconstruct(codes)) - sv.SHIFT_LOW]
+        rows = bbc.pixel_rows(self.sigma_x)
+        return rows[bbc.edge_shift(self.reconstruct(codes)) - bbc.SHIFT_LOW]
 
     def pixel_bits(self, V, codes):
         """-log2 of the coder's table probability of every pixel of V (N, 96) given codes."""
-        return sv.pixel_table_bits(self, V, codes)
+        return bbc.pixel_table_bits(self.reconstruct(codes), self.sigma_x, V)
 
     def bound(self, V, n_draws=64, rng=None, chunk=250, priors=None):
-        """The coder's own bound F_t = E_Q[-log2 P(v|k) - log2 p(k) + log2 Q(k|v)] under its
-        integer tables, bits per image (N,), by Monte Carlo with n_draws codes per image
-        (the core's sampled bound, with each image's posterior table made once), and the
-        standard error of each image's estimate (N,).  priors (N, L, B): each image's prior
-        table, if not the unconditional one."""
-        rng = rng if rng is not None else np.random.default_rng(0)
-        L, P = self.n_dims, sv.PRECISION
-        table = self.prior_table()[None] if priors is None else priors
-        log2_prior_all = np.broadcast_to(np.log2(table) - P, (len(V), L, LATENT_BINS))  # a view
-        F, se = np.empty(len(V)), np.empty(len(V))
-        for i in range(0, len(V), chunk):
-            v, log2_prior = V[i:i + chunk], log2_prior_all[i:i + chunk]
-            cdf = np.cumsum(self.posterior_table(v), axis=-1)                  # (n, L, B)
-            u = rng.integers(0, 1 << P, size=(len(v), n_draws, L, 1))
-            codes = (cdf[:, None] <= u).sum(axis=-1)                          # (n, S, L)
-            freq = np.diff(cdf, axis=-1, prepend=0)
-            log2_q = (np.log2(np.take_along_axis(freq[:, None], codes[..., None], -1)[..., 0])
-                      - P).sum(axis=-1)
-            codes = codes.reshape(-1, L)
-            rows = np.repeat(np.arange(len(v)), n_draws)[:, None]
-            cost = (self.pixel_bits(np.repeat(v, n_draws, axis=0), codes).sum(axis=1)
-                    - log2_prior[rows, np.arange(L), codes].sum(axis=1)).reshape(len(v), n_draws)
-            cost += log2_q
-            F[i:i + chunk] = cost.mean(axis=1)
-            se[i:i + chunk] = cost.std(axis=1, ddof=1) / math.sqrt(n_draws)
-        return F, se
+        """The coder's own bound of V (N, 96) under its integer tables, by Monte Carlo
+        (bits_back_coder.sampled_bound): (F_t (N,), its standard error (N,))."""
+        return bbc.sampled_bound(self, V, n_draws, rng, chunk, priors)
 
 
 @functools.lru_cache(maxsize=1)
@@ -1207,7 +1176,7 @@ def scale_tables():
     so that every machine builds the same tables."""
     from decimal import Decimal
     scales = [float((Decimal(SCALE_LOW + i * SCALE_STEP) / 4096).exp()) for i in range(N_SCALES)]
-    return np.stack([sv.phi_table(s) for s in scales])
+    return np.stack([bbc.phi_table(s) for s in scales])
 
 
 class PixelVAECodingModel(VAECodingModel):
@@ -1227,16 +1196,16 @@ class PixelVAECodingModel(VAECodingModel):
         row = np.clip((raw - SCALE_LOW + SCALE_STEP // 2) // SCALE_STEP, 0, N_SCALES - 1)
         extra = (1,) * (np.ndim(levels[0]) - 2)
         row, means = row.reshape(row.shape + extra), means.reshape(means.shape + extra)
-        return [sv.table_cdf(lambda idx: scale_tables()[row, idx], means, v) for v in levels]
+        return [bbc.table_cdf(lambda idx: scale_tables()[row, idx], means, v) for v in levels]
 
     def pixel_weights(self, codes):
-        cdf, = self.pixel_cdf(codes, (np.arange(sv.PIXEL_LEVELS + 1)[None, None],))  # (N, 96, 257)
+        cdf, = self.pixel_cdf(codes, (np.arange(bbc.PIXEL_LEVELS + 1)[None, None],))  # (N, 96, 257)
         return (np.diff(cdf, axis=-1) - 1).astype(np.float32)
 
     def pixel_bits(self, V, codes):
         v = V.astype(np.int64)
         upper, lower = self.pixel_cdf(codes, (v + 1, v))
-        return sv.PRECISION - np.log2(upper - lower)
+        return bbc.PRECISION - np.log2(upper - lower)
 
 
 class ACNCodingModel(VAECodingModel):
@@ -1267,7 +1236,7 @@ class ACNCodingModel(VAECodingModel):
         images V_ctx (N, 96) sent before: p(z | mu(v_ctx)) mixed with N(0, 1) (see above)."""
         mu = self.encoder_out(V_ctx)[:, :self.n_dims].astype(np.float64)
         table = self.gaussian_table(_fixed_forward(self.prior_net, "relu", mu))
-        return _int_table(table * (ACN_CODER_MIX - 1) + self.prior_table()[None])
+        return bbc.int_table(table * (ACN_CODER_MIX - 1) + self.prior_table()[None])
 
     def bound(self, V, n_draws=64, rng=None, chunk=250, priors=None):
         """The coder's bound (VAECodingModel.bound) of V (N, 96) sent as one sequence in this
@@ -1285,7 +1254,7 @@ def coding_model(vae):
     return VAECodingModel(vae)
 
 
-def code_vae(vae, V, seed=0, lanes=sv.CODER_LANES, dl=None):
+def code_vae(vae, V, seed=0, lanes=bbc.CODER_LANES, dl=None):
     """Bits-back code the 8-bit images V (N, 96) with the VAE, decode, check: one row of
     the coder table (actual bits, the coder's bound, overhead, round trip), as the core's
     code_and_check gives for a discrete model.  An ACN sends V as one sequence in the order
@@ -1295,22 +1264,12 @@ def code_vae(vae, V, seed=0, lanes=sv.CODER_LANES, dl=None):
     V[0], and so on.  dl: the VAE's description_length of V / 255, if the caller has it."""
     cm = coding_model(vae)
     W, lanes = (V[::-1], 1) if isinstance(cm, ACNCodingModel) else (V, lanes)
-    t0 = time.perf_counter()
-    words, initial = sv.bits_back_encode(cm, W, lanes, seed)
-    decoded, left = sv.bits_back_decode(cm, words, len(W))
-    seconds = time.perf_counter() - t0
-    bound, se = cm.bound(V)
-    actual = (sv.message_bits(words) - sv.message_bits(initial)) / len(V)
-    dl = vae.description_length(V / (sv.PIXEL_LEVELS - 1)) if dl is None else dl
+    row, _ = bbc.round_trip(cm, W, lambda: cm.bound(V), seed, lanes)
+    dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1)) if dl is None else dl
     density = float(dl["total"].mean())
     if not isinstance(vae, PixelVAE):         # from the t-convention to 8-bit levels
-        density += D * math.log2(vae.sigma_x * math.sqrt(2 * math.pi) * (sv.PIXEL_LEVELS - 1))
-    same = len(left) == len(initial) and all(np.array_equal(a, b) for a, b in zip(left, initial))
-    return {"actual_bits": actual, "bound_t": float(bound.mean()),
-            "bound_t_err": float(np.sqrt(np.sum(se**2)) / len(V)),
-            "overhead_pct": 100.0 * (actual / float(bound.mean()) - 1.0),
-            "density_bound": density, "latent_bins": LATENT_BINS, "lanes": lanes,
-            "roundtrip": bool(np.array_equal(decoded, W) and same), "seconds": seconds}
+        density += sv.t_to_8bit(vae.sigma_x)
+    return {**row, "density_bound": density, "latent_bins": LATENT_BINS, "lanes": lanes}
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -1366,7 +1325,7 @@ def run_model(name, data, seed, n_latent=LATENTS, hidden=HIDDEN, steps=None, bat
 def run_neural(seed=0, n_train=200, models=MODELS, n_test=2000, compress=False, log=None,
                **kw):
     """Every model in `models` at one seed and training-set size: {name: result}."""
-    log = log or sv.progress_logger(True)
+    log = log or kit.progress_logger(True)
     data = load_split(seed, n_train, n_test=n_test)
     out = {}
     for name in models:
@@ -1403,7 +1362,7 @@ def run_core(name, data, seed):
 
 def run_all(seed, n_train, models, n_test=2000, compress=False, log=None, **kw):
     """{name: result} for neural and core models at one seed and training-set size."""
-    log = log or sv.progress_logger(True)
+    log = log or kit.progress_logger(True)
     data = load_split(seed, n_train, n_test=n_test)
     out = {}
     for name in models:
@@ -1432,7 +1391,7 @@ def generator_limit(seed, n_images=LIMIT_IMAGES):
 def run_sweep(seed=0, sizes=SWEEP_SIZES, models=SWEEP_MODELS, log=None, **kw):
     """Every model at every training-set size against the same held-out set, and the
     generator's limit: {"sizes", "models": {name: {N: result}}, "limit", "limit_se"}."""
-    log = log or sv.progress_logger(True)
+    log = log or kit.progress_logger(True)
     out = {"sizes": list(sizes), "models": {m: {} for m in models}}
     for n in sizes:
         log(f"training-set size {n}:")
@@ -1480,11 +1439,11 @@ def _acn_task(task):
 def run_acn(seeds=(0,), sizes=ACN_SIZES, n_test=2000, workers=2, log=None):
     """The ACN experiment: {str(N): {str(seed): result}} for every size and seed, the
     (seed, N) runs in `workers` processes."""
-    log = log or sv.progress_logger(True)
+    log = log or kit.progress_logger(True)
     tasks = [(s, n, n_test) for n in sizes for s in seeds]
     out = {str(n): {} for n in sizes}
     t0 = time.perf_counter()
-    for seed, n, r in sv._map(_acn_task, tasks, workers):
+    for seed, n, r in kit.map_workers(_acn_task, tasks, workers):
         out[str(n)][str(seed)] = r
         c = r["coder"]
         log(f"ACN (seed {seed}, N = {n}): {r['acn_set']:.2f} bits per image as a set against "
@@ -1498,7 +1457,7 @@ def format_acn(acn, markdown=False):
     sizes = list(acn)
     seeds = list(acn[sizes[0]])
     stat = lambda n, key: [r[key] for r in acn[n].values()]
-    pm = lambda v: sv.num(np.mean(v)) + (f" ± {sv.num(np.std(v, ddof=1))}" if len(v) > 1 else "")
+    pm = lambda v: kit.num(np.mean(v)) + (f" ± {kit.num(np.std(v, ddof=1))}" if len(v) > 1 else "")
     saving = acn[sizes[0]][seeds[0]]["set_saving"]
     rows = [["Gaussian VAE, i.i.d. prior, order given"] + [pm(stat(n, "vae")) for n in sizes],
             ["  VAE recon"] + [pm(stat(n, "vae_recon")) for n in sizes],
@@ -1516,7 +1475,7 @@ def format_acn(acn, markdown=False):
     head = (f"ACN against the Gaussian VAE: bits per image sending the {n_test} held-out "
             f"images (sigma_x = 0.15), mean ± sd over seeds {', '.join(seeds)}; columns: "
             f"training images")
-    parts = [sv._md_or_plain(head, ["code"] + [f"N = {n}" for n in sizes], rows, markdown)]
+    parts = [kit.table(head, ["code"] + [f"N = {n}" for n in sizes], rows, markdown)]
     rows = []
     for n in sizes:
         for seed, r in acn[n].items():
@@ -1524,7 +1483,7 @@ def format_acn(acn, markdown=False):
             rows.append([n, seed, f"{c['actual_bits']:.2f}", f"{c['bound_t']:.2f}",
                          f"{c['overhead_pct']:+.3f}%", "exact" if c["roundtrip"] else "FAILED",
                          f"{c['seconds']:.1f}"])
-    parts.append(sv._md_or_plain(
+    parts.append(kit.table(
         "The ACN's tour sent by the bits-back coder: 8-bit held-out images, bits per image, "
         "one sequence in tour order", ["training images", "seed", "actual bits",
                                        "coder bound", "overhead", "round trip", "seconds"],
@@ -1624,7 +1583,7 @@ def _score_vae(n, seed, V, baselines, log, **kw):
     Xn, Xv, _, _ = load_split(seed, n, n_test=1)
     q = sv.quantise_images
     vae, hist = fit_pixel_vae(q(Xn), q(Xv), seed, log=log, **kw)
-    dl = vae.description_length(V / (sv.PIXEL_LEVELS - 1))
+    dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1))
     row = code_vae(vae, V, seed, dl=dl)
     log(f"8-bit VAE, N = {n}: {row['actual_bits']:.2f} bits per image, round trip "
         f"{'exact' if row['roundtrip'] else 'FAILED'}, {time.perf_counter() - t0:.0f} s")
@@ -1648,7 +1607,7 @@ def _score_limit(seed, n_images, log):
 def _score_task(task):
     """Worker: one scoreboard task, (key, result) with key a row name or "limit"."""
     key, fn, args, kw, quiet = task
-    return key, fn(*args, log=sv.progress_logger(quiet), **kw)
+    return key, fn(*args, log=kit.progress_logger(quiet), **kw)
 
 
 def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, quiet=True,
@@ -1667,7 +1626,7 @@ def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, quiet=Tr
               if name in SCORE_CORE] +
              [(f"pixel_vae_{n}", _score_vae, (n, *common), kw, quiet) for n in vaes[1:]] +
              [("limit", _score_limit, (seed, limit_images), {}, quiet)])
-    done = dict(sv._map(_score_task, tasks, workers))
+    done = dict(kit.map_workers(_score_task, tasks, workers))
     order = [name for name in SCORE_CORE if name in models] + \
             [f"pixel_vae_{n}" for n in SCORE_VAE_SIZES if vaes]
     return {"seed": seed, "n_test": n_test, "baselines": baselines,
@@ -1725,11 +1684,11 @@ def run_one_bit(seeds=tuple(range(5)), dims=ONE_BIT_DIMS, workers=2, log=None):
     """The one-bit VAE at every ndims for both models, and the collapse claim, over seeds:
     {"one_bit": {str(layers): {str(n): {str(seed): bits}}}, "collapse": {schedule:
     {str(seed): result}}}."""
-    log = log or sv.progress_logger(True)
+    log = log or kit.progress_logger(True)
     t0 = time.perf_counter()
     out = {"one_bit": {str(k): {str(n): {} for n in dims} for k in (1, 2)}, "collapse": {}}
     tasks = [(n, k, s) for n in sorted(dims, reverse=True) for k in (1, 2) for s in seeds]
-    for n, k, s, r in sv._map(_one_bit_task, tasks, workers):
+    for n, k, s, r in kit.map_workers(_one_bit_task, tasks, workers):
         out["one_bit"][str(k)][str(n)][str(s)] = r
     for k in out["one_bit"].values():
         for n in k:
@@ -1746,16 +1705,16 @@ def format_one_bit(result, markdown=False):
     """The one-bit table (both models at every ndims) and the collapse table."""
     one = result["one_bit"]
     seeds = list(next(iter(next(iter(one.values())).values())))
-    pm = lambda v: sv.num(np.mean(v)) + (f" ± {sv.num(np.std(v, ddof=1))}" if len(v) > 1 else "")
+    pm = lambda v: kit.num(np.mean(v)) + (f" ± {kit.num(np.std(v, ddof=1))}" if len(v) > 1 else "")
     rows = []
     for k, name in (("1", "one-layer"), ("2", "two-layer")):
         for n, runs in one[k].items():
             get = lambda key: [r[key] for r in runs.values()]
             rows.append([f"{name}, ndims {n}", pm(get("loss")), pm(get("recon")),
-                         pm(get("code")), sv.num(min(get("loss")))])
+                         pm(get("code")), kit.num(min(get("loss")))])
     head = (f"The one-bit VAE: bits per data point (the data's entropy is 1 bit), mean ± sd "
             f"over seeds {', '.join(seeds)}, each from {ONE_BIT_EVAL} latent draws per point")
-    parts = [sv._md_or_plain(head, ["model", "loss (-ELBO)", "recon", "KL", "best seed's loss"],
+    parts = [kit.table(head, ["model", "loss (-ELBO)", "recon", "KL", "best seed's loss"],
                              rows, markdown)]
     rows = []
     for sched, runs in result["collapse"].items():
@@ -1764,7 +1723,7 @@ def format_one_bit(result, markdown=False):
         rows.append([{"kl": "KL weight 0.1 -> 1 over the first half", "none": "no warm-up"}[sched],
                      pm(F), f"{ppl.mean():.2f}", f"{ppl.min():.2f}",
                      f"{int(np.sum(ppl.min(axis=1) < 1.5))}/{len(F)}"])
-    parts.append(sv._md_or_plain(
+    parts.append(kit.table(
         f"Factorial 4x6 VQ from random codewords, {COLLAPSE_STEPS} joint Adam steps on the "
         f"valid F: held-out F (bits per image) and codes in use per factor (perplexity of its "
         f"mean held-out posterior, of 6), seeds {', '.join(seeds)}",
@@ -1783,11 +1742,11 @@ def label(name, n_latent=LATENTS):
 
 def format_results(summary, cfg, n_seeds, markdown=False):
     """The held-out table: recon, code, total F, and each model's diagnostics."""
-    pm = lambda s, k: sv.num(s[k]) + (f" ± {sv.num(s[k + '_sd'])}" if n_seeds > 1 else "")
+    pm = lambda s, k: kit.num(s[k]) + (f" ± {kit.num(s[k + '_sd'])}" if n_seeds > 1 else "")
     rows = []
     for name, s in summary.items():
         if name == "vae":
-            extra = (f"IW bound {sv.num(s['iw_bound'])} (se {s['iw_se']:.3f}, "
+            extra = (f"IW bound {kit.num(s['iw_bound'])} (se {s['iw_se']:.3f}, "
                      f"{IW_SAMPLES} samples), {s['active_latents']:.4g} active latents")
         elif name in VQ_VARIANTS:
             extra = f"perplexity {s['perplexity_mean']:.2f}, {s['dead_codes_total']:.3g} dead codes"
@@ -1798,28 +1757,28 @@ def format_results(summary, cfg, n_seeds, markdown=False):
     head = (f"Held-out description length, bits per image (sigma_x = 0.15, N = "
             f"{cfg['n_samples']} training images, {cfg['n_test']} held-out, "
             f"{n_seeds} seed(s))")
-    return sv._md_or_plain(head, ["model", "recon", "code", "total F", "notes"], rows, markdown)
+    return kit.table(head, ["model", "recon", "code", "total F", "notes"], rows, markdown)
 
 
 def format_sweep(sweep, markdown=False):
     sizes = [str(n) for n in sweep["sizes"]]
     rows = []
     for name, r in sweep["models"].items():
-        rows.append([label(name)] + [sv.num(r[n]["total"]) for n in sizes])
+        rows.append([label(name)] + [kit.num(r[n]["total"]) for n in sizes])
         if name == "vae":
             rows.append(["Gaussian VAE, importance-weighted bound"] +
-                        [sv.num(r[n]["iw_bound"]) for n in sizes])
-    rows.append(["true generator (limit)"] + [sv.num(sweep["limit"])] * len(sizes))
+                        [kit.num(r[n]["iw_bound"]) for n in sizes])
+    rows.append(["true generator (limit)"] + [kit.num(sweep["limit"])] * len(sizes))
     head = (f"Held-out total F (bits per image) against the number of training images "
             f"(seed {sweep['seed']})")
-    return sv._md_or_plain(head, ["model"] + [f"N = {n}" for n in sizes], rows, markdown)
+    return kit.table(head, ["model"] + [f"N = {n}" for n in sizes], rows, markdown)
 
 
 def format_compress(rows, markdown=False):
     cols = ["training images", "actual bits", "coder bound F_t", "overhead", "round trip"]
     out = [[n, f"{r['actual_bits']:.2f}", f"{r['bound_t']:.2f}", f"{r['overhead_pct']:+.3f}%",
             "exact" if r["roundtrip"] else "FAILED"] for n, r in rows.items()]
-    return sv._md_or_plain("Gaussian VAE, bits-back code of the 8-bit held-out images "
+    return kit.table("Gaussian VAE, bits-back code of the 8-bit held-out images "
                            f"({LATENT_BINS} bins per latent)", cols, out, markdown)
 
 
@@ -1838,7 +1797,7 @@ def format_alignment(models, n_train, seed, markdown=False):
     head = (f"Mutual information (bits) of each code unit with each control height, held-out, "
             f"N = {n_train} training images, seed {seed} (3 bits per height: 8 equal-"
             f"frequency bins; score = mean over units of max / sum)")
-    return sv._md_or_plain(head, cols, rows, markdown)
+    return kit.table(head, cols, rows, markdown)
 
 
 def report(payload, markdown=False):
@@ -1904,16 +1863,16 @@ def format_scoreboard(board, markdown=False):
             f"pixels (seed {board['seed']}); the parameters at {PARAM_FLOAT_BITS}-bit floats, "
             f"amortised over these images; break-even = images at which a model's saving "
             f"against lzma ({lzma:.2f} bits per image here) pays for its parameters")
-    return sv._md_or_plain(head, cols, rows, markdown)
+    return kit.table(head, cols, rows, markdown)
 
 
 def format_paired(results, a, b, markdown=False):
     """Held-out total F of models a and b seed by seed, and their difference."""
-    rows = [[str(r["seed"]), sv.num(r["models"][a]["total"]), sv.num(r["models"][b]["total"]),
+    rows = [[str(r["seed"]), kit.num(r["models"][a]["total"]), kit.num(r["models"][b]["total"]),
              f"{r['models'][a]['total'] - r['models'][b]['total']:+.2f}"] for r in results]
     d = np.array([r["models"][a]["total"] - r["models"][b]["total"] for r in results])
     rows.append(["mean ± sd", "", "", f"{d.mean():+.2f} ± {d.std(ddof=1):.2f}"])
-    return sv._md_or_plain(f"{label(a)} against {label(b)}, held-out total F (bits per "
+    return kit.table(f"{label(a)} against {label(b)}, held-out total F (bits per "
                            f"image), seed by seed", ["seed", label(a), label(b), "difference"],
                            rows, markdown)
 
@@ -1929,7 +1888,7 @@ def hidden_widths(text):
     if not 1 <= len(parts) <= MAX_LAYERS:
         raise argparse.ArgumentTypeError(f"expected 1 to {MAX_LAYERS} widths like 256,256, "
                                          f"got {text!r}")
-    return tuple(sv.int_at_least(1, MAX_HIDDEN)(p.strip()) for p in parts)
+    return tuple(kit.int_at_least(1, MAX_HIDDEN)(p.strip()) for p in parts)
 
 
 def memory_needed(n_train, n_test, hidden, n_latent):
@@ -1944,30 +1903,30 @@ def memory_needed(n_train, n_test, hidden, n_latent):
 
 
 def parse_args(argv=None):
-    ap = sv.CLIParser(prog="neural_codes.py",
+    ap = kit.CLIParser(prog="neural_codes.py",
                       description="A Gaussian VAE, VQ-VAEs and an ACN on the spline images, "
                                   "scored by the same bits-back description length as the "
                                   "1994 models (bits per image, held-out); the one-bit VAE.")
     seeds = ap.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=sv.int_at_least(0, sv.MAX_SEED), default=0,
+    seeds.add_argument("--seed", type=kit.int_at_least(0, sv.MAX_SEED), default=0,
                        help="random seed")
-    seeds.add_argument("--seeds", type=sv.int_at_least(0, sv.MAX_SEED), nargs="+", metavar="S",
+    seeds.add_argument("--seeds", type=kit.int_at_least(0, sv.MAX_SEED), nargs="+", metavar="S",
                        help="several seeds, one after another: mean ± sd")
-    ap.add_argument("--n-samples", type=sv.int_at_least(1, MAX_TRAIN_IMAGES), default=200,
+    ap.add_argument("--n-samples", type=kit.int_at_least(1, MAX_TRAIN_IMAGES), default=200,
                     help="training images N (200 as in the paper); a validation split of "
                          "N/10 (100 to 2000) images comes from its own stream")
-    ap.add_argument("--n-test", type=sv.int_at_least(1, sv.MAX_IMAGES), default=2000,
+    ap.add_argument("--n-test", type=kit.int_at_least(1, sv.MAX_IMAGES), default=2000,
                     help="held-out images")
-    ap.add_argument("--latents", type=sv.int_at_least(1, MAX_LATENTS), default=LATENTS,
+    ap.add_argument("--latents", type=kit.int_at_least(1, MAX_LATENTS), default=LATENTS,
                     help="latent dimensions of the VAE")
     ap.add_argument("--hidden", type=hidden_widths, default=HIDDEN, metavar="W[,W...]",
                     help="hidden widths of every encoder and decoder")
-    ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=None,
+    ap.add_argument("--steps", type=kit.int_at_least(1, sv.MAX_STEPS), default=None,
                     help="Adam steps at most (default: 2000 at N = 200, 50000 at 2000, 100000 "
                          "from 20000, log-interpolated; the scoreboard's 8-bit VAE 2000 at "
                          "200, 28000 at 20000; training stops early when a fifth of the run "
                          "brings no better validation score)")
-    ap.add_argument("--batch", type=sv.int_at_least(1, 65_536), default=None,
+    ap.add_argument("--batch", type=kit.int_at_least(1, 65_536), default=None,
                     help=f"minibatch size (default: {BATCH}, the 8-bit VAE's {PIXEL_BATCH}, or N/4 "
                          f"for small sets, at least 32)")
     ap.add_argument("--models", nargs="+", choices=tuple(dict.fromkeys(ALL_MODELS + SCORE_MODELS)),
@@ -2026,28 +1985,24 @@ def parse_args(argv=None):
         ap.error(f"--models: {wrong[0]} is not a model of "
                  f"{'the scoreboard' if args.scoreboard else 'this run'}; choose from "
                  f"{' '.join(pool)}")
-    if len(set(args.models)) != len(args.models):
-        ap.error("--models: a model is named twice")
-    if args.seeds and len(set(args.seeds)) != len(args.seeds):
-        ap.error("--seeds: a seed is named twice")
+    ap.each_once("--models", args.models, "model")
+    ap.each_once("--seeds", args.seeds, "seed")
     if not (args.sweep or args.scoreboard or args.acn or args.one_bit):
-        ap.models_fit(args.models, args.n_samples)
+        sv.check_models_fit(ap, args.models, args.n_samples)
     if args.compress and "vae" not in args.models:
         ap.error("--compress codes with the VAE: add vae to --models")
     if args.json is not None:
         ap.output_file("--json", args.json)
     args.acn_sizes = ((args.n_samples,) if "n_samples" in given else ACN_SIZES) if args.acn else ()
     n = max(SWEEP_SIZES) if args.sweep else max((args.n_samples,) + args.acn_sizes)
-    need, have = memory_needed(n, args.n_test, args.hidden, args.latents), sv.memory_available()
-    if have is not None and need > 0.8 * have:
-        ap.error(f"this run needs about {need / 2**30:.1f} GiB of memory and "
-                 f"{have / 2**30:.1f} GiB are free: lower --n-samples or --n-test")
+    kit.check_memory(ap, memory_needed(n, args.n_test, args.hidden, args.latents),
+                     "--n-samples or --n-test")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    log = sv.progress_logger(args.quiet)
+    log = kit.progress_logger(args.quiet)
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds else [args.seed]
     kw = {"n_latent": args.latents, "hidden": args.hidden, "steps": args.steps,
@@ -2085,15 +2040,13 @@ def main(argv=None):
     wall = time.perf_counter() - t0
     log(f"done in {wall:.2f} s wall")
     if args.json:
-        import platform
         payload = {"config": {**cfg, "seeds": seeds, "sweep": args.sweep,
                               "scoreboard": args.scoreboard, "acn": args.acn,
                               "one_bit": args.one_bit},
-                   "versions": {"python": platform.python_version(), "numpy": np.__version__,
-                                "platform": platform.platform()},
+                   "versions": kit.versions(),
                    "wall_seconds": wall, **payload}
         try:
-            sv.write_json(args.json, payload)
+            kit.write_json(args.json, payload)
         except OSError as err:
             print(f"neural_codes.py: error: cannot write {args.json}: {err}", file=sys.stderr)
             return 2
@@ -2113,4 +2066,4 @@ def flatten(result):
 
 
 if __name__ == "__main__":
-    sys.exit(sv.run_main(main, "neural_codes.py"))
+    sys.exit(kit.run_main(main, "neural_codes.py"))

@@ -17,16 +17,15 @@ bound into actual bits, and the CLI. Run `python3 spline_images_factorial_vq.py 
 """
 
 import os
-import signal
 import sys
 
-if __name__ == "__main__":     # Ctrl-C while the libraries load: one line, no traceback
-    signal.signal(signal.SIGINT, lambda *_: (print("spline_images_factorial_vq.py: interrupted",
-                                                   file=sys.stderr), os._exit(130)))
+import cli_kit as kit
 
-import argparse  # noqa: E402
+if __name__ == "__main__":
+    kit.quit_on_interrupt("spline_images_factorial_vq.py")
+
+import copy  # noqa: E402
 import functools  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 
@@ -37,6 +36,9 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402  (after the thread settings, which numpy reads at import)
+
+import bits_back_coder as bbc  # noqa: E402
+import data_movement as dm  # noqa: E402
 
 HEIGHT, WIDTH = 8, 12
 D = HEIGHT * WIDTH                      # 96 pixels, flattened row-major
@@ -1383,7 +1385,7 @@ def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=20
               X_eval=Xt, eval_every=eval_every, snapshot_every=snapshot_every, n_dims=n_dims,
               n_units_per_dim=n_units_per_dim, sigma_x=sigma_x, refine=refine)
     tasks = [(name, X, Xt, kw, score) for name in sorted(models, key=_COST_ORDER.index)]
-    fitted = {name: rest for name, *rest in _map(_fit_task, tasks, workers)}
+    fitted = {name: rest for name, *rest in kit.map_workers(_fit_task, tasks, workers)}
     out = {"models": {n: fitted[n][0] for n in models},
            "histories": {n: fitted[n][1] for n in models}, "train": X, "heldout": Xt}
     if score:
@@ -1396,21 +1398,6 @@ def _fit_task(task):
     name, X, Xt, kw, score = task
     model, history = fit_model(name, X, **kw)
     return name, model, history, evaluate(model, Xt) if score else None
-
-
-def _map(fn, tasks, workers):
-    """Yield fn(task) for every task, in `workers` forked processes when that helps;
-    results arrive in completion order."""
-    if workers > 1 and len(tasks) > 1:
-        import multiprocessing
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                          else "spawn")
-        # workers ignore Ctrl-C: the parent alone handles it, and its pool ends them
-        with ctx.Pool(min(workers, len(tasks)), initializer=signal.signal,
-                      initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-            yield from pool.imap_unordered(fn, tasks)
-    else:
-        yield from map(fn, tasks)
 
 
 def _run_task(task):
@@ -1448,19 +1435,12 @@ def _shared_hard_code(name, models):
     return None
 
 
-def progress_logger(quiet):
-    """A function that prints a progress line on stderr, or does nothing when quiet."""
-    if quiet:
-        return lambda msg: None
-    return lambda msg: print(msg, file=sys.stderr, flush=True)
-
-
 # run the slowest models first so the two workers finish together
 _COST_ORDER = ("factorial_vq", "residual_vq", "separate_slices", "standard_vq", "hard_factorial",
                "hard_residual", "hard_slices", "hard_standard", "pca24", "pca5")
 
 
-def run_seeds(cfg, seeds, workers=1, log=progress_logger(True)):
+def run_seeds(cfg, seeds, workers=1, log=kit.progress_logger(True)):
     """Run every model of cfg["models"] at every seed, in `workers` processes.
 
     Returns {seed: {NAME: result}}; results are identical whatever the worker count.
@@ -1481,7 +1461,7 @@ def run_seeds(cfg, seeds, workers=1, log=progress_logger(True)):
     if workers > 1:
         for s in seeds:                 # render once here; forked workers inherit the cache
             load_data(s, cfg["n_samples"], cfg["n_test"])
-    for item in _map(_run_task, tasks, workers):
+    for item in kit.map_workers(_run_task, tasks, workers):
         collect(item)
     return {s: {name: results[s][name] for name in cfg["models"]} for s in seeds}
 
@@ -1628,7 +1608,7 @@ def generator_bits_8bit(V, controls, n_samples=1000, rng=None, widen=1.5, adapt=
     lo, hi = CONTROL_RANGE
     out = np.zeros((len(V), 2))
     for n, (v, h) in enumerate(zip(V, controls)):
-        J = render_jacobian(h) * (PIXEL_LEVELS - 1)
+        J = render_jacobian(h) * (bbc.PIXEL_LEVELS - 1)
         centre, cov = h, 0.3**2 / 12 * np.linalg.inv(J @ J.T + 1e-9 * np.eye(N_CONTROL))
         log_lik = lambda hs: np.where(np.all(quantise_images(render_splines(hs)) == v, axis=1),
                                       0.0, -np.inf)
@@ -1690,7 +1670,7 @@ def _experiment_task(task):
 def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
                     limit_samples=1000, log=None):
     """Run the open-question experiments; returns the JSON-ready dict, one key per name."""
-    log = log or progress_logger(True)
+    log = log or kit.progress_logger(True)
     fits = {}
     if "sweep" in names:
         fits.update({(M, K, "sigma", "band"): False for M, K in SWEEP_FIXED + SWEEP_LARGER})
@@ -1716,7 +1696,7 @@ def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
     for s in seeds:
         load_data(s)                         # render once here; forked workers inherit it
     done, t0, results = 0, time.perf_counter(), []
-    for item in _map(_experiment_task, tasks, workers):
+    for item in kit.map_workers(_experiment_task, tasks, workers):
         results.append(item)
         done += 1
         kind, seed, arg, _ = item
@@ -1847,212 +1827,6 @@ def summarise_experiments(names, results, seeds):
     return out
 
 
-# ----------------------------------------------------------------------------- data movement
-#
-# The earlier reproduction's last open question: what does training cost in data movement,
-# the quantity that dominates energy on real hardware?  The conventions (reported with the
-# numbers):
-# - an element is one array entry, named by its memory address, so views share their
-#   base's elements; the tracer holds on to every array it sees, so no address is freed and
-#   reused within a trace: each array made is new memory, as if nothing were ever freed (the
-#   numbers then follow the program alone, not the allocator's state, and repeat exactly);
-# - each numpy operation reads every element of each array operand once, in row-major
-#   order, then writes every element of its result (a matrix product reads each operand
-#   once, in bulk, not once per multiply); creating a view moves nothing;
-# - reads and writes both move an element to the top of an LRU stack (the ByteDMD rule);
-# - the distance of a read is the number of distinct elements touched since that element
-#   was last touched; an input starts on the stack below everything touched so far, in the
-#   order of first use; DMC = sum of sqrt(distance) over reads, ARD = mean distance.
-
-IN_PLACE = frozenset((np.put_along_axis, np.copyto))      # write into their first argument
-
-
-def element_addresses(a):
-    """Memory address of every element of a, in row-major order: (a.size,) int64."""
-    out = np.array(a.__array_interface__["data"][0], dtype=np.int64)
-    for n, step in zip(a.shape, a.strides):
-        out = out[..., None] + np.arange(n, dtype=np.int64) * step
-    return out.ravel()
-
-
-class _Recorder:
-    """The addresses touched, in order, and whether each was a read (nothing while off).
-    It keeps every array it has seen alive, so that no address is reused."""
-
-    def __init__(self, on=True):
-        self.on, self.parts, self.kinds, self.alive = on, [], [], []
-
-    def add(self, addresses, read, owner):
-        if self.on and addresses.size:
-            self.parts.append(addresses)
-            self.kinds.append(read)
-            self.alive.append(owner)
-
-    def touch(self, array, read):
-        if self.on and isinstance(array, np.ndarray):
-            self.add(element_addresses(np.asarray(array).view(np.ndarray)), read, array)
-
-
-_OFF = _Recorder(on=False)
-_RECORDER = _OFF                 # Traced arrays outside trace() record nothing
-
-
-def _plain(x):
-    """x with every Traced array viewed as a plain ndarray (lists and tuples too)."""
-    if isinstance(x, Traced):
-        return x.view(np.ndarray)
-    if isinstance(x, (list, tuple)):
-        return type(x)(_plain(v) for v in x)
-    return x
-
-
-def _arrays(x):
-    if isinstance(x, np.ndarray):
-        yield x
-    elif isinstance(x, (list, tuple)):
-        for v in x:
-            yield from _arrays(v)
-
-
-def _traced(x):
-    if isinstance(x, np.ndarray) and not isinstance(x, Traced):
-        return x.view(Traced)
-    if isinstance(x, list):
-        return [_traced(v) for v in x]
-    if isinstance(x, tuple):                     # named tuples (svd's result) keep their type
-        items = [_traced(v) for v in x]
-        return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
-    return x
-
-
-class Traced(np.ndarray):
-    """An ndarray whose every numpy operation is recorded as element reads and writes
-    (see the conventions above).  Results of operations are Traced again, so the same
-    model code runs unchanged on Traced inputs."""
-
-    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kw):
-        for a in inputs:
-            _RECORDER.touch(a, True)
-        if out is not None:
-            kw["out"] = _plain(out)
-        result = getattr(ufunc, method)(*_plain(inputs), **kw)
-        for r in _arrays(result if out is None else kw["out"]):
-            _RECORDER.touch(r, False)
-        if out is None:
-            return _traced(result)
-        return out[0] if len(out) == 1 else out
-
-    def __array_function__(self, func, types, args, kwargs):
-        inputs = list(_arrays(_plain(list(args) + list(kwargs.values()))))
-        result = func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()})
-        outputs = list(_arrays(result))
-        if any(np.may_share_memory(r, a) for r in outputs for a in inputs):
-            return _traced(result)                                  # a view: nothing moves
-        for a in inputs:
-            _RECORDER.touch(a, True)
-        for r in outputs + ([args[0]] if func in IN_PLACE else []):
-            _RECORDER.touch(r, False)
-        return _traced(result)
-
-    def __getitem__(self, key):
-        result = super().__getitem__(_plain(key))
-        if not _RECORDER.on or (isinstance(result, np.ndarray) and np.may_share_memory(
-                result.view(np.ndarray), self.view(np.ndarray))):
-            return result
-        plain = self.view(np.ndarray)
-        _RECORDER.add(np.ravel(element_addresses(plain).reshape(self.shape)[_plain(key)]), True,
-                      self)
-        _RECORDER.touch(result, False)
-        return result
-
-    def __setitem__(self, key, value):
-        if _RECORDER.on:
-            _RECORDER.touch(value, True)
-            plain = self.view(np.ndarray)
-            _RECORDER.add(np.ravel(element_addresses(plain).reshape(self.shape)[_plain(key)]),
-                          False, self)
-        super().__setitem__(_plain(key), _plain(value))
-
-    def copy(self, order="C"):
-        result = super().copy(order)
-        _RECORDER.touch(self, True)
-        _RECORDER.touch(result, False)
-        return result
-
-
-def trace(fn):
-    """Run fn() recording its data movement; returns (addresses (n,), is_read (n,))."""
-    global _RECORDER
-    _RECORDER = rec = _Recorder()
-    try:
-        fn()
-    finally:
-        _RECORDER = _OFF
-    if not rec.parts:
-        return np.zeros(0, np.int64), np.zeros(0, bool)
-    return (np.concatenate(rec.parts),
-            np.repeat(np.array(rec.kinds), [len(p) for p in rec.parts]))
-
-
-def previous_access(ids):
-    """For each access, the index of the previous access to the same element (-1: none)."""
-    order = np.lexsort((np.arange(len(ids)), ids))          # by element, then by time
-    prev = np.full(len(ids), -1, dtype=np.int64)
-    same = ids[order[1:]] == ids[order[:-1]]
-    prev[order[1:][same]] = order[:-1][same]
-    return prev
-
-
-def earlier_leq(values):
-    """#{j < i : values[j] <= values[i]} for every i: values (n,) ints -> (n,) int64.
-
-    Bottom-up merge sort with whole-array operations, O(n log n): at the level of width w
-    the aligned blocks of w elements, each already in value order, merge in pairs by one
-    stable sort on (pair, value), left before right on ties.  An element of a right block
-    landing at position s of the merged pair, coming from position s' of its own sorted
-    block, has s - s' elements of the left block at or below its value before it.
-    """
-    v = np.asarray(values, np.int64)
-    n = len(v)
-    count, order, here = np.zeros(n, np.int64), np.arange(n), np.arange(n)
-    span, w = int(v.max(initial=0)) + 1, 1
-    while w < n:
-        perm = np.argsort((order // (2 * w)) * span + v[order], kind="stable")
-        order = order[perm]
-        right = (order & w) != 0                   # from the block of higher indices
-        count[order[right]] += (here - perm)[right] + w
-        w *= 2
-    return count
-
-
-def stack_distances(ids):
-    """LRU stack distance of every access in ids (n,): the number of distinct elements
-    touched since the element was last touched, or before its first touch.
-
-    With p the previous access to the same element, the elements touched in (p, t) are
-    those whose access there is their first after p: the first touches in (p, t), and the
-    repeat touches j in (p, t) whose own previous access is at or before p.  Every repeat
-    touch j <= p qualifies, so the second count is earlier_leq over the repeat touches
-    alone less those up to p.
-    """
-    prev = previous_access(np.asarray(ids))
-    first = prev < 0
-    n_first = np.concatenate([[0], np.cumsum(first)])          # first touches before index x
-    n_again = np.concatenate([[0], np.cumsum(~first)])
-    out = n_first[:-1].copy()                                   # a first touch: all so far
-    again = np.flatnonzero(~first)
-    p = prev[again]
-    out[again] = (n_first[again] - n_first[p + 1]) + earlier_leq(p) - n_again[p + 1]
-    return out
-
-
-def movement(ids, is_read):
-    """{"reads", "dmc", "ard"} of a trace: reads counted, sqrt distances summed."""
-    d = stack_distances(ids)[is_read]
-    return {"reads": int(d.size), "dmc": float(np.sqrt(d).sum()),
-            "ard": float(d.mean()) if d.size else 0.0}
-
-
 MOVEMENT_MODELS = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq", "pca24")
 MOVEMENT_TEST = 500            # held-out images of the training curves behind "steps to 1 bit"
 PHASES = ("hard", "em", "adam")
@@ -2061,8 +1835,8 @@ PHASES = ("hard", "em", "adam")
 def traced_model(model):
     """A copy of model whose parameters, and so everything computed from them, are Traced."""
     state = model.__getstate__()
-    state["theta"] = state["theta"].copy().view(Traced)
-    state["trainable"] = state["trainable"].view(Traced)
+    state["theta"] = state["theta"].copy().view(dm.Traced)
+    state["trainable"] = state["trainable"].view(dm.Traced)
     clone = type(model).__new__(type(model))
     clone.__setstate__(state)
     return clone
@@ -2070,9 +1844,9 @@ def traced_model(model):
 
 def _trace_adam_step(model, X):
     """Movement of one Adam step (loss, gradient, update) of a copy of a trained model."""
-    clone, Xt = traced_model(model), X.view(Traced)
+    clone, Xt = traced_model(model), X.view(dm.Traced)
     opt = Adam([clone.theta], lr=LR)
-    return movement(*trace(lambda: opt.step([clone.loss_and_grad(Xt)[1]])))
+    return dm.movement(*dm.trace(lambda: opt.step([clone.loss_and_grad(Xt)[1]])))
 
 
 def _trace_hard_step(X, starts, sigma_x, groups):
@@ -2080,9 +1854,9 @@ def _trace_hard_step(X, starts, sigma_x, groups):
     stack = lambda key: np.stack([f[key] for f in starts])
     C, b, a = stack("C"), stack("b"), stack("a")
     codes = shortest_codes(X, C, b, a, sigma_x)
-    C, b, a, Xt = (x.view(Traced) for x in (C, b, a, X))
-    return movement(*trace(lambda: refit_hard_code(
-        Xt, shortest_codes(Xt, C, b, a, sigma_x, codes.view(Traced)), C, groups)))
+    C, b, a, Xt = (x.view(dm.Traced) for x in (C, b, a, X))
+    return dm.movement(*dm.trace(lambda: refit_hard_code(
+        Xt, shortest_codes(Xt, C, b, a, sigma_x, codes.view(dm.Traced)), C, groups)))
 
 
 def training_movement(name, X, X_eval, seed=0):
@@ -2099,7 +1873,7 @@ def training_movement(name, X, X_eval, seed=0):
     rng = np.random.default_rng([seed, 1000 + MODEL_NAMES.index(name)])
     model = build_model(name, rng=rng)
     if isinstance(model, PCA):
-        fit = movement(*trace(lambda: PCA(model.n_components, model.sigma_x).fit(X.view(Traced))))
+        fit = dm.movement(*dm.trace(lambda: PCA(model.n_components, model.sigma_x).fit(X.view(dm.Traced))))
         model.fit(X)
         return {"fit": {"steps": 1, **fit}, "steps_to_1bit": 1, "dmc_to_train": fit["dmc"],
                 "heldout": float(model.description_length(X_eval)["total"].mean())}
@@ -2113,8 +1887,8 @@ def training_movement(name, X, X_eval, seed=0):
         C, b, a = stack("C"), stack("b"), np.maximum(stack("a"), math.log(START_FREQ_FLOOR))
         q = em_step(X, C, b, a, np.full(a.shape[:1] + (len(X),) + a.shape[1:], 1 / model.n_codes),
                     model.sigma_x, groups, sweeps=5 * EM_SWEEPS)[3]
-        C, b, a, q, Xt = (x.view(Traced) for x in (C, b, a, q, X))
-        out["em"] = {"steps": EM_ITERS, **movement(*trace(lambda: em_step(
+        C, b, a, q, Xt = (x.view(dm.Traced) for x in (C, b, a, q, X))
+        out["em"] = {"steps": EM_ITERS, **dm.movement(*dm.trace(lambda: em_step(
             Xt, C, b, a, q, model.sigma_x, groups)))}
         em_steps = EM_ITERS
     else:                                         # the chain: its stages' searches, no EM
@@ -2135,148 +1909,18 @@ def training_movement(name, X, X_eval, seed=0):
     return out
 
 
-# ----------------------------------------------------------------------------- bits-back coding
+# ----------------------------------------------------------------------------- coding the 1994 models
 #
-# The paper's argument made real: the sender pops a code k ~ q(k|x) off the message (the
-# "random bits" it later gets back), pushes the image given k, then pushes k under the
-# prior; the receiver runs the chain backwards.  The net growth of the message is then
-# -log P(v|k) - log p(k) + log q(k|x) per image, F in expectation.  constriction's ANS
-# stack coder does the pushing (encode_reverse) and popping (decode); lanes are independent
-# stacks, each coding every lanes-th image, so that the numpy work runs over all lanes.
-#
-# Portability.  The decoder rebuilds every probability table, so the tables must come out
-# bit for bit the same on any CPU.  Floating-point kernels differ between CPUs (exp, log and
-# reductions in numpy, blocking and FMA in BLAS), so the coder uses none of them:
-# - the model is coded with its parameters rounded to fixed point (and stored so);
-# - every dot product is an integer matrix product, exact in any order;
-# - exp and the normal CDF are read from tables built by IEEE-754 +, *, / in a fixed order
-#   (correctly rounded, so the same everywhere), starting from constants decimal computes;
-# - what remains in floating point is elementwise +, -, *, / and rounding, which IEEE-754
-#   also fixes to the bit.
-# Tables are integer frequencies >= 1 summing to 2^24.  constriction's categorical model
-# (perfect=False) turns weights w into the table floor(cumsum(w) * (2^24 - S) / sum(w)) + i;
-# given the integer weights f - 1, whose sums are exact, that is exactly the table f.
+# The paper's argument made real with the bits-back coder (bits_back_coder.py: its chain,
+# its integer tables and the rule that makes them the same on every CPU).  Here the 1994
+# discrete models become coding models: their parameters rounded to fixed point, and every
+# table the chain asks for computed from them in integer arithmetic.
 
-PRECISION = 24                         # bits of every table; constriction's default
-PIXEL_LEVELS = 256
-CODER_LANES = 100
 COMPRESS_CHUNK = 2_000_000             # (image, joint code) pairs the bound holds at once
-PARAM_BITS = 12                        # codewords and bias in units of 2^-12
 LOGIT_BITS = 10                        # recognition weights and prior logits, 2^-10
+CODE_BITS = bbc.PARAM_BITS             # codewords and bias in units of 2^-12, as pixel means
 Q_BITS = 15                            # posterior probabilities inside the refinement
-EXP_STEPS, EXP_RANGE = 256, 48         # exp(-i/256) for i/256 < 48 nats; 0 beyond
-PHI_STEPS, PHI_HALF = 16, 16 * 2048    # normal CDF: 16 steps per 8-bit level, +-2048 levels
 CODER_FORMS = ("factorial", "residual")
-
-
-@functools.lru_cache(maxsize=None)
-def exp_table():
-    """round(2^30 exp(-i / 256)) for i < 48 * 256, int64, by a product recurrence, and a
-    last entry 0 that stands for everything further down."""
-    from decimal import Decimal
-    ratio = float((Decimal(-1) / EXP_STEPS).exp())
-    values, v = [], 1.0
-    for _ in range(EXP_RANGE * EXP_STEPS):
-        values.append(v)
-        v *= ratio
-    values.append(0.0)
-    return np.floor(np.array(values) * 2.0**30 + 0.5).astype(np.int64)
-
-
-@functools.lru_cache(maxsize=None)
-def phi_table(sigma):
-    """floor(Phi(z_j) (2^24 - 256)) (int64, 2 J + 1 entries) on the grid of the pixel tables:
-    z_j = j / (16 * 255 * sigma) for |j| <= J = 16 * 2048, i.e. 16 steps per 8-bit level over
-    +-2048 levels.  Phi is 1/2 plus the trapezoid rule over exp(-z^2 / 2), tabulated with a
-    product recurrence in integers of 2^-40; only IEEE-754 basic operations are used."""
-    from decimal import Decimal, localcontext
-    with localcontext() as ctx:
-        ctx.prec = 40
-        h = Decimal(1) / (PHI_STEPS * (PIXEL_LEVELS - 1) * Decimal(sigma))
-        rho = float((-h * h / 2).exp())                      # exp(-h^2 / 2)
-        sqrt_2pi = (2 * Decimal("3.141592653589793238462643383279502884")).sqrt()
-        c = float(h / (2 * sqrt_2pi * 2**40))
-    dens, v, g = [], 1.0, rho
-    for _ in range(PHI_HALF + 1):                            # exp(-(i h)^2 / 2) = prod of rho^(2i-1)
-        dens.append(v)
-        v, g = v * g, g * rho * rho
-    w = np.floor(np.array(dens) * 2.0**40 + 0.5).astype(np.int64)
-    cum = np.concatenate([[0], np.cumsum(w[:-1] + w[1:])])  # twice the trapezoid sums, exact
-    upper = np.minimum(0.5 + cum.astype(np.float64) * c, 1.0)
-    phi = np.concatenate([1.0 - upper[:0:-1], upper])
-    scale = float((1 << PRECISION) - PIXEL_LEVELS)
-    return np.floor(phi * scale).astype(np.int64)
-
-
-def softmax_table(logits, precision=PRECISION):
-    """Integer frequencies (..., S) >= 1 summing to 2^precision from logits (..., S) in nats,
-    through exp_table: the same integers on every machine for the same logits."""
-    e_tab = exp_table()
-    steps = np.rint((logits.max(axis=-1, keepdims=True) - logits) * EXP_STEPS)
-    e = e_tab[np.minimum(steps, len(e_tab) - 1).astype(np.int64)]
-    S = logits.shape[-1]
-    freqs = e * ((1 << precision) - S) // e.sum(axis=-1, keepdims=True) + 1
-    # the rounding deficit goes to the first most probable symbol
-    top = np.arange(S) == np.argmax(e, axis=-1)[..., None]
-    freqs += top * ((1 << precision) - freqs.sum(axis=-1, keepdims=True))
-    return freqs
-
-
-MEAN_RANGE = (-4, 5)           # pixel means are clipped to this, in units of the image range
-
-
-def edge_shift(means):
-    """Grid offset -8 - 16 * 255 * mean of pixel means (fixed point, units 2^-12), int32.
-    A mean is first clipped to MEAN_RANGE, a thousand levels beyond anything a model of
-    [0, 1] images predicts, so that the offsets, and the pixel tables, are finitely many."""
-    means = np.clip(means, MEAN_RANGE[0] << PARAM_BITS, MEAN_RANGE[1] << PARAM_BITS)
-    shift = -PHI_STEPS // 2 - (((PIXEL_LEVELS - 1) * means + 128) >> (PARAM_BITS - 4))
-    return shift.astype(np.int32)
-
-
-SHIFT_LOW = int(edge_shift(np.array(MEAN_RANGE[1] << PARAM_BITS)))      # the smallest offset
-
-
-@functools.lru_cache(maxsize=4)
-def pixel_rows(sigma):
-    """The pixel table of every offset edge_shift can give, as constriction's weights
-    (frequencies minus one), float32 (offsets, 256); row s - SHIFT_LOW is offset s.
-
-    With F(v) = T[idx_v] at the inner edges v = 1..255 and idx_v+1 = idx_v + 16, the weight
-    F(v+1) - F(v) of level v is a 16-step difference of T; level 0 weighs F(1) and level 255
-    weighs 2^24 - 256 - F(255).  Float32 is exact: entries and the partial sums constriction
-    forms of a row are all below 2^24."""
-    table = phi_table(sigma)
-    high = int(edge_shift(np.array(MEAN_RANGE[0] << PARAM_BITS)))
-    first = np.arange(SHIFT_LOW, high + 1) + (PHI_STEPS + PHI_HALF)       # idx_1 per offset
-    edges = table[first[:, None] + PHI_STEPS * np.arange(PIXEL_LEVELS - 1)]   # (S, 255)
-    rows = np.empty((len(first), PIXEL_LEVELS), dtype=np.float32)
-    rows[:, 0] = edges[:, 0]
-    rows[:, 1:-1] = np.diff(edges, axis=1)
-    rows[:, -1] = ((1 << PRECISION) - PIXEL_LEVELS) - edges[:, -1]
-    return rows
-
-
-def pixel_cdf(means, sigma, v):
-    """The pixel tables' CDF C(v) for 8-bit levels v (integers 0..256, broadcast with means).
-
-    means are fixed-point reconstructions (units 2^-12 of the [0, 1] scale); bin v covers
-    [(v - 0.5)/255, (v + 0.5)/255] and the end bins take the tails, so C(0) = 0, C(256) = 2^24
-    and C(v) = floor(Phi((edge_v - mean) / sigma) (2^24 - 256)) + v between: every level has
-    frequency >= 1.  The mean is rounded to 1/16 of a level, so that the grid index of an
-    edge is an integer: 16 v - 8 - 16 * 255 * mean (see edge_shift).
-    """
-    return table_cdf(phi_table(sigma), means, v)
-
-
-def table_cdf(table, means, v):
-    """pixel_cdf with the normal CDF given as a table on the pixel grid (phi_table), or as a
-    callable that looks up grid indices (broadcast with means, v) in a table of its own: a
-    model with a scale per pixel takes each pixel's from a stack of phi_tables."""
-    idx = np.clip(PHI_STEPS * v + edge_shift(means) + PHI_HALF, 0, 2 * PHI_HALF)
-    cdf = (table(idx) if callable(table) else table[idx]) + v
-    cdf = np.where(v <= 0, 0, cdf)
-    return np.where(v >= PIXEL_LEVELS, 1 << PRECISION, cdf)
 
 
 class CodingModel:
@@ -2319,7 +1963,7 @@ class CodingModel:
         else:
             raise ValueError("the coder takes linear-recognition VQs and the residual chain")
         p = model.p
-        scale = {"C": PARAM_BITS, "b": PARAM_BITS, "a": LOGIT_BITS, "W": LOGIT_BITS,
+        scale = {"C": bbc.PARAM_BITS, "b": bbc.PARAM_BITS, "a": LOGIT_BITS, "W": LOGIT_BITS,
                  "c": LOGIT_BITS}
         params = {k: np.rint(p[k] * 2.0**s).astype(np.int64) for k, s in scale.items()}
         return cls(form, model.n_dims, model.n_codes, model.sigma_x,
@@ -2330,26 +1974,42 @@ class CodingModel:
         residual each dot product reads, times its weights, times 96 pixels."""
         top = lambda name: int(np.abs(self.params[name]).max(initial=0))
         c_max, b_max = top("C"), top("b")
-        L = PIXEL_LEVELS - 1
+        L = bbc.PIXEL_LEVELS - 1
         # mean field: x - b - sum of the other factors' means, units 2^-(12 + 15) / 255
-        r_field = (L << (PARAM_BITS + Q_BITS)) + (L * (b_max + self.n_dims * c_max) << Q_BITS)
+        r_field = (L << (bbc.PARAM_BITS + Q_BITS)) + (L * (b_max + self.n_dims * c_max) << Q_BITS)
         # residual chain and recognition: x - b - earlier codewords, units 2^-12 / 255
-        r_chain = L * ((1 << PARAM_BITS) + b_max + self.n_dims * c_max)
+        r_chain = L * ((1 << bbc.PARAM_BITS) + b_max + self.n_dims * c_max)
         if (D * c_max * r_field >= 2**62 or D * top("W") * r_chain >= 2**62
                 or top("a") >= 2**40 or top("c") >= 2**40):
             raise ValueError("model parameters too large for the fixed-point coder")
 
-    # --- tables --------------------------------------------------------------------------
+    # --- the coding-model protocol (bits_back_coder.py) ------------------------------------
+
+    n_pixels = D
+
+    @property
+    def sequential(self):
+        """The residual chain's stage tables need the earlier stages' codes."""
+        return self.form == "residual"
+
+    def pixel_bits(self, V, codes):
+        """-log2 of the coder's table probability of every pixel of V (N, 96) given codes."""
+        return bbc.pixel_table_bits(self.reconstruct(codes), self.sigma_x, V)
+
+    def bound(self, V):
+        """The coder's own bound of V (N, 96): (F_t (N,), err (N,)), see discrete_bound."""
+        return discrete_bound(self, V)
+
 
     def prior_table(self):
         """Frequencies (M, K) of the prior p(k_d)."""
-        return softmax_table(self.params["a"] / 2.0**LOGIT_BITS)
+        return bbc.softmax_table(self.params["a"] / 2.0**LOGIT_BITS)
 
     def pixel_weights(self, codes):
         """The pixel tables given codes (N, M) as constriction takes them: frequencies minus
-        one, float32 (N, 96, 256), one precomputed row per pixel (see pixel_rows)."""
-        rows = pixel_rows(self.sigma_x)
-        return rows[edge_shift(self.reconstruct(codes)) - SHIFT_LOW]
+        one, float32 (N, 96, 256), one precomputed row per pixel (see bits_back_coder.pixel_rows)."""
+        rows = bbc.pixel_rows(self.sigma_x)
+        return rows[bbc.edge_shift(self.reconstruct(codes)) - bbc.SHIFT_LOW]
 
     def reconstruct(self, codes):
         """Fixed-point xhat(k) (N, 96), units 2^-12."""
@@ -2360,11 +2020,11 @@ class CodingModel:
         """Frequencies (N, M, K) of the factorial posterior q(k|v), v (N, 96) 8-bit."""
         p, M, K = self.params, self.n_dims, self.n_codes
         V = V.astype(np.int64)
-        amortised = (V @ p["W"] + (PIXEL_LEVELS - 1) * p["c"]).reshape(len(V), M, K)
-        logits = amortised / float((PIXEL_LEVELS - 1) << LOGIT_BITS)
+        amortised = (V @ p["W"] + (bbc.PIXEL_LEVELS - 1) * p["c"]).reshape(len(V), M, K)
+        logits = amortised / float((bbc.PIXEL_LEVELS - 1) << LOGIT_BITS)
         if self.refine:
             logits = self._mean_field(V, logits)
-        return softmax_table(logits)
+        return bbc.softmax_table(logits)
 
     def _mean_field(self, V, logits):
         """Mean-field sweeps (SPEC section 3) in fixed point; an image stops when a sweep
@@ -2372,11 +2032,11 @@ class CodingModel:
         p, M = self.params, self.n_dims
         C, prior = p["C"], p["a"] / 2.0**LOGIT_BITS
         sq = np.einsum("mkd,mkd->mk", C, C)                          # units 2^-24
-        q = softmax_table(logits, Q_BITS)                            # (N, M, K), sum 2^15
+        q = bbc.softmax_table(logits, Q_BITS)                            # (N, M, K), sum 2^15
         mu = np.einsum("nmk,mkd->mnd", q, C)                         # units 2^-27
         # x - b - sum_d mu_d in units 2^-27 / 255, exact
-        base = (V << (PARAM_BITS + Q_BITS)) - (PIXEL_LEVELS - 1) * (p["b"] << Q_BITS)
-        unit = float((PIXEL_LEVELS - 1) << (2 * PARAM_BITS + Q_BITS))
+        base = (V << (bbc.PARAM_BITS + Q_BITS)) - (bbc.PIXEL_LEVELS - 1) * (p["b"] << Q_BITS)
+        unit = float((bbc.PIXEL_LEVELS - 1) << (2 * bbc.PARAM_BITS + Q_BITS))
         s2 = self.sigma_x**2
         logits = logits.copy()
         active = np.arange(len(V))
@@ -2384,10 +2044,10 @@ class CodingModel:
             changed = np.zeros(len(active), dtype=bool)
             total = mu[:, active].sum(axis=0)
             for d in range(M):
-                r = base[active] - (PIXEL_LEVELS - 1) * (total - mu[d, active])
+                r = base[active] - (bbc.PIXEL_LEVELS - 1) * (total - mu[d, active])
                 dot = r @ C[d].T                                     # (A, K), exact
-                ld = prior[d] + (dot / unit - sq[d] / 2.0**(2 * PARAM_BITS + 1)) / s2
-                new = softmax_table(ld, Q_BITS)
+                ld = prior[d] + (dot / unit - sq[d] / 2.0**(2 * bbc.PARAM_BITS + 1)) / s2
+                new = bbc.softmax_table(ld, Q_BITS)
                 changed |= np.any(new != q[active, d], axis=1)
                 logits[active, d], q[active, d] = ld, new
                 new_mu = new @ C[d]
@@ -2402,163 +2062,32 @@ class CodingModel:
         """Frequencies (N, K) of stage d of the residual chain, given the earlier codes."""
         p = self.params
         prefix = p["C"][np.arange(d), codes[:, :d]].sum(axis=1) if d else 0
-        R = (V.astype(np.int64) << PARAM_BITS) - (PIXEL_LEVELS - 1) * (p["b"] + prefix)
-        L = R @ p["W"][d] + ((PIXEL_LEVELS - 1) << PARAM_BITS) * p["c"][d]
-        return softmax_table(L / float((PIXEL_LEVELS - 1) << (PARAM_BITS + LOGIT_BITS)))
+        R = (V.astype(np.int64) << bbc.PARAM_BITS) - (bbc.PIXEL_LEVELS - 1) * (p["b"] + prefix)
+        L = R @ p["W"][d] + ((bbc.PIXEL_LEVELS - 1) << bbc.PARAM_BITS) * p["c"][d]
+        return bbc.softmax_table(L / float((bbc.PIXEL_LEVELS - 1) << (bbc.PARAM_BITS + LOGIT_BITS)))
 
     def chain_tables(self, V):
         """Every path of the residual chain for V (N, 96): log2 of its table probability
         q(k|v) (N, P) and the joint codes (P, M), P = K^M in lexicographic order."""
         p, M, K = self.params, self.n_dims, self.n_codes
-        T = (V.astype(np.int64) << PARAM_BITS) - (PIXEL_LEVELS - 1) * p["b"]
+        T = (V.astype(np.int64) << bbc.PARAM_BITS) - (bbc.PIXEL_LEVELS - 1) * p["b"]
         prefix = np.zeros((1, D), dtype=np.int64)
         log2_q = np.zeros((len(V), 1))
         for d in range(M):
             # integer arithmetic is exact, so the stage's logits split into image and path parts
-            L = ((T @ p["W"][d])[:, None, :] - ((PIXEL_LEVELS - 1) * prefix @ p["W"][d])[None]
-                 + ((PIXEL_LEVELS - 1) << PARAM_BITS) * p["c"][d])
-            f = softmax_table(L / float((PIXEL_LEVELS - 1) << (PARAM_BITS + LOGIT_BITS)))
-            log2_q = (log2_q[:, :, None] + np.log2(f) - PRECISION).reshape(len(V), -1)
+            L = ((T @ p["W"][d])[:, None, :] - ((bbc.PIXEL_LEVELS - 1) * prefix @ p["W"][d])[None]
+                 + ((bbc.PIXEL_LEVELS - 1) << bbc.PARAM_BITS) * p["c"][d])
+            f = bbc.softmax_table(L / float((bbc.PIXEL_LEVELS - 1) << (bbc.PARAM_BITS + LOGIT_BITS)))
+            log2_q = (log2_q[:, :, None] + np.log2(f) - bbc.PRECISION).reshape(len(V), -1)
             prefix = (prefix[:, None, :] + p["C"][d][None]).reshape(-1, D)
         return log2_q, all_codes(M, K)
-
-
-# --- the chain ------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=1)
-def _categorical():
-    """constriction's categorical model family, fed integer weights (see above)."""
-    import constriction
-    return constriction.stream.model.Categorical(perfect=False)
-
-
-def weights(freqs):
-    """Integer tables (..., S) as constriction's weights: frequencies minus one, float64."""
-    return (freqs - 1).astype(np.float64)
-
-
-def _push(coder, symbols, w):
-    """Push symbols (n,) under tables given as weights (n, S) onto one lane's stack."""
-    coder.encode_reverse(np.asarray(symbols, dtype=np.int32), _categorical(), w)
-
-
-def _pop(coder, w):
-    """Pop n symbols under tables given as weights (n, S) off one lane's stack."""
-    return coder.decode(_categorical(), w).astype(np.int64)
-
-
-def _lane_layout(n_images, lanes):
-    """Image index (lanes, steps) per lane and step, -1 where a lane has run out."""
-    steps = -(-n_images // lanes)
-    idx = np.arange(lanes * steps).reshape(lanes, steps)
-    return np.where(idx < n_images, idx, -1)
-
-
-def _code_priors(cm, V, layout, step, act, prior):
-    """Weights (len(act), M, K) of the priors the codes of one step are pushed under.  A
-    coding model with a context (a method context_prior_table(V_ctx)) prices each lane's
-    code given the image that lane sends at the next step, which its decoder has decoded
-    when it gets here; a lane's last image, and every image of a model without one, takes
-    the unconditional prior."""
-    out = np.broadcast_to(prior, (len(act),) + prior.shape)
-    context = getattr(cm, "context_prior_table", None)
-    if context is None or step + 1 == layout.shape[1]:
-        return out                                       # a view: no copy per step
-    nxt = layout[act, step + 1]
-    has = nxt >= 0
-    out = out.copy()
-    out[has] = weights(context(V[nxt[has]]))
-    return out
-
-
-def initial_words(lanes, n_dims, seed):
-    """The initial random bits: per lane enough 32-bit words for the first M pops.
-
-    The last word is the high half of the coder's 64-bit state.  It is drawn log-uniform
-    on [1, 2^32), the stationary law of ANS states, so that the net length of a message is
-    not biased by how full the states are at the start and at the end (a uniform draw
-    would start them nearly full and make every lane look about 15 bits longer)."""
-    rng = np.random.default_rng([seed, 7])
-    words = rng.integers(0, 1 << 32, size=(lanes, 2 + -(-n_dims * PRECISION // 32)),
-                         dtype=np.uint64)
-    words[:, -1] = np.maximum(np.floor(2.0 ** (32 * rng.random(lanes))), 1)
-    return list(words.astype(np.uint32))
-
-
-def bits_back_encode(cm, V, lanes=CODER_LANES, seed=0):
-    """Encode 8-bit images V (N, 96) with bits-back coding under CodingModel cm.
-
-    Returns (final words, initial words), one uint32 array per lane.  Each lane takes its
-    images in turn: pop k ~ q(k|v), push the 96 pixels given xhat(k), push k under the prior
-    (see _code_priors for a model whose prior has a context).
-    """
-    import constriction
-    layout = _lane_layout(len(V), lanes)
-    initial = initial_words(lanes, cm.n_dims, seed)
-    coders = [constriction.stream.stack.AnsCoder(w) for w in initial]
-    prior = weights(cm.prior_table())
-    q_all = weights(cm.posterior_table(V)) if cm.form == "factorial" else None
-    for step in range(layout.shape[1]):
-        act = np.flatnonzero(layout[:, step] >= 0)
-        v = V[layout[act, step]]
-        codes = np.zeros((len(act), cm.n_dims), dtype=np.int64)
-        if q_all is not None:
-            q = q_all[layout[act, step]]
-            for i, lane in enumerate(act):
-                codes[i] = _pop(coders[lane], q[i])
-        else:
-            for d in range(cm.n_dims):                  # stage d's table needs k_<d
-                q = weights(cm.stage_table(v, codes, d))
-                for i, lane in enumerate(act):
-                    codes[i, d] = _pop(coders[lane], q[i:i + 1])[0]
-        pixels = cm.pixel_weights(codes)
-        priors = _code_priors(cm, V, layout, step, act, prior)
-        for i, lane in enumerate(act):
-            _push(coders[lane], v[i], pixels[i])
-            _push(coders[lane], codes[i], priors[i])
-    return [c.get_compressed() for c in coders], initial
-
-
-def bits_back_decode(cm, words, n_images):
-    """Invert bits_back_encode: images (n_images, 96) uint8 and the words left per lane,
-    which are the initial bits when the message was whole."""
-    import constriction
-    lanes = len(words)
-    layout = _lane_layout(n_images, lanes)
-    coders = [constriction.stream.stack.AnsCoder(w) if len(w) else
-              constriction.stream.stack.AnsCoder() for w in words]
-    prior = weights(cm.prior_table())
-    V = np.zeros((n_images, D), dtype=np.uint8)
-    for step in reversed(range(layout.shape[1])):
-        act = np.flatnonzero(layout[:, step] >= 0)
-        priors = _code_priors(cm, V, layout, step, act, prior)
-        codes = np.array([_pop(coders[lane], priors[i]) for i, lane in enumerate(act)])
-        pixels = cm.pixel_weights(codes)
-        v = np.array([_pop(coders[lane], pixels[i]) for i, lane in enumerate(act)])
-        if cm.form == "factorial":
-            q = cm.posterior_table(v)
-        else:
-            q = np.stack([cm.stage_table(v, codes, d) for d in range(cm.n_dims)], axis=1)
-        q = weights(q)
-        for i, lane in enumerate(act):
-            _push(coders[lane], codes[i], q[i])
-        V[layout[act, step]] = v
-    return V, [c.get_compressed() for c in coders]
 
 
 # --- the coder's own bound -------------------------------------------------------------------
 
 
-def pixel_table_bits(cm, V, codes):
-    """-log2 of the coder's table probability of every pixel of V (N, 96) given codes (N, M)."""
-    means = cm.reconstruct(codes)
-    v = V.astype(np.int64)
-    freq = pixel_cdf(means, cm.sigma_x, v + 1) - pixel_cdf(means, cm.sigma_x, v)
-    return PRECISION - np.log2(freq)
-
-
 def discrete_bound(cm, V, prune=1e-9, n_draws=64, rng=None):
-    """The coder's own bound F_t (bits per image, (N,)): what bits_back_encode pays on average,
+    """The coder's own bound F_t (bits per image, (N,)): what the chain pays on average,
 
         F_t(v) = E_q[-log2 P(v|k) - log2 p(k) + log2 q(k|v)],
 
@@ -2570,90 +2099,62 @@ def discrete_bound(cm, V, prune=1e-9, n_draws=64, rng=None):
     are held at once.
     """
     M, K = cm.n_dims, cm.n_codes
-    log2_pi = np.log2(cm.prior_table()) - PRECISION                              # (M, K)
+    log2_pi = np.log2(cm.prior_table()) - bbc.PRECISION                              # (M, K)
     if K**M > MAX_ENUMERATION:
-        return _sampled_bound(cm, V, log2_pi, n_draws, rng or np.random.default_rng(0))
+        return bbc.sampled_bound(cm, V, n_draws, rng or np.random.default_rng(0))
     codes = all_codes(M, K)
     prior_bits = -log2_pi[np.arange(M), codes].sum(axis=1)                      # (P,)
     bound, err = np.zeros(len(V)), np.zeros(len(V))
     step = max(1, COMPRESS_CHUNK // len(codes))
-    worst = D * PRECISION + 2 * M * PRECISION
+    worst = D * bbc.PRECISION + 2 * M * bbc.PRECISION
     for s in range(0, len(V), step):
         v = V[s:s + step]
-        if cm.form == "factorial":
-            log2_q = (np.log2(cm.posterior_table(v)) - PRECISION)[:, np.arange(M), codes].sum(-1)
-        else:
+        if cm.sequential:
             log2_q, _ = cm.chain_tables(v)                                       # (n, P)
+        else:
+            log2_q = (np.log2(cm.posterior_table(v)) - bbc.PRECISION)[:, np.arange(M), codes].sum(-1)
         w = np.exp2(log2_q)
         n, j = np.nonzero(w > prune)
         cost = prior_bits[j] + log2_q[n, j]
         for a in range(0, len(n), 20_000):               # bounded memory: 20,000 x 96 at a time
             sl = slice(a, a + 20_000)
-            cost[sl] += pixel_table_bits(cm, v[n[sl]], codes[j[sl]]).sum(axis=1)
+            cost[sl] += cm.pixel_bits(v[n[sl]], codes[j[sl]]).sum(axis=1)
         bound[s:s + step] = np.bincount(n, weights=w[n, j] * cost, minlength=len(v))
         kept = np.bincount(n, weights=w[n, j], minlength=len(v))
         err[s:s + step] = np.maximum(1.0 - kept, 0.0) * worst
     return bound, err
 
 
-def _sampled_bound(cm, V, log2_pi, n_draws, rng):
-    """Monte Carlo F_t: codes drawn from the coder's tables, n_draws per image."""
-    M = cm.n_dims
-    Vr = np.repeat(V, n_draws, axis=0)
-    codes, log2_q = np.zeros((len(Vr), M), dtype=np.int64), np.zeros(len(Vr))
-    q_all = cm.posterior_table(Vr) if cm.form == "factorial" else None
-    for d in range(M):
-        q = q_all[:, d] if q_all is not None else cm.stage_table(Vr, codes, d)
-        u = rng.integers(0, 1 << PRECISION, size=(len(Vr), 1))
-        codes[:, d] = (np.cumsum(q, axis=1) <= u).sum(axis=1)
-        log2_q += np.log2(q[np.arange(len(Vr)), codes[:, d]]) - PRECISION
-    cost = (pixel_table_bits(cm, Vr, codes).sum(axis=1) - log2_pi[np.arange(M), codes].sum(axis=1)
-            + log2_q).reshape(len(V), n_draws)
-    return cost.mean(axis=1), cost.std(axis=1, ddof=1) / math.sqrt(n_draws)
-
-
 # The compression experiment, the bitstream file and the baselines.
 
 CODER_MODELS = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq",
                 "factorial_vq_amortised")
-STREAM_MAGIC, STREAM_VERSION = b"SVQB", 2
 
 
 def _coder_variant(models, name):
     """The fitted model behind a coder row; the amortised row is the factorial model with
     its refinement switched off."""
     if name == "factorial_vq_amortised":
-        import copy
         model = copy.deepcopy(models["factorial_vq"])
         model.refine = 0
         return model
     return models[name]
 
 
-def message_bits(words):
-    """Length in bits of a message held as one uint32 array per lane."""
-    return 32 * sum(len(w) for w in words)
+def t_to_8bit(sigma_x):
+    """Bits per image that turn a description length at quantisation width t = sigma_x
+    sqrt(2 pi) into one at the 8-bit width 1/255."""
+    return D * math.log2(sigma_x * math.sqrt(2 * math.pi) * (bbc.PIXEL_LEVELS - 1))
 
 
-def code_and_check(model, V, seed=0, lanes=CODER_LANES):
-    """Encode and decode V (N, 96) uint8; returns the numbers of one coder row and the
-    (coding model, encoded words)."""
+def code_and_check(model, V, seed=0, lanes=bbc.CODER_LANES):
+    """Encode and decode V (N, 96) uint8; returns the numbers of one coder row (with the
+    model's own F at 8-bit width as density_bound) and the (coding model, encoded words)."""
     cm = CodingModel.from_model(model)
-    t0 = time.perf_counter()
-    words, initial = bits_back_encode(cm, V, lanes, seed)
-    decoded, left = bits_back_decode(cm, words, len(V))
-    seconds = time.perf_counter() - t0
-    bound, err = discrete_bound(cm, V)
-    actual = (message_bits(words) - message_bits(initial)) / len(V)
-    density = (float(model.description_length(V / (PIXEL_LEVELS - 1))["total"].mean())
-               + D * math.log2(model.sigma_x * math.sqrt(2 * math.pi) * (PIXEL_LEVELS - 1)))
-    same = len(left) == len(initial) and all(np.array_equal(a, b) for a, b in zip(left, initial))
-    return {"actual_bits": actual, "bound_t": float(bound.mean()),
-            "bound_t_err": float(np.sqrt(np.sum(err**2)) / len(V)),
-            "overhead_pct": 100.0 * (actual / float(bound.mean()) - 1.0),
-            "density_bound": density,
-            "roundtrip": bool(np.array_equal(decoded, V) and same),
-            "seconds": seconds}, (cm, words)
+    row, words = bbc.round_trip(cm, V, lambda: cm.bound(V), seed, lanes)
+    density = (float(model.description_length(V / (bbc.PIXEL_LEVELS - 1))["total"].mean())
+               + t_to_8bit(model.sigma_x))
+    return {**row, "density_bound": density}, (cm, words)
 
 
 def baseline_bits(V):
@@ -2679,7 +2180,7 @@ def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log
     Returns ({NAME: coder row, "baselines": {...}, "seconds": encode + decode wall time of
     all rows, run one after another}, {NAME: (CodingModel, encoded words per lane)}).
     """
-    log = log or progress_logger(True)
+    log = log or kit.progress_logger(True)
     fitted = sorted({m.replace("_amortised", "") for m in models})
     out = run_comparison(seed=seed, n_test=n_test, models=fitted, workers=workers, **fit_kw)
     V = quantise_images(out["heldout"])
@@ -2696,7 +2197,7 @@ def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log
 
 def quantise_images(X):
     """8-bit pixels (N, 96) uint8 of images in [0, 1]."""
-    return np.clip(np.round(X * (PIXEL_LEVELS - 1)), 0, PIXEL_LEVELS - 1).astype(np.uint8)
+    return np.clip(np.round(X * (bbc.PIXEL_LEVELS - 1)), 0, bbc.PIXEL_LEVELS - 1).astype(np.uint8)
 
 
 def _whole(lo, hi):
@@ -2722,53 +2223,22 @@ HEADER_FIELDS = {
 
 
 def write_bitstream(path, name, cm, words, config, V):
-    """Write one model's message: magic, format version, SHA-256 of the rest, then a JSON
-    header, the fixed-point parameters (int32) and the message (per lane: its word count,
-    then all lanes' 32-bit words)."""
+    """Write one model's message in the coder's container (bits_back_coder.pack_stream):
+    the header (config and what the receiver needs), the fixed-point parameters and the
+    message.  Returns the file's size in bytes."""
     import hashlib
     params = np.concatenate([cm.params[k].ravel() for k in cm.shapes()])
     header = {**config, "model": name, "n_images": len(V), "lanes": len(words),
               "form": cm.form, "n_params": int(params.size),
               "images_sha256": hashlib.sha256(V.tobytes()).hexdigest()}
-    head = json.dumps(header, sort_keys=True).encode()
-    counts = np.array([len(w) for w in words], dtype="<u4")
-    body = (len(head).to_bytes(4, "little") + head + params.astype("<i4").tobytes()
-            + counts.tobytes() + np.concatenate(words).astype("<u4").tobytes())
-    blob = STREAM_MAGIC + bytes([STREAM_VERSION]) + hashlib.sha256(body).digest() + body
-    atomic_write(path, lambda tmp: open(tmp, "wb").write(blob))
+    blob = bbc.pack_stream(header, params, words)
+    kit.atomic_write(path, lambda tmp: open(tmp, "wb").write(blob))
     return len(blob)
 
 
 def _parse_bitstream(path, blob):
     """Header (checked field by field), CodingModel and per-lane words of a file's bytes."""
-    import hashlib
-    if blob[:4] != STREAM_MAGIC:
-        raise ValueError(f"{path} is not a bitstream of this program (bad magic)")
-    if len(blob) > 4 and blob[4] != STREAM_VERSION:
-        raise ValueError(f"{path}: unsupported format version {blob[4]} (this program reads "
-                         f"version {STREAM_VERSION})")
-    if len(blob) < 41:
-        raise ValueError(f"{path} is truncated ({len(blob)} bytes, shorter than the fixed "
-                         f"header)")
-    body = blob[37:]
-    if hashlib.sha256(body).digest() != blob[5:37]:
-        raise ValueError(f"{path} is damaged or truncated (checksum mismatch)")
-    n = int.from_bytes(body[:4], "little")
-    try:
-        header = json.loads(body[4:4 + n])
-    except ValueError:
-        raise ValueError(f"{path}: the header is not valid JSON") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: the header is not a JSON object")
-    unknown = sorted(set(header) - set(HEADER_FIELDS))
-    if unknown:                        # an edit there would change nothing: say so
-        raise ValueError(f"{path}: header field {unknown[0]!r} is not one of this format's")
-    for field, valid in HEADER_FIELDS.items():
-        if field not in header:
-            raise ValueError(f"{path}: header field {field!r} is missing")
-        if not valid(header[field]):
-            raise ValueError(f"{path}: header field {field!r} has an invalid value "
-                             f"{header[field]!r}")
+    header, rest = bbc.unpack_stream(path, blob, HEADER_FIELDS)
     if header["n_images"] != header["n_test"]:
         raise ValueError(f"{path}: header fields 'n_images' and 'n_test' disagree")
     if (header["form"] == "residual") != (header["model"] == "residual_vq"):
@@ -2776,30 +2246,19 @@ def _parse_bitstream(path, blob):
     M, K = header["n_dims"], header["n_units_per_dim"]
     if header["model"] == "standard_vq":
         M, K = 1, header["n_dims"] * header["n_units_per_dim"]
-    rest = body[4 + n:]
     shapes = CodingModel.param_shapes(header["form"], M, K)
     sizes = [int(np.prod(shape)) for shape in shapes.values()]
-    lanes = header["lanes"]
-    if header["n_params"] != sum(sizes) or len(rest) < 4 * (sum(sizes) + lanes):
+    if header["n_params"] != sum(sizes):
         raise ValueError(f"{path}: header field 'n_params' does not fit the model, or the "
                          f"file is truncated")
-    flat = np.frombuffer(rest[:4 * sum(sizes)], dtype="<i4").astype(np.int64)
-    params = dict(zip(shapes, np.split(flat, np.cumsum(sizes)[:-1])))
-    params = {k: v.reshape(shapes[k]) for k, v in params.items()}
-    rest = rest[4 * sum(sizes):]
-    if len(rest) % 4:
-        raise ValueError(f"{path}: the message is not a whole number of 32-bit words")
-    counts = np.frombuffer(rest[:4 * lanes], dtype="<u4").astype(np.int64)
-    words = np.frombuffer(rest[4 * lanes:], dtype="<u4")
-    if counts.sum() != len(words) or np.any(counts == 0):
-        raise ValueError(f"{path}: header field 'lanes' does not fit the message's lane "
-                         f"lengths, or the file is truncated")
+    flat, words = bbc.split_payload(path, rest, sum(sizes), header["lanes"])
+    params = {k: v.reshape(shapes[k]) for k, v in zip(shapes, np.split(flat, np.cumsum(sizes)[:-1]))}
     refine = 0 if header["model"].endswith("_amortised") else header["refine"]
     try:
         cm = CodingModel(header["form"], M, K, header["sigma_x"], refine, params)
     except ValueError as err:          # parameters outside the coder's fixed-point range
         raise ValueError(f"{path}: {err}") from None
-    return header, cm, np.split(words, np.cumsum(counts)[:-1])
+    return header, cm, words
 
 
 def read_bitstream(path):
@@ -2814,10 +2273,10 @@ def read_bitstream(path):
         blob = f.read()
     header, cm, words = _parse_bitstream(path, blob)
     try:
-        V, left = bits_back_decode(cm, words, header["n_images"])
+        V, left = bbc.bits_back_decode(cm, words, header["n_images"])
     except Exception as err:          # whatever the coder raises on a message it cannot read
         raise ValueError(f"{path}: the message does not decode ({err})") from None
-    initial = initial_words(header["lanes"], cm.n_dims, header["seed"])
+    initial = bbc.initial_words(header["lanes"], cm.n_dims, header["seed"])
     same = all(np.array_equal(a, b) for a, b in zip(left, initial))
     if hashlib.sha256(V.tobytes()).hexdigest() != header["images_sha256"] or not same:
         raise ValueError(f"{path}: decoding did not reproduce the encoded images")
@@ -2840,24 +2299,6 @@ def model_label(name, M, K):
     return LABELS[name].format(MK=M * K, M=M, K=K, w=w)
 
 
-def num(x, spec=".2f"):
-    """format(x, spec), with a value that rounds to zero shown without a minus sign."""
-    text = format(x, spec)
-    return format(0.0, spec) if float(text.rstrip("%")) == 0 else text
-
-
-def _md_or_plain(head, cols, rows, markdown):
-    """One table, plain text or Markdown."""
-    if markdown:
-        line = lambda r: "| " + " | ".join(r) + " |"
-        return "\n".join([f"*{head}*", "", line(cols), line(["---"] + ["---:"] * (len(cols) - 1))]
-                         + [line(r) for r in rows])
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                               for i, (v, w) in enumerate(zip(r, widths)))
-    return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def format_table(results, cfg, markdown=False):
     """The results table: mean (and +- sd over seeds) in bits per image; plain or Markdown."""
     seeds, M, K = list(results), cfg["n_dims"], cfg["n_units_per_dim"]
@@ -2869,8 +2310,8 @@ def format_table(results, cfg, markdown=False):
             return "skipped" if key == "exact" else "-"
         vals = np.array(vals)
         if len(vals) == 1:
-            return num(vals[0])
-        return f"{num(vals.mean())} ± {num(vals.std(ddof=1))}"
+            return kit.num(vals[0])
+        return f"{kit.num(vals.mean())} ± {kit.num(vals.std(ddof=1))}"
 
     cols = ["model", "recon", "code", "total F", "amortised", "exact DL*", "train F"]
     cols += ["legacy (not a DL)"] if legacy else []
@@ -2887,7 +2328,7 @@ def format_table(results, cfg, markdown=False):
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (mean ± sd)"
     head = (f"Bits-back description length, bits per image, {cfg['n_test']} held-out images, "
             f"{seed_text}; sigma_x = {cfg['sigma_x']}, t = sigma_x*sqrt(2 pi)")
-    table = _md_or_plain(head, cols, rows, markdown)
+    table = kit.table(head, cols, rows, markdown)
     pairs = [(name, hard) for hard, name in HARD_CODES.items()
              if name in cfg["models"] and hard in cfg["models"]]
     if pairs:
@@ -2909,20 +2350,20 @@ def format_compress_table(rows, cfg, markdown=False):
         label = (model_label("factorial_vq", cfg["n_dims"], cfg["n_units_per_dim"]) + ", amortised"
                  if name == "factorial_vq_amortised"
                  else model_label(name, cfg["n_dims"], cfg["n_units_per_dim"]))
-        table.append([label, num(r["actual_bits"]), num(r["bound_t"]),
-                      num(r["overhead_pct"], "+.3f") + "%", num(r["density_bound"]),
+        table.append([label, kit.num(r["actual_bits"]), kit.num(r["bound_t"]),
+                      kit.num(r["overhead_pct"], "+.3f") + "%", kit.num(r["density_bound"]),
                       "exact" if r["roundtrip"] else "FAILED", f"{r['seconds']:.2f}"])
     b = rows["baselines"]
     head = (f"Bits-back coding of {cfg['n_test']} held-out images (8-bit pixels), seed "
             f"{cfg['seed']}, bits per image; sigma_x = {cfg['sigma_x']}")
     tail = (f"Same images, general-purpose compressors: gzip {b['gzip']:.1f}, bz2 {b['bz2']:.1f}, "
             f"lzma {b['lzma']:.1f}, PNG {b['png']:.1f} bits per image; raw 768.")
-    return _md_or_plain(head, cols, table, markdown) + ("\n\n" if markdown else "\n") + tail
+    return kit.table(head, cols, table, markdown) + ("\n\n" if markdown else "\n") + tail
 
 
 def format_experiments(out, seeds, markdown=False):
     """Tables of the open-question experiments, in the order they were asked."""
-    pm = lambda m, s: f"{num(m)} ± {num(s)}"
+    pm = lambda m, s: f"{kit.num(m)} ± {kit.num(s)}"
     seed_text = f"seeds {', '.join(map(str, seeds))}"
     parts = []
     if "training" in out:
@@ -2931,7 +2372,7 @@ def format_experiments(out, seeds, markdown=False):
                                                 v["hard_code"]["heldout_total_sd"]), "-"]]
         rows += [[text, pm(v[key]["heldout_total_mean"], v[key]["heldout_total_sd"]),
                   f"{v[key]['at_most_hard']}/{len(seeds)}"] for key, text in RECIPE_STEPS]
-        parts.append(_md_or_plain(
+        parts.append(kit.table(
             f"The training recipe built up step by step, factorial 4x6 VQ: held-out F in bits "
             f"per image, mean ± sd over {seed_text}; at most hard = seeds where it is no worse "
             f"than the hard code", ["training", "held-out F", "at most hard"], rows, markdown))
@@ -2953,7 +2394,7 @@ def format_experiments(out, seeds, markdown=False):
                          pm(v["heldout_mean"], v["heldout_sd"])])
         ratio = out["movement"]["factorial_vq"]["dmc_to_train_mean"] / \
             out["movement"]["standard_vq"]["dmc_to_train_mean"]
-        parts.append(_md_or_plain(
+        parts.append(kit.table(
             f"Data movement of training, mean over {seed_text}: per phase (hard-code search "
             f"alternations / EM iterations / Adam steps; PCA: its fit) the steps run, and per "
             f"step the elements read (millions), DMC (10^9) and ARD (thousands of elements); "
@@ -2969,7 +2410,7 @@ def format_experiments(out, seeds, markdown=False):
                  pm(v["heldout_total_mean"], v["heldout_total_sd"]),
                  "skipped" if v["exact_mean"] is None else pm(v["exact_mean"], v["exact_sd"])]
                 for k, v in out["sweep"].items()]
-        parts.append(_md_or_plain(
+        parts.append(kit.table(
             f"Factor-count sweep: factorial M x K VQ, held-out F and exact DL* in bits per "
             f"image, mean ± sd over {seed_text}",
             ["M x K", "codewords", "joint codes", "held-out F", "exact DL*"], rows, markdown))
@@ -2981,11 +2422,11 @@ def format_experiments(out, seeds, markdown=False):
                      f"each; importance-sampling error {v['importance_se']:.3f})")
     if "alignment" in out:
         for key, v in out["alignment"].items():
-            rows = [[f"factor {d + 1}"] + [num(x) for x in mc] + [num(x) for x in ms]
+            rows = [[f"factor {d + 1}"] + [kit.num(x) for x in mc] + [kit.num(x) for x in ms]
                     for d, (mc, ms) in enumerate(zip(v["mi_controls"], v["mi_segments"]))]
             cols = ["", *(f"h{j + 1}" for j in range(N_CONTROL)),
                     *(f"seg{j + 1}" for j in range(N_CONTROL - 1))]
-            parts.append(_md_or_plain(
+            parts.append(kit.table(
                 f"Alignment of the factorial {key} VQ (seed {v['seed']}): MI in bits between "
                 f"each factor's code and each control height h_j and segment mean height seg_j; "
                 f"score {pm(v['score'], v['score_sd'])} (controls), "
@@ -2996,7 +2437,7 @@ def format_experiments(out, seeds, markdown=False):
     if "annealing" in out:
         rows = [[k, pm(v["heldout_total_mean"], v["heldout_total_sd"]),
                  f"{v['poor_optima']}/{v['runs']}"] for k, v in out["annealing"].items()]
-        parts.append(_md_or_plain(
+        parts.append(kit.table(
             f"Warm-up schedules for the factorial 4x6 VQ: held-out F in bits per image, mean ± sd "
             f"over {seed_text}; poor = more than {POOR_OPTIMUM_BITS:g} bits above the best run "
             f"at its seed", ["schedule", "held-out F", "poor optima"], rows, markdown))
@@ -3011,27 +2452,27 @@ PAPER_TEXT = {"factorial_vq": "18 + 7 = 25", "standard_vq": "36 + 4 = 40",
 def format_sigma(v, seeds, markdown=False):
     """The sigma_x sweep: the full table at the sigma nearest the paper, the total of every
     model at every sigma, and where each of the paper's rankings holds."""
-    pm = lambda m, s: f"{num(m)} ± {num(s)}"
+    pm = lambda m, s: f"{kit.num(m)} ± {kit.num(s)}"
     seed_text, n_seeds = f"seeds {', '.join(map(str, seeds))}", len(seeds)
     names, sigmas = v["models"], [f"{s:g}" for s in v["sigmas"]]
     at = f"{v['paper_sigma']:g}"
     rows = [[model_label(n, 4, 6)] + [pm(v["table"][at][n][f"{t}_mean"], v["table"][at][n][f"{t}_sd"])
                                       for t in ("recon", "code", "total")]
             + [PAPER_TEXT.get(n, "-")] for n in names]
-    parts = [_md_or_plain(
+    parts = [kit.table(
         f"At sigma_x = {at}, the sweep's nearest match to the paper's four numbers (factorial "
-        f"and standard recon + code; distance {num(v['paper_distance'][at])} bits): held-out "
+        f"and standard recon + code; distance {kit.num(v['paper_distance'][at])} bits): held-out "
         f"bits per image, mean ± sd over {seed_text}",
         ["model", "recon", "code", "total F", "paper"], rows, markdown)]
-    rows = [[s] + [num(v["table"][s][n]["total_mean"]) for n in names]
-            + [num(v["paper_distance"][s])] for s in sigmas]
-    parts.append(_md_or_plain(
+    rows = [[s] + [kit.num(v["table"][s][n]["total_mean"]) for n in names]
+            + [kit.num(v["paper_distance"][s])] for s in sigmas]
+    parts.append(kit.table(
         f"Held-out total F in bits per image against sigma_x, mean over {seed_text}; "
         f"distance = how far the factorial and standard (recon, code) lie from the paper's",
         ["sigma_x", *(model_label(n, 4, 6) for n in names), "distance"], rows, markdown))
-    rows = [[s] + [f"{num(v['rankings'][k][s]['diff_mean'])} ({v['rankings'][k][s]['seeds_holding']}"
+    rows = [[s] + [f"{kit.num(v['rankings'][k][s]['diff_mean'])} ({v['rankings'][k][s]['seeds_holding']}"
                    f"/{n_seeds})" for k, *_ in PAPER_RANKINGS] for s in sigmas]
-    parts.append(_md_or_plain(
+    parts.append(kit.table(
         f"The paper's findings against sigma_x: each a held-out difference in bits, > 0 "
         f"where the finding holds (seeds where it holds, of {n_seeds})",
         ["sigma_x", *(text for _, text, *_ in PAPER_RANKINGS)], rows, markdown))
@@ -3044,136 +2485,6 @@ def format_sigma(v, seeds, markdown=False):
                      f"on every seed at {', '.join(every) or 'none'}")
     parts.append("\n".join(lines))
     return "\n\n".join(parts)
-
-
-class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Help with each flag's default, except where there is none to show (None, or False
-    for a switch)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
-class CLIParser(argparse.ArgumentParser):
-    """argparse that reports a bad value in one line and exits with status 2.
-
-    Prefix matching is off, so a mistyped flag is an error rather than another flag, and
-    every help line shows its default.
-    """
-
-    def __init__(self, **kw):
-        kw.setdefault("formatter_class", DefaultsFormatter)
-        super().__init__(allow_abbrev=False, **kw)
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-    def given(self, argv):
-        """The dests of the flags that appear on the command line argv."""
-        argv = sys.argv[1:] if argv is None else argv
-        found = set()
-        for token in argv:
-            action = self._option_string_actions.get(token.split("=", 1)[0])
-            if action is not None:
-                found.add(action.dest)
-        return found
-
-    def refuse_together(self, given, flag, others, why):
-        """Error if flag (a dest) was given together with any of others (dests)."""
-        clash = [o for o in others if o in given]
-        if flag in given and clash:
-            names = ", ".join("--" + o.replace("_", "-") for o in clash)
-            self.error(f"--{flag.replace('_', '-')} {why}: leave out {names}")
-
-    def output_file(self, flag, path):
-        """Check, before any work, that a file can be written at path; creates nothing."""
-        try:
-            check_output_path(path, folder=False)
-        except OSError as err:
-            self.error(f"{flag} {path!r}: {err}")
-
-    def input_file(self, flag, path):
-        """Check, before any work, that path is a file that can be opened for reading."""
-        if not path:
-            self.error(f"{flag}: the path is empty")
-        if os.path.isdir(path):
-            self.error(f"{flag} {path!r}: is a folder; give a file")
-        if not os.path.isfile(path):
-            self.error(f"{flag} {path!r}: no such file")
-        try:
-            open(path, "rb").close()
-        except OSError as err:
-            self.error(f"{flag} {path!r}: cannot be read ({err.strerror})")
-
-    def models_fit(self, models, n_samples):
-        """Error unless every model among `models` can be fitted to n_samples images (a PCA
-        needs at least as many images as components)."""
-        small = [n for n in models if n.startswith("pca") and int(n[3:]) > n_samples]
-        if small:
-            self.error(f"--n-samples {n_samples} is too small for {small[0]} (needs >= "
-                       f"{small[0][3:]}); raise it or leave {small[0]} out of --models")
-
-    def output_folder(self, flag, path):
-        """Check, before any work, that folder path exists or can be made; creates nothing."""
-        try:
-            check_output_path(path, folder=True)
-        except OSError as err:
-            self.error(f"{flag} {path!r}: {err}")
-
-
-def _number_parser(kind, lo, hi, lo_open=False):
-    """An argparse type: a finite number of `kind` in [lo, hi] ((lo, hi] with lo_open)."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            noun = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        bound = str if kind is int else (lambda v: f"{v:g}")    # 2**63 - 1 in full
-        if value < lo or (lo_open and value == lo):
-            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} "
-                                             f"{bound(lo)}, got {text}")
-        if hi is not None and value > hi:
-            raise argparse.ArgumentTypeError(f"must be <= {bound(hi)}, got {text}")
-        return value
-    return parse
-
-
-def int_at_least(lo, hi=None):
-    """An argparse type: a whole number in [lo, hi]."""
-    return _number_parser(int, lo, hi)
-
-
-def positive_float(text):
-    """An argparse type: a finite number > 0."""
-    return _number_parser(float, 0.0, None, lo_open=True)(text)
-
-
-def float_between(lo, hi):
-    """An argparse type: a number in [lo, hi]."""
-    return _number_parser(float, lo, hi)
-
-
-LONG_RUN_SECONDS = 120        # print an estimate for runs longer than this
-
-
-def memory_available():
-    """Bytes of memory this machine can still give (MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _model_shapes(name, M, K):
@@ -3241,38 +2552,43 @@ def estimate_cost(cfg, n_seeds=1, workers=1, compress=False):
 def check_resources(ap, cfg, n_seeds, workers, log, compress=False):
     """Refuse a run that cannot fit in memory; print an estimate for a long one."""
     need, seconds = estimate_cost(cfg, n_seeds, workers, compress)
-    have = memory_available()
-    if have is not None and need > 0.8 * have:
-        ap.error(f"this run needs about {need / 2**30:.1f} GiB of memory and "
-                 f"{have / 2**30:.1f} GiB are free: lower --n-units-per-dim, --n-dims, "
-                 f"--n-samples, --n-test or --workers")
-    if seconds > LONG_RUN_SECONDS:
+    kit.check_memory(ap, need, "--n-units-per-dim, --n-dims, --n-samples, --n-test or --workers")
+    if seconds > kit.LONG_RUN_SECONDS:
         log(f"estimated run time: about {seconds / 60:.0f} min on 2 cores (a rough guess "
             f"from the sizes; Ctrl-C stops it)")
 
 
+def check_models_fit(ap, models, n_samples):
+    """Error unless every model among `models` can be fitted to n_samples images (a PCA
+    needs at least as many images as components)."""
+    small = [n for n in models if n.startswith("pca") and int(n[3:]) > n_samples]
+    if small:
+        ap.error(f"--n-samples {n_samples} is too small for {small[0]} (needs >= "
+                 f"{small[0][3:]}); raise it or leave {small[0]} out of --models")
+
+
 def parse_args(argv=None):
-    ap = CLIParser(prog="spline_images_factorial_vq.py",
+    ap = kit.CLIParser(prog="spline_images_factorial_vq.py",
                    description="Factorial stochastic VQ of spline images (Hinton & Zemel 1994), "
                                "scored by bits-back description length in bits per image.")
     seeds = ap.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int_at_least(0, MAX_SEED), default=0,
+    seeds.add_argument("--seed", type=kit.int_at_least(0, MAX_SEED), default=0,
                        help="random seed")
-    seeds.add_argument("--seeds", type=int_at_least(0, MAX_SEED), nargs="+", metavar="S",
+    seeds.add_argument("--seeds", type=kit.int_at_least(0, MAX_SEED), nargs="+", metavar="S",
                        help="several seeds: mean ± sd, run in parallel worker processes")
-    ap.add_argument("--n-dims", type=int_at_least(1, MAX_DIMS), default=4,
+    ap.add_argument("--n-dims", type=kit.int_at_least(1, MAX_DIMS), default=4,
                     help="factors M (VQs) of the factorial model; also the slices and the "
                          "residual chain's stages")
-    ap.add_argument("--n-units-per-dim", type=int_at_least(2, MAX_CODES), default=6,
+    ap.add_argument("--n-units-per-dim", type=kit.int_at_least(2, MAX_CODES), default=6,
                     help="codes K per factor; the standard VQ gets M*K codes")
-    ap.add_argument("--n-samples", type=int_at_least(1, MAX_IMAGES), default=200,
+    ap.add_argument("--n-samples", type=kit.int_at_least(1, MAX_IMAGES), default=200,
                     help="training images (200 as in the paper)")
-    ap.add_argument("--n-test", type=int_at_least(1, MAX_IMAGES), default=2000,
+    ap.add_argument("--n-test", type=kit.int_at_least(1, MAX_IMAGES), default=2000,
                     help="held-out images")
-    ap.add_argument("--steps", "--n-epochs", dest="steps", type=int_at_least(1, MAX_STEPS),
+    ap.add_argument("--steps", "--n-epochs", dest="steps", type=kit.int_at_least(1, MAX_STEPS),
                     default=STEPS, help="full-batch Adam steps of each model after its "
                     "hard-code start and EM (one step is one epoch)")
-    ap.add_argument("--sigma-x", type=float_between(*SIGMA_RANGE), default=0.15,
+    ap.add_argument("--sigma-x", type=kit.float_between(*SIGMA_RANGE), default=0.15,
                     help="std of the Gaussian pixel noise model")
     ap.add_argument("--objective", choices=("bits-back", "meanfield"), default="bits-back",
                     help="train on the valid free energy, or on the earlier reproduction's loss "
@@ -3283,12 +2599,12 @@ def parse_args(argv=None):
     ap.add_argument("--init", choices=("band", "random"), default="band",
                     help="start of the factorial hard-code search: image deviations confined "
                          "to column bands, or scaled by 0.1")
-    ap.add_argument("--refine", type=int_at_least(0, 10_000), default=50,
+    ap.add_argument("--refine", type=kit.int_at_least(0, 10_000), default=50,
                     help="max mean-field sweeps that refine the posterior at evaluation "
                          "(0: the recognition network's posterior alone)")
     ap.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES),
                     metavar="NAME", help=f"models to run, any of: {' '.join(MODEL_NAMES)}")
-    ap.add_argument("--workers", type=int_at_least(1, 64), default=min(2, os.cpu_count() or 1),
+    ap.add_argument("--workers", type=kit.int_at_least(1, 64), default=min(2, os.cpu_count() or 1),
                     help="worker processes (up to 2 by default)")
     ap.add_argument("--json", metavar="PATH", help="write config, versions and all numbers here")
     ap.add_argument("--compress", action="store_true",
@@ -3322,19 +2638,16 @@ def parse_args(argv=None):
     ap.refuse_together(given, "compress", ("models",), "codes with every discrete model")
     if "bitstream_model" in given and not args.bitstream:
         ap.error("--bitstream-model chooses what --bitstream writes: give --bitstream PATH too")
-    if args.seeds and len(set(args.seeds)) != len(args.seeds):
-        ap.error(f"--seeds: each seed once, got {' '.join(map(str, args.seeds))}")
-    if len(set(args.models)) != len(args.models):
-        ap.error(f"--models: each model once, got {' '.join(args.models)}")
+    ap.each_once("--seeds", args.seeds, "seed")
+    ap.each_once("--models", args.models, "model")
     if "separate_slices" in args.models and args.n_dims > WIDTH:
         ap.error(f"--n-dims {args.n_dims}: separate_slices needs at most {WIDTH} bands")
-    ap.models_fit(args.models, args.n_samples)
+    check_models_fit(ap, args.models, args.n_samples)
     if (args.compress or args.bitstream) and args.seeds:
         ap.error("--compress and --bitstream code one seed: use --seed")
     if args.experiment and (args.compress or args.bitstream):
         ap.error("--experiment runs on its own: leave out --compress and --bitstream")
-    if args.experiment and len(set(args.experiment)) != len(args.experiment):
-        ap.error(f"--experiment: each name once, got {' '.join(args.experiment)}")
+    ap.each_once("--experiment", args.experiment, "name")
     if args.experiment and "all" in args.experiment and len(args.experiment) > 1:
         ap.error("--experiment all runs every experiment: give it alone")
     if args.json is not None:
@@ -3344,72 +2657,6 @@ def parse_args(argv=None):
     if args.decode is not None:
         ap.input_file("--decode", args.decode)
     return args, ap
-
-
-def check_output_path(path, folder=False):
-    """Raise OSError with a plain reason unless `path` can be written (a file, or with
-    folder=True a folder), without creating anything that stays.
-
-    The nearest existing ancestor must be a writable folder; this is probed by making and
-    removing a temporary entry there, since permission bits say nothing about read-only or
-    special file systems such as /proc.
-    """
-    if not path:
-        raise OSError("the path is empty")
-    path = os.path.abspath(path)
-    if os.path.isdir(path) and not folder:
-        raise OSError("is a folder; give a file name")
-    if os.path.exists(path) and folder and not os.path.isdir(path):
-        raise OSError("exists and is not a folder")
-    if os.path.exists(path) and not folder and not os.path.isfile(path):
-        raise OSError("exists and is not a regular file")
-    parent = path if folder else os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise OSError(f"{parent} is a file, so no folder can be made inside it")
-    import tempfile
-    try:
-        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".probe"))
-    except OSError as err:
-        raise OSError(f"cannot write in {parent} ({err.strerror or err})") from None
-
-
-def atomic_write(path, write):
-    """Call write(tmp_path), then rename the temporary file onto path, so that an
-    interrupted or failed run never leaves a half-written file.  Missing folders are made
-    here, at the first write, and removed again if that write fails and leaves them empty.
-    The temporary name keeps the extension, for writers that choose a format by it."""
-    folder, name = os.path.split(os.path.abspath(path))
-    made, parent = [], folder
-    while not os.path.isdir(parent):
-        made.append(parent)
-        parent = os.path.dirname(parent)
-    stem, ext = os.path.splitext(name)
-    tmp = os.path.join(folder, f".{stem}.tmp{os.getpid()}{ext}")
-    ok = False
-    try:
-        os.makedirs(folder, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-        ok = True
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if not ok:
-            for d in made:                      # deepest first
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    break
-
-
-def write_json(path, payload):
-    """Write JSON atomically."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=1)
-    atomic_write(path, write)
 
 
 def decode_main(path):
@@ -3453,7 +2700,7 @@ def compress_main(args, cfg, log):
 
 def main(argv=None):
     args, ap = parse_args(argv)
-    log = progress_logger(args.quiet)
+    log = kit.progress_logger(args.quiet)
     if args.decode:
         return decode_main(args.decode)
     t0 = time.perf_counter()
@@ -3487,11 +2734,7 @@ def main(argv=None):
               "omits the variance of the stochastic code and is not a code length; total F is.")
     log(f"done in {wall:.2f} s wall")
     if args.json:
-        import platform
-        import scipy
-        payload = {"config": {**cfg, "seeds": seeds},
-                   "versions": {"python": platform.python_version(), "numpy": np.__version__,
-                                "scipy": scipy.__version__, "platform": platform.platform()},
+        payload = {"config": {**cfg, "seeds": seeds}, "versions": kit.versions(),
                    "wall_seconds": wall}
         if results:
             payload["results"] = [{"seed": s, "models": results[s]} for s in seeds]
@@ -3501,7 +2744,7 @@ def main(argv=None):
         if experiments:
             payload.update(experiments)
         try:
-            write_json(args.json, payload)
+            kit.write_json(args.json, payload)
         except OSError as err:
             print(f"spline_images_factorial_vq.py: error: cannot write {args.json}: {err}",
                   file=sys.stderr)
@@ -3509,20 +2752,5 @@ def main(argv=None):
     return 0
 
 
-def run_main(main, prog, argv=None):
-    """Run a script's main(argv); Ctrl-C ends it with one line on stderr and status 130.
-    Worker processes ignore the signal (see _map) and are ended by their pool.  A reader
-    that closes the pipe early (`| head`) ends it quietly with status 141, as a shell tool."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        return main(argv)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
-        return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no flush error at exit
-        return 141
-
-
 if __name__ == "__main__":
-    sys.exit(run_main(main, "spline_images_factorial_vq.py"))
+    sys.exit(kit.run_main(main, "spline_images_factorial_vq.py"))

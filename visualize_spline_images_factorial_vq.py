@@ -10,15 +10,14 @@ otherwise.  --experiments draws the open-question figures from the core's --expe
 """
 
 import math
-import os
-import signal
 import sys
 import textwrap
 import time
 
-if __name__ == "__main__":     # Ctrl-C while the libraries load: one line, no traceback
-    signal.signal(signal.SIGINT, lambda *_: (print("visualize_spline_images_factorial_vq.py: "
-                                                   "interrupted", file=sys.stderr), os._exit(130)))
+import cli_kit as kit
+
+if __name__ == "__main__":
+    kit.quit_on_interrupt("visualize_spline_images_factorial_vq.py")
 
 # first: the module sets its BLAS thread default before anything imports numpy
 import spline_images_factorial_vq as sv  # noqa: E402
@@ -628,7 +627,7 @@ def write_figures(makers, outdir, dpi, log):
         fig = make()
         target = f"{outdir}/{name}.png"
         try:
-            sv.atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+            kit.atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
         finally:
             plt.close(fig)
         log(f"wrote {target}")
@@ -771,18 +770,18 @@ def draw_experiments(path, outdir, dpi, log):
 
 
 def parse_args(argv=None):
-    ap = sv.CLIParser(prog="visualize_spline_images_factorial_vq.py",
+    ap = kit.CLIParser(prog="visualize_spline_images_factorial_vq.py",
                       description="Write the six PNG figures of the comparison into --outdir.")
-    ap.add_argument("--seed", type=sv.int_at_least(0, sv.MAX_SEED), default=0,
+    ap.add_argument("--seed", type=kit.int_at_least(0, sv.MAX_SEED), default=0,
                     help="random seed of the data and the models")
     ap.add_argument("--outdir", default="viz", help="output folder, made if missing")
-    ap.add_argument("--steps", type=sv.int_at_least(1, sv.MAX_STEPS), default=sv.STEPS,
+    ap.add_argument("--steps", type=kit.int_at_least(1, sv.MAX_STEPS), default=sv.STEPS,
                     help="Adam steps per model after its hard-code start and EM")
-    ap.add_argument("--n-test", type=sv.int_at_least(8, 100_000), default=2000,
+    ap.add_argument("--n-test", type=kit.int_at_least(8, 100_000), default=2000,
                     help="held-out images")
-    ap.add_argument("--eval-every", type=sv.int_at_least(1, sv.MAX_STEPS), default=5,
+    ap.add_argument("--eval-every", type=kit.int_at_least(1, sv.MAX_STEPS), default=5,
                     help="steps between points of the training curves")
-    ap.add_argument("--dpi", type=sv.int_at_least(30, 600), default=100,
+    ap.add_argument("--dpi", type=kit.int_at_least(30, 600), default=100,
                     help="resolution of the PNGs, dots per inch")
     ap.add_argument("--experiments", metavar="JSON",
                     help="instead: draw sweep.png, alignment.png and annealing.png from the "
@@ -809,7 +808,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    log = sv.progress_logger(args.quiet)
+    log = kit.progress_logger(args.quiet)
     if args.experiments or args.neural:
         draw = draw_experiments if args.experiments else draw_neural
         try:
@@ -841,7 +840,7 @@ def main(argv=None):
         fig = makers[name]()
         path = f"{args.outdir}/{name}.png"
         try:
-            sv.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=args.dpi))
+            kit.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=args.dpi))
         except OSError as err:
             print(f"visualize_spline_images_factorial_vq.py: error: cannot write {path}: {err}",
                   file=sys.stderr)
@@ -854,4 +853,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(sv.run_main(main, "visualize_spline_images_factorial_vq.py"))
+    sys.exit(kit.run_main(main, "visualize_spline_images_factorial_vq.py"))

@@ -370,6 +370,7 @@ def trace_steps():
     0): the numpy operations recorded, then every read's LRU stack distance."""
     sys.path.insert(0, str(ROOT))
     import numpy as np
+    import data_movement as dm
     import spline_images_factorial_vq as sv
     X, _ = sv.load_data(0)
     model = sv.FactorialVQ(4, 6, refine=50, rng=np.random.default_rng([0, 1003]))
@@ -381,8 +382,8 @@ def trace_steps():
     steps = {
         "hard-code search alternation (8 starts)":
             lambda: sv._trace_hard_step(X, model.starts, model.sigma_x, groups),
-        "EM iteration (8 starts)": lambda: sv.movement(*sv.trace(lambda: sv.em_step(
-            *(v.view(sv.Traced) for v in (X, C, b, a, q)), model.sigma_x, groups))),
+        "EM iteration (8 starts)": lambda: dm.movement(*dm.trace(lambda: sv.em_step(
+            *(v.view(dm.Traced) for v in (X, C, b, a, q)), model.sigma_x, groups))),
         "Adam step": lambda: sv._trace_adam_step(model, X),
     }
     for label, step in steps.items():

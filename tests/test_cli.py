@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import spline_images_factorial_vq as sv
+import cli_kit as kit
 
 SCRIPT = Path(__file__).resolve().parents[1] / "spline_images_factorial_vq.py"
 SMALL = ["--n-samples", "40", "--n-test", "30", "--steps", "15", "--quiet"]
@@ -86,8 +87,8 @@ def test_no_output_folder_is_made_when_the_input_is_bad(tmp_path, cli):
 
 
 def test_values_that_round_to_zero_have_no_minus_sign():
-    assert sv.num(-0.001) == "0.00" and sv.num(-0.0001, "+.3f") == "+0.000"
-    assert sv.num(-0.02) == "-0.02"
+    assert kit.num(-0.001) == "0.00" and kit.num(-0.0001, "+.3f") == "+0.000"
+    assert kit.num(-0.02) == "-0.02"
 
 
 def test_slice_labels_say_the_band_widths():

@@ -8,12 +8,13 @@ import pytest
 from scipy.stats import norm
 
 import spline_images_factorial_vq as sv
+import bits_back_coder as bbc
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def random_tables(rng, n, S, precision=sv.PRECISION, alpha=0.3):
-    return sv.softmax_table(np.log(rng.dirichlet(np.full(S, alpha), size=n)), precision)
+def random_tables(rng, n, S, precision=bbc.PRECISION, alpha=0.3):
+    return bbc.softmax_table(np.log(rng.dirichlet(np.full(S, alpha), size=n)), precision)
 
 
 @pytest.mark.parametrize("precision", [8, 15, 24])
@@ -22,7 +23,7 @@ def test_softmax_tables_sum_to_2_to_the_precision_with_no_zero(precision):
     logits = np.concatenate([rng.normal(0, 20, (200, 12)),                  # spiky
                              np.where(np.eye(12)[:5] > 0, 0.0, -1e6),       # one-hot
                              np.zeros((1, 12))])                             # flat
-    f = sv.softmax_table(logits, precision)
+    f = bbc.softmax_table(logits, precision)
     assert np.all(f >= 1) and np.all(f.sum(axis=1) == 1 << precision)
     assert np.all(np.argmax(f, axis=1) == np.argmax(logits, axis=1))
     # close to the exact softmax where the table has room
@@ -31,15 +32,15 @@ def test_softmax_tables_sum_to_2_to_the_precision_with_no_zero(precision):
 
 
 def test_exp_and_phi_tables_match_the_functions():
-    e = sv.exp_table()
+    e = bbc.exp_table()
     i = np.arange(0, len(e) - 1, 97)
     assert np.abs(e[i] / 2.0**30 - np.exp(-i / 256)).max() < 1e-9 and e[-1] == 0
     for sigma in (0.01, 0.15, 3.0):
-        T = sv.phi_table(sigma)
+        T = bbc.phi_table(sigma)
         j = np.arange(0, len(T), 101)
-        z = (j - sv.PHI_HALF) / (sv.PHI_STEPS * 255 * sigma)
+        z = (j - bbc.PHI_HALF) / (bbc.PHI_STEPS * 255 * sigma)
         assert np.all(np.diff(T) >= 0)
-        h = 1 / (sv.PHI_STEPS * 255 * sigma)             # the trapezoid rule's step in z
+        h = 1 / (bbc.PHI_STEPS * 255 * sigma)             # the trapezoid rule's step in z
         assert np.abs(T[j] / (2.0**24 - 256) - norm.cdf(z)).max() < h**2 / 24 + 1e-6
 
 
@@ -54,7 +55,7 @@ def test_pixel_tables_sum_to_2_to_the_24_with_no_zero_and_agree_with_the_cdf():
         codes = sv.all_codes(2, 3)
         w = cm.pixel_weights(codes).astype(np.int64) + 1
         assert np.all(w >= 1) and np.all(w.sum(axis=-1) == 1 << 24)
-        C = sv.pixel_cdf(cm.reconstruct(codes)[..., None], sigma, np.arange(257))
+        C = bbc.pixel_cdf(cm.reconstruct(codes)[..., None], sigma, np.arange(257))
         np.testing.assert_array_equal(np.diff(C, axis=-1), w)
 
 
@@ -68,21 +69,21 @@ def test_constriction_codes_the_integer_tables_exactly():
         s = np.array([rng.choice(S, p=row / row.sum()) for row in f])
         s[::50] = np.argmin(f[::50], axis=1)             # include the rarest symbols
         info = np.sum(24 - np.log2(f[np.arange(len(f)), s]))
-        coder = constriction.stream.stack.AnsCoder(sv.initial_words(1, 1, 0)[0])
+        coder = constriction.stream.stack.AnsCoder(bbc.initial_words(1, 1, 0)[0])
         start = coder.num_bits()
-        sv._push(coder, s, sv.weights(f))
+        bbc._push(coder, s, bbc.weights(f))
         assert abs(coder.num_bits() - start - info) < 64
-        np.testing.assert_array_equal(sv._pop(coder, sv.weights(f)), s)
+        np.testing.assert_array_equal(bbc._pop(coder, bbc.weights(f)), s)
 
 
 def test_pop_then_push_returns_the_initial_words():
     import constriction
     rng = np.random.default_rng(4)
-    initial = sv.initial_words(3, 4, seed=5)
+    initial = bbc.initial_words(3, 4, seed=5)
     coders = [constriction.stream.stack.AnsCoder(w) for w in initial]
     f = random_tables(rng, 4, 6)
     for c in coders:
-        sv._push(c, sv._pop(c, sv.weights(f)), sv.weights(f))
+        bbc._push(c, bbc._pop(c, bbc.weights(f)), bbc.weights(f))
     assert all(np.array_equal(c.get_compressed(), w) for c, w in zip(coders, initial))
 
 
@@ -131,7 +132,7 @@ def write_stream(small_models, tmp_path, name="factorial_vq", n=60):
     models, _ = small_models
     V = sv.quantise_images(sv.generate_spline_images(n, 3, stream=1)[0])
     cm = sv.CodingModel.from_model(sv._coder_variant(models, name))
-    words, _ = sv.bits_back_encode(cm, V, lanes=7, seed=3)
+    words, _ = bbc.bits_back_encode(cm, V, lanes=7, seed=3)
     path = tmp_path / "s.svqb"
     config = {"seed": 3, "n_test": n, "n_dims": 4, "n_units_per_dim": 6, "sigma_x": 0.15,
               "refine": cm.refine}
@@ -214,8 +215,8 @@ def test_short_files_are_called_truncated_and_other_versions_named(small_models,
     path.write_bytes(blob[:30])
     with pytest.raises(ValueError, match="truncated"):
         sv.read_bitstream(path)
-    path.write_bytes(blob[:4] + bytes([sv.STREAM_VERSION + 1]) + blob[5:])
-    with pytest.raises(ValueError, match=f"version {sv.STREAM_VERSION + 1} "):
+    path.write_bytes(blob[:4] + bytes([bbc.STREAM_VERSION + 1]) + blob[5:])
+    with pytest.raises(ValueError, match=f"version {bbc.STREAM_VERSION + 1} "):
         sv.read_bitstream(path)
 
 
@@ -246,13 +247,13 @@ def test_cli_compress_decode_and_damage(tmp_path):
 
 NO_AVX512 = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
 WRITE = """
-import pickle, sys, spline_images_factorial_vq as sv
+import pickle, sys, bits_back_coder as bbc, spline_images_factorial_vq as sv
 folder, tag, fitted = sys.argv[1], sys.argv[2], sys.argv[3]
 with open(fitted, "rb") as f:
     models, V = pickle.load(f)
 for name in sv.CODER_MODELS:
     cm = sv.CodingModel.from_model(sv._coder_variant(models, name))
-    words, _ = sv.bits_back_encode(cm, V, lanes=10, seed=0)
+    words, _ = bbc.bits_back_encode(cm, V, lanes=10, seed=0)
     config = {"seed": 0, "n_test": len(V), "n_dims": 4, "n_units_per_dim": 6, "sigma_x": 0.15,
               "refine": cm.refine}
     sv.write_bitstream(f"{folder}/{tag}_{name}.svqb", name, cm, words, config, V)

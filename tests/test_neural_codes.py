@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import neural_codes as nc
+import bits_back_coder as bbc
 import spline_images_factorial_vq as sv
 
 TINY = (9, 7)                  # hidden widths small enough for full finite differences
@@ -161,9 +162,9 @@ def test_pixel_vae_tables_are_the_discretised_gaussian(coded_pixel_vae):
     cm = nc.PixelVAECodingModel(vae)
     codes = np.random.default_rng(1).integers(400, 600, (6, vae.n_latent))
     w = cm.pixel_weights(codes).astype(np.int64) + 1
-    assert w.shape == (6, sv.D, 256) and np.all(w.sum(axis=-1) == 1 << sv.PRECISION)
+    assert w.shape == (6, sv.D, 256) and np.all(w.sum(axis=-1) == 1 << bbc.PRECISION)
     bits = cm.pixel_bits(V[:6], codes)
-    np.testing.assert_array_equal(bits, sv.PRECISION - np.log2(
+    np.testing.assert_array_equal(bits, bbc.PRECISION - np.log2(
         np.take_along_axis(w, V[:6, :, None].astype(np.int64), -1)[..., 0]))
     out = cm.reconstruct(codes) / 2.0**nc.FIX
     row = np.clip(np.rint((out[:, sv.D:] * 4096 - nc.SCALE_LOW) / nc.SCALE_STEP), 0,
@@ -322,8 +323,8 @@ def test_vae_tables_are_exact_and_do_not_depend_on_the_batch(coded_vae):
     cm = nc.VAECodingModel(vae)
     q = cm.posterior_table(V)
     assert q.shape == (len(V), vae.n_latent, nc.LATENT_BINS) and q.min() >= 1
-    assert np.all(q.sum(axis=-1) == 1 << sv.PRECISION)
-    assert np.all(cm.prior_table().sum(axis=-1) == 1 << sv.PRECISION)
+    assert np.all(q.sum(axis=-1) == 1 << bbc.PRECISION)
+    assert np.all(cm.prior_table().sum(axis=-1) == 1 << bbc.PRECISION)
     for i in (0, 17, 59):
         np.testing.assert_array_equal(cm.posterior_table(V[i:i + 1])[0], q[i])
     codes = np.random.default_rng(0).integers(0, nc.LATENT_BINS, (20, vae.n_latent))
@@ -331,16 +332,16 @@ def test_vae_tables_are_exact_and_do_not_depend_on_the_batch(coded_vae):
     np.testing.assert_array_equal(cm.reconstruct(codes[::-1])[::-1], means)
     # the fixed-point decoder agrees with the float one at the bin centres, to a level
     z = nc.latent_grid()[2][codes] / nc.Z_UNIT
-    np.testing.assert_allclose(means / 2.0**sv.PARAM_BITS, vae.decode(z), atol=1 / 255)
+    np.testing.assert_allclose(means / 2.0**bbc.PARAM_BITS, vae.decode(z), atol=1 / 255)
 
 
 def test_vae_prior_bins_have_equal_mass_and_posterior_follows_q(coded_vae):
     vae, V = coded_vae
     cm = nc.VAECodingModel(vae)
-    prior = cm.prior_table()[0] / 2.0**sv.PRECISION
+    prior = cm.prior_table()[0] / 2.0**bbc.PRECISION
     np.testing.assert_allclose(prior, 1.0 / nc.LATENT_BINS, rtol=0.07)
     mu, log_s, _ = vae.encode(V[:5] / 255.0)
-    q = cm.posterior_table(V[:5]) / 2.0**sv.PRECISION
+    q = cm.posterior_table(V[:5]) / 2.0**bbc.PRECISION
     _, edges, centres = nc.latent_grid()
     mean = (q * centres / nc.Z_UNIT).sum(axis=-1)
     np.testing.assert_allclose(mean, mu, atol=0.02)
@@ -420,7 +421,7 @@ def test_acn_tour_code_round_trips_and_prices_each_code_given_the_one_before(cod
     cm = nc.ACNCodingModel(acn)
     ctx = cm.context_prior_table(V[:3])
     assert ctx.shape == (3, acn.n_latent, nc.LATENT_BINS)
-    assert np.all(ctx.sum(axis=-1) == 1 << sv.PRECISION)
+    assert np.all(ctx.sum(axis=-1) == 1 << bbc.PRECISION)
     np.testing.assert_array_equal(cm.context_prior_table(V[1:2])[0], ctx[1])
     # each latent's table gives at least 1/ACN_CODER_MIX of N(0, 1)'s mass to every bin
     assert np.all(ctx >= cm.prior_table()[None] // nc.ACN_CODER_MIX)

@@ -1,0 +1,435 @@
+"""Bits-back coding with integer tables: the chain, its bound and its file container.
+
+A leaf module: it knows no model, only the coding-model protocol below.  The sender pops a
+code k ~ q(k|v) off the message (the "random bits" it later gets back), pushes the image v
+given k, then pushes k under the prior; the receiver runs the chain backwards.  The net
+growth of the message is -log P(v|k) - log p(k) + log q(k|v) per image: the free energy in
+expectation.  constriction's ANS stack coder does the pushing (encode_reverse) and popping
+(decode); lanes are independent stacks, each coding every lanes-th image, so that the numpy
+work runs over all lanes.
+
+The coding-model protocol.  A model hands the chain integer tables (frequencies >= 1
+summing to 2^PRECISION) through these attributes and methods:
+- n_dims: the code's M parts; n_pixels: the pixels of an image;
+- sequential: False when posterior_table(V) (N, M, K) gives every part's table at once;
+  True when stage_table(V, codes, d) (N, K) gives part d's table given codes[:, :d];
+- prior_table(): (M, K) the prior of each part;
+- pixel_weights(codes): (N, n_pixels, 256) the pixel tables given the codes, as
+  constriction's weights (frequencies minus one);
+- pixel_bits(V, codes): (N, n_pixels) -log2 of each pixel's table probability;
+- optionally context_prior_table(V_ctx): (N, M, K) the prior of an image's code given the
+  image sent after it on its lane, which the receiver has decoded first (see _code_priors).
+
+Portability.  The decoder rebuilds every table, so the tables must come out bit for bit the
+same on any CPU.  Floating-point kernels differ between CPUs (exp, log and reductions in
+numpy, blocking and FMA in BLAS), so a coding model uses none of them:
+- the model is coded with its parameters rounded to fixed point (and stored so);
+- every dot product is an integer matrix product, exact in any order;
+- exp and the normal CDF are read from the tables below, built by IEEE-754 +, *, / in a
+  fixed order (correctly rounded, so the same everywhere) from constants decimal computes;
+- what remains in floating point is elementwise +, -, *, / and rounding, which IEEE-754
+  also fixes to the bit.
+constriction's categorical model (perfect=False) turns weights w into the table
+floor(cumsum(w) * (2^24 - S) / sum(w)) + i; given the integer weights f - 1, whose sums
+are exact, that is exactly the table f.
+
+The file container (pack_stream / unpack_stream): magic, format version, SHA-256 of the
+rest, a JSON header whose every field the caller validates, int32 parameters, then the
+message (each lane's word count, then all lanes' 32-bit words).
+"""
+
+import functools
+import hashlib
+import json
+import math
+import time
+
+import numpy as np
+
+PRECISION = 24                         # bits of every table; constriction's default
+PIXEL_LEVELS = 256
+CODER_LANES = 100
+PARAM_BITS = 12                        # pixel means in units of 2^-12 of the [0, 1] range
+EXP_STEPS, EXP_RANGE = 256, 48         # exp(-i/256) for i/256 < 48 nats; 0 beyond
+PHI_STEPS, PHI_HALF = 16, 16 * 2048    # normal CDF: 16 steps per 8-bit level, +-2048 levels
+MEAN_RANGE = (-4, 5)                   # pixel means are clipped to this, in units of the range
+STREAM_MAGIC, STREAM_VERSION = b"SVQB", 2
+
+# ----------------------------------------------------------------------------- integer tables
+
+@functools.lru_cache(maxsize=None)
+def exp_table():
+    """round(2^30 exp(-i / 256)) for i < 48 * 256, int64, by a product recurrence, and a
+    last entry 0 that stands for everything further down."""
+    from decimal import Decimal
+    ratio = float((Decimal(-1) / EXP_STEPS).exp())
+    values, v = [], 1.0
+    for _ in range(EXP_RANGE * EXP_STEPS):
+        values.append(v)
+        v *= ratio
+    values.append(0.0)
+    return np.floor(np.array(values) * 2.0**30 + 0.5).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=None)
+def phi_table(sigma):
+    """floor(Phi(z_j) (2^24 - 256)) (int64, 2 J + 1 entries) on the grid of the pixel tables:
+    z_j = j / (16 * 255 * sigma) for |j| <= J = 16 * 2048, i.e. 16 steps per 8-bit level over
+    +-2048 levels.  Phi is 1/2 plus the trapezoid rule over exp(-z^2 / 2), tabulated with a
+    product recurrence in integers of 2^-40; only IEEE-754 basic operations are used."""
+    from decimal import Decimal, localcontext
+    with localcontext() as ctx:
+        ctx.prec = 40
+        h = Decimal(1) / (PHI_STEPS * (PIXEL_LEVELS - 1) * Decimal(sigma))
+        rho = float((-h * h / 2).exp())                      # exp(-h^2 / 2)
+        sqrt_2pi = (2 * Decimal("3.141592653589793238462643383279502884")).sqrt()
+        c = float(h / (2 * sqrt_2pi * 2**40))
+    dens, v, g = [], 1.0, rho
+    for _ in range(PHI_HALF + 1):                            # exp(-(i h)^2 / 2) = prod of rho^(2i-1)
+        dens.append(v)
+        v, g = v * g, g * rho * rho
+    w = np.floor(np.array(dens) * 2.0**40 + 0.5).astype(np.int64)
+    cum = np.concatenate([[0], np.cumsum(w[:-1] + w[1:])])  # twice the trapezoid sums, exact
+    upper = np.minimum(0.5 + cum.astype(np.float64) * c, 1.0)
+    phi = np.concatenate([1.0 - upper[:0:-1], upper])
+    scale = float((1 << PRECISION) - PIXEL_LEVELS)
+    return np.floor(phi * scale).astype(np.int64)
+
+
+def int_table(masses, precision=PRECISION):
+    """Integer masses (..., S) >= 0 -> frequencies >= 1 summing to 2^precision, in
+    proportion to the masses; the rounding deficit goes to the first largest mass."""
+    S = masses.shape[-1]
+    total = np.maximum(masses.sum(axis=-1, keepdims=True), 1)
+    freqs = masses * ((1 << precision) - S) // total + 1
+    top = np.arange(S) == np.argmax(masses, axis=-1)[..., None]
+    return freqs + top * ((1 << precision) - freqs.sum(axis=-1, keepdims=True))
+
+
+def softmax_table(logits, precision=PRECISION):
+    """Integer frequencies (..., S) >= 1 summing to 2^precision from logits (..., S) in nats,
+    through exp_table: the same integers on every machine for the same logits."""
+    e_tab = exp_table()
+    steps = np.rint((logits.max(axis=-1, keepdims=True) - logits) * EXP_STEPS)
+    return int_table(e_tab[np.minimum(steps, len(e_tab) - 1).astype(np.int64)], precision)
+
+
+def edge_shift(means):
+    """Grid offset -8 - 16 * 255 * mean of pixel means (fixed point, units 2^-12), int32.
+    A mean is first clipped to MEAN_RANGE, a thousand levels beyond anything a model of
+    [0, 1] images predicts, so that the offsets, and the pixel tables, are finitely many."""
+    means = np.clip(means, MEAN_RANGE[0] << PARAM_BITS, MEAN_RANGE[1] << PARAM_BITS)
+    shift = -PHI_STEPS // 2 - (((PIXEL_LEVELS - 1) * means + 128) >> (PARAM_BITS - 4))
+    return shift.astype(np.int32)
+
+
+SHIFT_LOW = int(edge_shift(np.array(MEAN_RANGE[1] << PARAM_BITS)))      # the smallest offset
+
+
+@functools.lru_cache(maxsize=4)
+def pixel_rows(sigma):
+    """The pixel table of every offset edge_shift can give, as constriction's weights
+    (frequencies minus one), float32 (offsets, 256); row s - SHIFT_LOW is offset s.
+
+    With F(v) = T[idx_v] at the inner edges v = 1..255 and idx_v+1 = idx_v + 16, the weight
+    F(v+1) - F(v) of level v is a 16-step difference of T; level 0 weighs F(1) and level 255
+    weighs 2^24 - 256 - F(255).  Float32 is exact: entries and the partial sums constriction
+    forms of a row are all below 2^24."""
+    table = phi_table(sigma)
+    high = int(edge_shift(np.array(MEAN_RANGE[0] << PARAM_BITS)))
+    first = np.arange(SHIFT_LOW, high + 1) + (PHI_STEPS + PHI_HALF)       # idx_1 per offset
+    edges = table[first[:, None] + PHI_STEPS * np.arange(PIXEL_LEVELS - 1)]   # (S, 255)
+    rows = np.empty((len(first), PIXEL_LEVELS), dtype=np.float32)
+    rows[:, 0] = edges[:, 0]
+    rows[:, 1:-1] = np.diff(edges, axis=1)
+    rows[:, -1] = ((1 << PRECISION) - PIXEL_LEVELS) - edges[:, -1]
+    return rows
+
+
+def pixel_cdf(means, sigma, v):
+    """The pixel tables' CDF C(v) for 8-bit levels v (integers 0..256, broadcast with means).
+
+    means are fixed-point reconstructions (units 2^-12 of the [0, 1] scale); bin v covers
+    [(v - 0.5)/255, (v + 0.5)/255] and the end bins take the tails, so C(0) = 0, C(256) = 2^24
+    and C(v) = floor(Phi((edge_v - mean) / sigma) (2^24 - 256)) + v between: every level has
+    frequency >= 1.  The mean is rounded to 1/16 of a level, so that the grid index of an
+    edge is an integer: 16 v - 8 - 16 * 255 * mean (see edge_shift).
+    """
+    return table_cdf(phi_table(sigma), means, v)
+
+
+def table_cdf(table, means, v):
+    """pixel_cdf with the normal CDF given as a table on the pixel grid (phi_table), or as a
+    callable that looks up grid indices (broadcast with means, v) in a table of its own: a
+    model with a scale per pixel takes each pixel's from a stack of phi_tables."""
+    idx = np.clip(PHI_STEPS * v + edge_shift(means) + PHI_HALF, 0, 2 * PHI_HALF)
+    cdf = (table(idx) if callable(table) else table[idx]) + v
+    cdf = np.where(v <= 0, 0, cdf)
+    return np.where(v >= PIXEL_LEVELS, 1 << PRECISION, cdf)
+
+
+def pixel_table_bits(means, sigma, V):
+    """-log2 of the pixel tables' probability of every pixel of V (N, 96) 8-bit, given the
+    fixed-point means (N, 96) (units 2^-12) and the noise sigma."""
+    v = V.astype(np.int64)
+    return PRECISION - np.log2(pixel_cdf(means, sigma, v + 1) - pixel_cdf(means, sigma, v))
+
+
+
+# ----------------------------------------------------------------------------- the chain
+
+@functools.lru_cache(maxsize=1)
+def _categorical():
+    """constriction's categorical model family, fed integer weights (see above)."""
+    import constriction
+    return constriction.stream.model.Categorical(perfect=False)
+
+
+def weights(freqs):
+    """Integer tables (..., S) as constriction's weights: frequencies minus one, float64."""
+    return (freqs - 1).astype(np.float64)
+
+
+def _push(coder, symbols, w):
+    """Push symbols (n,) under tables given as weights (n, S) onto one lane's stack."""
+    coder.encode_reverse(np.asarray(symbols, dtype=np.int32), _categorical(), w)
+
+
+def _pop(coder, w):
+    """Pop n symbols under tables given as weights (n, S) off one lane's stack."""
+    return coder.decode(_categorical(), w).astype(np.int64)
+
+
+def _lane_layout(n_images, lanes):
+    """Image index (lanes, steps) per lane and step, -1 where a lane has run out."""
+    steps = -(-n_images // lanes)
+    idx = np.arange(lanes * steps).reshape(lanes, steps)
+    return np.where(idx < n_images, idx, -1)
+
+
+def _code_priors(cm, V, layout, step, act, prior):
+    """Weights (len(act), M, K) of the priors the codes of one step are pushed under.  A
+    coding model with a context (a method context_prior_table(V_ctx)) prices each lane's
+    code given the image that lane sends at the next step, which its decoder has decoded
+    when it gets here; a lane's last image, and every image of a model without one, takes
+    the unconditional prior."""
+    out = np.broadcast_to(prior, (len(act),) + prior.shape)
+    context = getattr(cm, "context_prior_table", None)
+    if context is None or step + 1 == layout.shape[1]:
+        return out                                       # a view: no copy per step
+    nxt = layout[act, step + 1]
+    has = nxt >= 0
+    out = out.copy()
+    out[has] = weights(context(V[nxt[has]]))
+    return out
+
+
+def initial_words(lanes, n_dims, seed):
+    """The initial random bits: per lane enough 32-bit words for the first M pops.
+
+    The last word is the high half of the coder's 64-bit state.  It is drawn log-uniform
+    on [1, 2^32), the stationary law of ANS states, so that the net length of a message is
+    not biased by how full the states are at the start and at the end (a uniform draw
+    would start them nearly full and make every lane look about 15 bits longer)."""
+    rng = np.random.default_rng([seed, 7])
+    words = rng.integers(0, 1 << 32, size=(lanes, 2 + -(-n_dims * PRECISION // 32)),
+                         dtype=np.uint64)
+    words[:, -1] = np.maximum(np.floor(2.0 ** (32 * rng.random(lanes))), 1)
+    return list(words.astype(np.uint32))
+
+
+def bits_back_encode(cm, V, lanes=CODER_LANES, seed=0):
+    """Encode 8-bit images V (N, 96) with bits-back coding under CodingModel cm.
+
+    Returns (final words, initial words), one uint32 array per lane.  Each lane takes its
+    images in turn: pop k ~ q(k|v), push the 96 pixels given xhat(k), push k under the prior
+    (see _code_priors for a model whose prior has a context).
+    """
+    import constriction
+    layout = _lane_layout(len(V), lanes)
+    initial = initial_words(lanes, cm.n_dims, seed)
+    coders = [constriction.stream.stack.AnsCoder(w) for w in initial]
+    prior = weights(cm.prior_table())
+    q_all = None if cm.sequential else weights(cm.posterior_table(V))
+    for step in range(layout.shape[1]):
+        act = np.flatnonzero(layout[:, step] >= 0)
+        v = V[layout[act, step]]
+        codes = np.zeros((len(act), cm.n_dims), dtype=np.int64)
+        if q_all is not None:
+            q = q_all[layout[act, step]]
+            for i, lane in enumerate(act):
+                codes[i] = _pop(coders[lane], q[i])
+        else:
+            for d in range(cm.n_dims):                  # stage d's table needs k_<d
+                q = weights(cm.stage_table(v, codes, d))
+                for i, lane in enumerate(act):
+                    codes[i, d] = _pop(coders[lane], q[i:i + 1])[0]
+        pixels = cm.pixel_weights(codes)
+        priors = _code_priors(cm, V, layout, step, act, prior)
+        for i, lane in enumerate(act):
+            _push(coders[lane], v[i], pixels[i])
+            _push(coders[lane], codes[i], priors[i])
+    return [c.get_compressed() for c in coders], initial
+
+
+def bits_back_decode(cm, words, n_images):
+    """Invert bits_back_encode: images (n_images, 96) uint8 and the words left per lane,
+    which are the initial bits when the message was whole."""
+    import constriction
+    lanes = len(words)
+    layout = _lane_layout(n_images, lanes)
+    coders = [constriction.stream.stack.AnsCoder(w) if len(w) else
+              constriction.stream.stack.AnsCoder() for w in words]
+    prior = weights(cm.prior_table())
+    V = np.zeros((n_images, cm.n_pixels), dtype=np.uint8)
+    for step in reversed(range(layout.shape[1])):
+        act = np.flatnonzero(layout[:, step] >= 0)
+        priors = _code_priors(cm, V, layout, step, act, prior)
+        codes = np.array([_pop(coders[lane], priors[i]) for i, lane in enumerate(act)])
+        pixels = cm.pixel_weights(codes)
+        v = np.array([_pop(coders[lane], pixels[i]) for i, lane in enumerate(act)])
+        if cm.sequential:
+            q = np.stack([cm.stage_table(v, codes, d) for d in range(cm.n_dims)], axis=1)
+        else:
+            q = cm.posterior_table(v)
+        q = weights(q)
+        for i, lane in enumerate(act):
+            _push(coders[lane], codes[i], q[i])
+        V[layout[act, step]] = v
+    return V, [c.get_compressed() for c in coders]
+
+
+# ----------------------------------------------------------------------------- the coder's bound
+
+
+def message_bits(words):
+    """Length in bits of a message held as one uint32 array per lane."""
+    return 32 * sum(len(w) for w in words)
+
+
+def sample_table(freqs, u):
+    """Inverse-CDF draw: the symbol (...) whose interval of the tables freqs (..., S)
+    holds u (...), an integer in [0, 2^PRECISION)."""
+    return (np.cumsum(freqs, axis=-1) <= u[..., None]).sum(axis=-1)
+
+
+def sampled_bound(cm, V, n_draws=64, rng=None, chunk=250, priors=None):
+    """The coder's own bound F_t = E_q[-log2 P(v|k) - log2 p(k) + log2 q(k|v)] under its
+    integer tables, bits per image (N,), by Monte Carlo with n_draws codes per image, and
+    the standard error of each image's estimate (N,).  priors (N, M, K): each image's prior
+    table, if not the unconditional one."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    M, P = cm.n_dims, PRECISION
+    table = cm.prior_table()[None] if priors is None else priors
+    log2_prior_all = np.broadcast_to(np.log2(table) - P, (len(V),) + table.shape[1:])  # a view
+    F, se = np.empty(len(V)), np.empty(len(V))
+    for i in range(0, len(V), chunk):
+        v, log2_prior = V[i:i + chunk], log2_prior_all[i:i + chunk]
+        if cm.sequential:                        # stage d's table needs the codes before it
+            vr = np.repeat(v, n_draws, axis=0)
+            codes = np.zeros((len(vr), M), dtype=np.int64)
+            log2_q = np.zeros(len(vr))
+            for d in range(M):
+                q = cm.stage_table(vr, codes, d)
+                codes[:, d] = sample_table(q, rng.integers(0, 1 << P, size=len(vr)))
+                log2_q += np.log2(q[np.arange(len(vr)), codes[:, d]]) - P
+            log2_q = log2_q.reshape(len(v), n_draws)
+        else:
+            q = cm.posterior_table(v)                                        # (n, M, K)
+            codes = sample_table(q[:, None], rng.integers(0, 1 << P, size=(len(v), n_draws, M)))
+            log2_q = (np.log2(np.take_along_axis(q[:, None], codes[..., None], -1)[..., 0])
+                      - P).sum(axis=-1)                                       # (n, S)
+            codes = codes.reshape(-1, M)
+        rows = np.repeat(np.arange(len(v)), n_draws)[:, None]
+        cost = (cm.pixel_bits(np.repeat(v, n_draws, axis=0), codes).sum(axis=1)
+                - log2_prior[rows, np.arange(M), codes].sum(axis=1)).reshape(len(v), n_draws)
+        cost += log2_q
+        F[i:i + chunk] = cost.mean(axis=1)
+        se[i:i + chunk] = cost.std(axis=1, ddof=1) / math.sqrt(n_draws)
+    return F, se
+
+
+def round_trip(cm, V, bound, seed=0, lanes=CODER_LANES):
+    """Encode and decode V (N, n_pixels) uint8 under cm, check both ways, and compare with
+    the coder's bound: returns ({"actual_bits", "bound_t", "bound_t_err", "overhead_pct",
+    "roundtrip", "seconds"}, encoded words).  bound() gives (F_t (N,), err (N,)) of the
+    images in the order they are meant to arrive (the caller may hand the coder V in
+    another); seconds is the wall time of encoding and decoding."""
+    t0 = time.perf_counter()
+    words, initial = bits_back_encode(cm, V, lanes, seed)
+    decoded, left = bits_back_decode(cm, words, len(V))
+    seconds = time.perf_counter() - t0
+    F, err = bound()
+    actual = (message_bits(words) - message_bits(initial)) / len(V)
+    same = len(left) == len(initial) and all(np.array_equal(a, b) for a, b in zip(left, initial))
+    return {"actual_bits": actual, "bound_t": float(F.mean()),
+            "bound_t_err": float(np.sqrt(np.sum(err**2)) / len(V)),
+            "overhead_pct": 100.0 * (actual / float(F.mean()) - 1.0),
+            "roundtrip": bool(np.array_equal(decoded, V) and same), "seconds": seconds}, words
+
+
+# ----------------------------------------------------------------------------- the file container
+
+
+def pack_stream(header, params, words):
+    """The bytes of a file: magic, format version, SHA-256 of the rest, then the JSON
+    header, the parameters (int32) and the message (per lane: its word count, then all
+    lanes' 32-bit words)."""
+    head = json.dumps(header, sort_keys=True).encode()
+    counts = np.array([len(w) for w in words], dtype="<u4")
+    body = (len(head).to_bytes(4, "little") + head + np.asarray(params).astype("<i4").tobytes()
+            + counts.tobytes() + np.concatenate(words).astype("<u4").tobytes())
+    return STREAM_MAGIC + bytes([STREAM_VERSION]) + hashlib.sha256(body).digest() + body
+
+
+def unpack_stream(where, blob, fields):
+    """Header and the bytes after it of a file's bytes blob.  fields: {name: validator}, every
+    field the header must hold and nothing else.  Raises ValueError naming `where` and what
+    is wrong: bad magic, another version, truncation, a checksum mismatch, a header that is
+    not a JSON object, an unknown, missing or invalid field."""
+    if blob[:4] != STREAM_MAGIC:
+        raise ValueError(f"{where} is not a bitstream of this program (bad magic)")
+    if len(blob) > 4 and blob[4] != STREAM_VERSION:
+        raise ValueError(f"{where}: unsupported format version {blob[4]} (this program reads "
+                         f"version {STREAM_VERSION})")
+    if len(blob) < 41:
+        raise ValueError(f"{where} is truncated ({len(blob)} bytes, shorter than the fixed "
+                         f"header)")
+    body = blob[37:]
+    if hashlib.sha256(body).digest() != blob[5:37]:
+        raise ValueError(f"{where} is damaged or truncated (checksum mismatch)")
+    n = int.from_bytes(body[:4], "little")
+    try:
+        header = json.loads(body[4:4 + n])
+    except ValueError:
+        raise ValueError(f"{where}: the header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{where}: the header is not a JSON object")
+    unknown = sorted(set(header) - set(fields))
+    if unknown:                        # an edit there would change nothing: say so
+        raise ValueError(f"{where}: header field {unknown[0]!r} is not one of this format's")
+    for field, valid in fields.items():
+        if field not in header:
+            raise ValueError(f"{where}: header field {field!r} is missing")
+        if not valid(header[field]):
+            raise ValueError(f"{where}: header field {field!r} has an invalid value "
+                             f"{header[field]!r}")
+    return header, body[4 + n:]
+
+
+def split_payload(where, rest, n_params, lanes):
+    """The parameters (n_params,) int64 and the message (one uint32 array per lane) of the
+    bytes after a header; ValueError naming `where` if they do not fit."""
+    if len(rest) < 4 * (n_params + lanes):
+        raise ValueError(f"{where}: header field 'n_params' does not fit the model, or the "
+                         f"file is truncated")
+    params = np.frombuffer(rest[:4 * n_params], dtype="<i4").astype(np.int64)
+    rest = rest[4 * n_params:]
+    if len(rest) % 4:
+        raise ValueError(f"{where}: the message is not a whole number of 32-bit words")
+    counts = np.frombuffer(rest[:4 * lanes], dtype="<u4").astype(np.int64)
+    words = np.frombuffer(rest[4 * lanes:], dtype="<u4")
+    if counts.sum() != len(words) or np.any(counts == 0):
+        raise ValueError(f"{where}: header field 'lanes' does not fit the message's lane "
+                         f"lengths, or the file is truncated")
+    return params, np.split(words, np.cumsum(counts)[:-1])

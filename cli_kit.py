@@ -1,0 +1,300 @@
+"""The command-line kit every script shares: parsing, paths, tables, workers, signals.
+
+A leaf module: it knows no model and imports only the standard library (numpy and scipy
+only inside versions(), for the JSON it describes).  Every script parses with CLIParser
+(one line and exit status 2 on a bad value, no abbreviations, defaults in the help), writes
+files with atomic_write, runs parallel work through map_workers and its main() through
+run_main (Ctrl-C: one line, status 130).
+"""
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+
+LONG_RUN_SECONDS = 120        # print an estimate for runs longer than this
+
+
+def quit_on_interrupt(prog):
+    """Ctrl-C while a script's libraries load: one line on stderr, status 130, no
+    traceback.  run_main takes over once main() runs."""
+    signal.signal(signal.SIGINT, lambda *_: (print(f"{prog}: interrupted", file=sys.stderr),
+                                             os._exit(130)))
+
+
+# ----------------------------------------------------------------------------- parsing
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with each flag's default, except where there is none to show (None, or False
+    for a switch)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class CLIParser(argparse.ArgumentParser):
+    """argparse that reports a bad value in one line and exits with status 2.
+
+    Prefix matching is off, so a mistyped flag is an error rather than another flag, and
+    every help line shows its default.
+    """
+
+    def __init__(self, **kw):
+        kw.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(allow_abbrev=False, **kw)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def given(self, argv):
+        """The dests of the flags that appear on the command line argv."""
+        argv = sys.argv[1:] if argv is None else argv
+        found = set()
+        for token in argv:
+            action = self._option_string_actions.get(token.split("=", 1)[0])
+            if action is not None:
+                found.add(action.dest)
+        return found
+
+    def refuse_together(self, given, flag, others, why):
+        """Error if flag (a dest) was given together with any of others (dests)."""
+        clash = [o for o in others if o in given]
+        if flag in given and clash:
+            names = ", ".join("--" + o.replace("_", "-") for o in clash)
+            self.error(f"--{flag.replace('_', '-')} {why}: leave out {names}")
+
+    def output_file(self, flag, path):
+        """Check, before any work, that a file can be written at path; creates nothing."""
+        try:
+            check_output_path(path, folder=False)
+        except OSError as err:
+            self.error(f"{flag} {path!r}: {err}")
+
+    def input_file(self, flag, path):
+        """Check, before any work, that path is a file that can be opened for reading."""
+        if not path:
+            self.error(f"{flag}: the path is empty")
+        if os.path.isdir(path):
+            self.error(f"{flag} {path!r}: is a folder; give a file")
+        if not os.path.isfile(path):
+            self.error(f"{flag} {path!r}: no such file")
+        try:
+            open(path, "rb").close()
+        except OSError as err:
+            self.error(f"{flag} {path!r}: cannot be read ({err.strerror})")
+
+    def each_once(self, flag, values, noun):
+        """Error if a list-valued flag names a value twice."""
+        if values and len(set(values)) != len(values):
+            self.error(f"{flag}: each {noun} once, got {' '.join(map(str, values))}")
+
+    def output_folder(self, flag, path):
+        """Check, before any work, that folder path exists or can be made; creates nothing."""
+        try:
+            check_output_path(path, folder=True)
+        except OSError as err:
+            self.error(f"{flag} {path!r}: {err}")
+
+
+def _number_parser(kind, lo, hi):
+    """An argparse type: a finite number of `kind` in [lo, hi] (hi None: no upper end)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        bound = str if kind is int else (lambda v: f"{v:g}")    # 2**63 - 1 in full
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {bound(lo)}, got {text}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {bound(hi)}, got {text}")
+        return value
+    return parse
+
+
+def int_at_least(lo, hi=None):
+    """An argparse type: a whole number in [lo, hi]."""
+    return _number_parser(int, lo, hi)
+
+
+def float_between(lo, hi):
+    """An argparse type: a number in [lo, hi]."""
+    return _number_parser(float, lo, hi)
+
+
+# ----------------------------------------------------------------------------- resources
+
+
+def memory_available():
+    """Bytes of memory this machine can still give (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(ap, need, hint):
+    """Refuse a run that needs `need` bytes when less than 1.25 times that is free."""
+    have = memory_available()
+    if have is not None and need > 0.8 * have:
+        ap.error(f"this run needs about {need / 2**30:.1f} GiB of memory and "
+                 f"{have / 2**30:.1f} GiB are free: lower {hint}")
+
+
+def progress_logger(quiet):
+    """A function that prints a progress line on stderr, or does nothing when quiet."""
+    if quiet:
+        return lambda msg: None
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
+def map_workers(fn, tasks, workers):
+    """Yield fn(task) for every task, in `workers` forked processes when that helps;
+    results arrive in completion order."""
+    if workers > 1 and len(tasks) > 1:
+        import multiprocessing
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                          else "spawn")
+        # workers ignore Ctrl-C: the parent alone handles it, and its pool ends them
+        with ctx.Pool(min(workers, len(tasks)), initializer=signal.signal,
+                      initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+            yield from pool.imap_unordered(fn, tasks)
+    else:
+        yield from map(fn, tasks)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def check_output_path(path, folder=False):
+    """Raise OSError with a plain reason unless `path` can be written (a file, or with
+    folder=True a folder), without creating anything that stays.
+
+    The nearest existing ancestor must be a writable folder; this is probed by making and
+    removing a temporary entry there, since permission bits say nothing about read-only or
+    special file systems such as /proc.
+    """
+    if not path:
+        raise OSError("the path is empty")
+    path = os.path.abspath(path)
+    if os.path.isdir(path) and not folder:
+        raise OSError("is a folder; give a file name")
+    if os.path.exists(path) and folder and not os.path.isdir(path):
+        raise OSError("exists and is not a folder")
+    if os.path.exists(path) and not folder and not os.path.isfile(path):
+        raise OSError("exists and is not a regular file")
+    parent = path if folder else os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OSError(f"{parent} is a file, so no folder can be made inside it")
+    import tempfile
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".probe"))
+    except OSError as err:
+        raise OSError(f"cannot write in {parent} ({err.strerror or err})") from None
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then rename the temporary file onto path, so that an
+    interrupted or failed run never leaves a half-written file.  Missing folders are made
+    here, at the first write, and removed again if that write fails and leaves them empty.
+    The temporary name keeps the extension, for writers that choose a format by it."""
+    folder, name = os.path.split(os.path.abspath(path))
+    made, parent = [], folder
+    while not os.path.isdir(parent):
+        made.append(parent)
+        parent = os.path.dirname(parent)
+    stem, ext = os.path.splitext(name)
+    tmp = os.path.join(folder, f".{stem}.tmp{os.getpid()}{ext}")
+    ok = False
+    try:
+        os.makedirs(folder, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+        ok = True
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if not ok:
+            for d in made:                      # deepest first
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    break
+
+
+def write_json(path, payload):
+    """Write JSON atomically."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=1)
+    atomic_write(path, write)
+
+
+def versions():
+    """The software a JSON result was made with."""
+    import platform
+
+    import numpy
+    import scipy
+    return {"python": platform.python_version(), "numpy": numpy.__version__,
+            "scipy": scipy.__version__, "platform": platform.platform()}
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def num(x, spec=".2f"):
+    """format(x, spec), with a value that rounds to zero shown without a minus sign."""
+    text = format(x, spec)
+    return format(0.0, spec) if float(text.rstrip("%")) == 0 else text
+
+
+def table(head, cols, rows, markdown):
+    """One table, plain text or Markdown."""
+    if markdown:
+        line = lambda r: "| " + " | ".join(r) + " |"
+        return "\n".join([f"*{head}*", "", line(cols), line(["---"] + ["---:"] * (len(cols) - 1))]
+                         + [line(r) for r in rows])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(r, widths)))
+    return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def pm(mean, sd):
+    """mean ± sd, each with num's two decimals."""
+    return f"{num(mean)} ± {num(sd)}"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def run_main(main, prog, argv=None):
+    """Run a script's main(argv); Ctrl-C ends it with one line on stderr and status 130.
+    Worker processes ignore the signal (see map_workers) and are ended by their pool.  A reader
+    that closes the pipe early (`| head`) ends it quietly with status 141, as a shell tool."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no flush error at exit
+        return 141
