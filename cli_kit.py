@@ -67,10 +67,11 @@ class CLIParser(argparse.ArgumentParser):
             names = ", ".join("--" + o.replace("_", "-") for o in clash)
             self.error(f"--{flag.replace('_', '-')} {why}: leave out {names}")
 
-    def output_file(self, flag, path):
-        """Check, before any work, that a file can be written at path; creates nothing."""
+    def output_file(self, flag, path, folder=False):
+        """Check, before any work, that a file (with folder=True: a folder) can be written
+        at path, or made there; creates nothing."""
         try:
-            check_output_path(path, folder=False)
+            check_output_path(path, folder=folder)
         except OSError as err:
             self.error(f"{flag} {path!r}: {err}")
 
@@ -91,13 +92,6 @@ class CLIParser(argparse.ArgumentParser):
         """Error if a list-valued flag names a value twice."""
         if values and len(set(values)) != len(values):
             self.error(f"{flag}: each {noun} once, got {' '.join(map(str, values))}")
-
-    def output_folder(self, flag, path):
-        """Check, before any work, that folder path exists or can be made; creates nothing."""
-        try:
-            check_output_path(path, folder=True)
-        except OSError as err:
-            self.error(f"{flag} {path!r}: {err}")
 
 
 def _number_parser(kind, lo, hi):
@@ -280,6 +274,20 @@ def table(head, cols, rows, markdown):
 def pm(mean, sd):
     """mean ± sd, each with num's two decimals."""
     return f"{num(mean)} ± {num(sd)}"
+
+
+def mean_sd(values):
+    """The mean of values, and ± their sample sd when there are several."""
+    import numpy as np
+    values = np.asarray(values, dtype=float)
+    if len(values) == 1:
+        return num(values[0])
+    return pm(values.mean(), values.std(ddof=1))
+
+
+def round_trip_cell(ok):
+    """A coder table's round-trip cell."""
+    return "exact" if ok else "FAILED"
 
 
 # ----------------------------------------------------------------------------- main

@@ -39,6 +39,7 @@ import time  # noqa: E402
 import spline_images_factorial_vq as sv  # noqa: E402  (sets the BLAS thread count first)
 
 import bits_back_coder as bbc  # noqa: E402
+import mlp  # noqa: E402
 
 np = sv.np
 D, LN2 = sv.D, sv.LN2
@@ -107,91 +108,7 @@ def load_split(seed, n_train, n_val=None, n_test=2000):
     return X, V, T, controls
 
 
-# ----------------------------------------------------------------------------- the MLP block
-
-
-ACTIVATIONS = {
-    # name: (f(a), f'(a) from (a, f(a)))
-    "relu": (lambda a: np.maximum(a, 0.0), lambda a, h: (a > 0).astype(a.dtype)),
-    "tanh": (np.tanh, lambda a, h: 1.0 - h * h),
-    "elu": (lambda a: np.where(a > 0, a, np.expm1(np.minimum(a, 0.0))),
-            lambda a, h: np.where(a > 0, 1.0, h + 1.0).astype(a.dtype)),
-}
-
-
-class MLP:
-    """Affine layers with an activation between them and none after the last.
-
-    sizes = (n_in, h_1, ..., n_out).  The weights live in views of a flat vector `params`
-    (W{i} (n_i, n_{i+1}), b{i} (n_{i+1},)), so that a model can hold every network in one
-    vector and one Adam.  forward keeps what backward needs; backward returns the gradient
-    of the parameters (flat, like params) and of the input.
-    """
-
-    def __init__(self, sizes, params, act="relu"):
-        if act not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
-        self.sizes, self.act = tuple(int(s) for s in sizes), act
-        self.params, self.p = params, self._views(params)
-
-    @staticmethod
-    def layout(sizes):
-        out = {}
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            out[f"W{i}"], out[f"b{i}"] = (a, b), (b,)
-        return out
-
-    @staticmethod
-    def n_params(sizes):
-        return sum(math.prod(s) for s in MLP.layout(sizes).values())
-
-    def _views(self, flat):
-        views, offset = {}, 0
-        for name, shape in self.layout(self.sizes).items():
-            size = math.prod(shape)
-            views[name] = flat[offset:offset + size].reshape(shape)
-            offset += size
-        return views
-
-    def init(self, rng, last_scale=1.0):
-        """He-scaled normal weights (variance 2 / fan-in for ReLU, 1 / fan-in otherwise),
-        zero biases; the last layer's weights times last_scale."""
-        n = len(self.sizes) - 1
-        gain = 2.0 if self.act == "relu" else 1.0
-        for i in range(n):
-            W = self.p[f"W{i}"]
-            W[...] = rng.normal(0.0, math.sqrt(gain / W.shape[0]), W.shape)
-            if i == n - 1:
-                W *= last_scale
-            self.p[f"b{i}"][...] = 0.0
-
-    def forward(self, X):
-        """X (N, n_in) -> (out (N, n_out), cache): per layer its input, and for hidden
-        layers the pre-activation and the activation."""
-        f = ACTIVATIONS[self.act][0]
-        h, cache, last = X, [], len(self.sizes) - 2
-        for i in range(last + 1):
-            a = h @ self.p[f"W{i}"] + self.p[f"b{i}"]
-            cache.append((h, a))
-            h = f(a) if i < last else a
-        return h, cache
-
-    def backward(self, cache, g_out, input_grad=True):
-        """Gradients given d loss / d out (N, n_out): (flat like params, d loss / d X, or
-        None without input_grad, which saves the widest product of an encoder)."""
-        df = ACTIVATIONS[self.act][1]
-        grad = np.empty_like(self.params)          # every entry is assigned below
-        g = self._views(grad)
-        delta = g_out
-        for i in reversed(range(len(cache))):
-            g[f"W{i}"][...] = cache[i][0].T @ delta
-            g[f"b{i}"][...] = delta.sum(axis=0)
-            if i == 0 and not input_grad:
-                return grad, None
-            delta = delta @ self.p[f"W{i}"].T
-            if i > 0:                  # through the activation that made this layer's input
-                delta = delta * df(cache[i - 1][1], cache[i][0])
-        return grad, delta
+# ----------------------------------------------------------------------------- networks
 
 
 class Networks:
@@ -199,13 +116,13 @@ class Networks:
     one Adam updates them all: nets = {name: (sizes, act)}."""
 
     def __init__(self, nets, dtype=np.float64):
-        total = sum(MLP.n_params(sizes) for sizes, _ in nets.values())
+        total = sum(mlp.MLP.n_params(sizes) for sizes, _ in nets.values())
         self.theta = np.zeros(total, dtype=dtype)
         self.nets, self._slices, offset = {}, {}, 0
         for name, (sizes, act) in nets.items():
-            n = MLP.n_params(sizes)
+            n = mlp.MLP.n_params(sizes)
             self._slices[name] = slice(offset, offset + n)
-            self.nets[name] = MLP(sizes, self.theta[offset:offset + n], act)
+            self.nets[name] = mlp.MLP(sizes, self.theta[offset:offset + n], act)
             offset += n
 
     def gather(self, grads):
@@ -247,7 +164,7 @@ class Networks:
     def __setstate__(self, state):
         nets = state.pop("nets")
         self.__dict__.update(state)
-        self.nets = {k: MLP(sizes, self.theta[self._slices[k]], act)
+        self.nets = {k: mlp.MLP(sizes, self.theta[self._slices[k]], act)
                      for k, (sizes, act) in nets.items()}
 
 
@@ -1291,8 +1208,7 @@ def vae_alignment(vae, X, controls, n_bins=8):
     heights = [sv.quantile_bins(h, n_bins) for h in np.asarray(controls).T]
     q = [np.eye(n_bins)[sv.quantile_bins(m, n_bins)] for m in mu.T]
     mi = np.array([[sv.mutual_information(ql, b, n_bins) for b in heights] for ql in q])
-    return {"mi_controls": mi.tolist(),
-            "score": float(np.mean(mi.max(axis=1) / np.maximum(mi.sum(axis=1), 1e-12)))}
+    return {"mi_controls": mi.tolist(), "score": sv.alignment_score(mi)}
 
 
 def run_model(name, data, seed, n_latent=LATENTS, hidden=HIDDEN, steps=None, batch=None,
@@ -1320,22 +1236,6 @@ def run_model(name, data, seed, n_latent=LATENTS, hidden=HIDDEN, steps=None, bat
     out.update(steps_run=hist["steps_run"], best_step=hist["best_step"],
                train_seconds=hist["seconds"], n_params=int(model.theta.size))
     return {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}, model
-
-
-def run_neural(seed=0, n_train=200, models=MODELS, n_test=2000, compress=False, log=None,
-               **kw):
-    """Every model in `models` at one seed and training-set size: {name: result}."""
-    log = log or kit.progress_logger(True)
-    data = load_split(seed, n_train, n_test=n_test)
-    out = {}
-    for name in models:
-        t0 = time.perf_counter()
-        out[name] = run_model(name, data, seed, compress=compress, log=log, **kw)[0]
-        r = out[name]
-        log(f"{name} (seed {seed}, N = {n_train}): {r['total']:.2f} bits per image held-out "
-            f"after {r['steps_run']} steps (best at {r['best_step']}), "
-            f"{time.perf_counter() - t0:.1f} s")
-    return out
 
 
 CORE_MODELS = ("factorial_vq", "pca24")      # the core's rows beside them, on the same data
@@ -1457,7 +1357,7 @@ def format_acn(acn, markdown=False):
     sizes = list(acn)
     seeds = list(acn[sizes[0]])
     stat = lambda n, key: [r[key] for r in acn[n].values()]
-    pm = lambda v: kit.num(np.mean(v)) + (f" ± {kit.num(np.std(v, ddof=1))}" if len(v) > 1 else "")
+    pm = kit.mean_sd
     saving = acn[sizes[0]][seeds[0]]["set_saving"]
     rows = [["Gaussian VAE, i.i.d. prior, order given"] + [pm(stat(n, "vae")) for n in sizes],
             ["  VAE recon"] + [pm(stat(n, "vae_recon")) for n in sizes],
@@ -1481,7 +1381,7 @@ def format_acn(acn, markdown=False):
         for seed, r in acn[n].items():
             c = r["coder"]
             rows.append([n, seed, f"{c['actual_bits']:.2f}", f"{c['bound_t']:.2f}",
-                         f"{c['overhead_pct']:+.3f}%", "exact" if c["roundtrip"] else "FAILED",
+                         f"{c['overhead_pct']:+.3f}%", kit.round_trip_cell(c["roundtrip"]),
                          f"{c['seconds']:.1f}"])
     parts.append(kit.table(
         "The ACN's tour sent by the bits-back coder: 8-bit held-out images, bits per image, "
@@ -1501,7 +1401,7 @@ def format_acn(acn, markdown=False):
 # scale per pixel.  A model's parameters, at 32-bit floats, are counted beside its bits.
 
 SCORE_SIGMAS = (0.01, 0.014, 0.02, 0.028, 0.04, 0.057, 0.08, 0.113, 0.16, 0.226, 0.32)
-SCORE_CORE = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq", "pca5", "pca24")
+SCORE_CORE = sv.STOCHASTIC            # every 1994 model but the hard codes
 SCORE_MODELS = SCORE_CORE + ("pixel_vae",)
 SCORE_VAE_SIZES = (200, 20000)
 COMPRESSORS = ("gzip", "bz2", "lzma", "png")
@@ -1571,7 +1471,7 @@ def _score_core(name, seed, V, baselines, log):
     else:
         row, _ = sv.code_and_check(model, V, seed)
     log(f"{name}: sigma_x = {sigma:g} by maximum likelihood, {row['actual_bits']:.2f} bits "
-        f"per image, round trip {'exact' if row['roundtrip'] else 'FAILED'}")
+        f"per image, round trip {kit.round_trip_cell(row['roundtrip'])}")
     return {**scoreboard_row(row, core_params(name, model), len(V), baselines),
             "sigma_x": sigma, "training_bits": {f"{s:g}": fits[s][1] for s in SCORE_SIGMAS},
             "n_train": len(X)}
@@ -1586,7 +1486,7 @@ def _score_vae(n, seed, V, baselines, log, **kw):
     dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1))
     row = code_vae(vae, V, seed, dl=dl)
     log(f"8-bit VAE, N = {n}: {row['actual_bits']:.2f} bits per image, round trip "
-        f"{'exact' if row['roundtrip'] else 'FAILED'}, {time.perf_counter() - t0:.0f} s")
+        f"{kit.round_trip_cell(row['roundtrip'])}, {time.perf_counter() - t0:.0f} s")
     return {**scoreboard_row(row, vae.theta.size, len(V), baselines), "n_train": n,
             "recon": float(dl["recon"].mean()), "code": float(dl["code"].mean()),
             "steps_run": hist["steps_run"], "best_step": hist["best_step"],
@@ -1705,7 +1605,7 @@ def format_one_bit(result, markdown=False):
     """The one-bit table (both models at every ndims) and the collapse table."""
     one = result["one_bit"]
     seeds = list(next(iter(next(iter(one.values())).values())))
-    pm = lambda v: kit.num(np.mean(v)) + (f" ± {kit.num(np.std(v, ddof=1))}" if len(v) > 1 else "")
+    pm = kit.mean_sd
     rows = []
     for k, name in (("1", "one-layer"), ("2", "two-layer")):
         for n, runs in one[k].items():
@@ -1777,7 +1677,7 @@ def format_sweep(sweep, markdown=False):
 def format_compress(rows, markdown=False):
     cols = ["training images", "actual bits", "coder bound F_t", "overhead", "round trip"]
     out = [[n, f"{r['actual_bits']:.2f}", f"{r['bound_t']:.2f}", f"{r['overhead_pct']:+.3f}%",
-            "exact" if r["roundtrip"] else "FAILED"] for n, r in rows.items()]
+            kit.round_trip_cell(r["roundtrip"])] for n, r in rows.items()]
     return kit.table("Gaussian VAE, bits-back code of the 8-bit held-out images "
                            f"({LATENT_BINS} bins per latent)", cols, out, markdown)
 
@@ -1850,7 +1750,7 @@ def format_scoreboard(board, markdown=False):
         noise = "per pixel" if name == "pixel_vae" else f"sigma_x = {r['sigma_x']:g}"
         even = r["break_even_vs_lzma"]
         rows.append([text, str(r["n_train"]), noise, f"{r['actual_bits']:.2f}",
-                     f"{r['bound_t']:.2f}", "exact" if r["roundtrip"] else "FAILED",
+                     f"{r['bound_t']:.2f}", kit.round_trip_cell(r["roundtrip"]),
                      f"{r['params']:,}", f"{r['params_bits_per_image']:.1f}",
                      f"{r['with_params']:.2f}", f"{even:,}" if even else "never"])
     for name in COMPRESSORS:
@@ -1899,7 +1799,7 @@ def memory_needed(n_train, n_test, hidden, n_latent):
     images = render + 8.0 * D * (1.5 * n_train + 0.15 * n_train + 2 * n_test)
     scoring = 8.0 * 500 * EVAL_SAMPLES * (max(hidden) + D) * 2
     tables = 8.0 * 4 * n_test * n_latent * LATENT_BINS
-    return images + scoring + tables + 8.0 * 8 * MLP.n_params((D, *hidden, D))
+    return images + scoring + tables + 8.0 * 8 * mlp.MLP.n_params((D, *hidden, D))
 
 
 def parse_args(argv=None):

@@ -28,6 +28,7 @@ import copy  # noqa: E402
 import functools  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
+from typing import Callable, NamedTuple  # noqa: E402
 
 # Every matrix here is small (at most 2000 x 1296), where threaded BLAS gains nothing and
 # two worker processes with two BLAS threads each fight over two cores (2x slower here).
@@ -61,11 +62,6 @@ MAX_CODES = 4096                       # per factor
 MAX_IMAGES = 1_000_000                 # training or held-out images
 MAX_SEED = 2**63 - 1                   # a bitstream header stores the seed as a JSON int64
 
-MODEL_NAMES = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq", "pca5", "pca24",
-               "hard_standard", "hard_slices", "hard_residual", "hard_factorial")
-# each hard code and the stochastic model whose family it shares and whose start it is
-HARD_CODES = {"hard_standard": "standard_vq", "hard_slices": "separate_slices",
-              "hard_residual": "residual_vq", "hard_factorial": "factorial_vq"}
 
 # ----------------------------------------------------------------------------- data
 
@@ -221,6 +217,12 @@ def free_energy(X, C, b, a, logits, sigma_x, variance=True, kl_weight=1.0, grad=
     g_b = -2.0 * s * R.sum(axis=0)
     g_a = (kl_weight / N) * (N * np.exp(log_pi) - q.sum(axis=0))
     return recon, kl, {"C": g_C, "b": g_b, "a": g_a, "logits": g_logits}
+
+
+def inverse_cdf(p, u):
+    """Draw from the distributions p (..., K) with uniforms u (...): the first index whose
+    cumulative probability reaches u (the last, should rounding leave the sum below u)."""
+    return np.minimum((np.cumsum(p, axis=-1) < u[..., None]).sum(axis=-1), p.shape[-1] - 1)
 
 
 def code_scores(X, C, b):
@@ -764,8 +766,7 @@ class FactorialVQ(CodeModel):
     def sample_codes(self, X, rng):
         """Draw k ~ q(k|x): codes (N, M) ints and log q(k|x) (N,) in nats."""
         q = self._q(X)                                                  # (N, M, K)
-        u = rng.random(q.shape[:2])[..., None]
-        codes = np.minimum((np.cumsum(q, axis=-1) < u).sum(axis=-1), self.n_codes - 1)
+        codes = inverse_cdf(q, rng.random(q.shape[:2]))
         log_q = np.log(np.take_along_axis(q, codes[..., None], axis=-1)[..., 0]).sum(axis=1)
         return codes, log_q
 
@@ -1053,8 +1054,7 @@ class ResidualVQ(CodeModel):
         codes = np.empty((len(X), self.n_dims), dtype=np.int64)
         for d in range(self.n_dims):
             lq = log_softmax(r @ p["W"][d] + p["c"][d], axis=-1)
-            u = rng.random((len(X), 1))
-            k = np.minimum((np.cumsum(np.exp(lq), axis=1) < u).sum(axis=1), self.n_codes - 1)
+            k = inverse_cdf(np.exp(lq), rng.random(len(X)))
             codes[:, d] = k
             log_q += lq[np.arange(len(X)), k]
             r = r - p["C"][d][k]
@@ -1292,27 +1292,83 @@ def variational_em(X, C, b, a, sigma_x, groups, learn_prior=True, iters=EM_ITERS
     return C, b, a, np.array([np.mean(recon + code) for recon, code in F]) / LN2
 
 
+# ----------------------------------------------------------------------------- the model registry
+#
+# Every 1994 model, once.  Adding one is an entry here, its class above and its colour in
+# the figure script.  A model's random stream is fixed by its entry, not by its place in
+# the table: every number of a seed follows from (seed, stream), so reordering or adding
+# entries moves no number.
+
+
+class Spec(NamedTuple):
+    label: str        # table label: {MK}, {M}, {K} and {w} (slice widths) are filled in
+    stream: int       # random-stream id: training draws from default_rng([seed, 1000 + id])
+    cost: int         # run order, the slowest first, so that two workers finish together
+    build: Callable   # (M, K, sigma_x, refine, rng) -> an untrained model
+    start_of: str = None    # a hard code: the stochastic model whose start it is
+    coded: bool = False     # the bits-back coder codes it (--compress, --bitstream)
+
+
+MODELS = {
+    "standard_vq": Spec("standard {MK}-VQ", 0, 3, coded=True,           # M = 1, the same M K codes
+                        build=lambda M, K, s, r, rng: StochasticVQ(M * K, s, refine=r, rng=rng)),
+    "separate_slices": Spec("separate {M} x 8x{w} slices", 1, 2, coded=True,
+                            build=lambda M, K, s, r, rng: FactorialVQ(
+                                M, K, s, bands=column_bands(M), refine=r, rng=rng)),
+    "residual_vq": Spec("residual chain {M}x{K}", 2, 1, coded=True,
+                        build=lambda M, K, s, r, rng: ResidualVQ(M, K, s, rng=rng)),
+    "factorial_vq": Spec("factorial {M}x{K} VQ", 3, 0, coded=True,
+                         build=lambda M, K, s, r, rng: FactorialVQ(M, K, s, refine=r, rng=rng)),
+    "pca5": Spec("PPCA, 5 components", 4, 9, build=lambda M, K, s, r, rng: PCA(5, s)),
+    "pca24": Spec("PPCA, 24 components", 5, 8, build=lambda M, K, s, r, rng: PCA(24, s)),
+    "hard_standard": Spec("hard code: {MK}-means", 6, 7, start_of="standard_vq",
+                          build=lambda M, K, s, r, rng: HardCode(1, M * K, s, rng=rng)),
+    "hard_slices": Spec("hard code: {M} x 8x{w} slices", 7, 6, start_of="separate_slices",
+                        build=lambda M, K, s, r, rng: HardCode(M, K, s, bands=column_bands(M),
+                                                               rng=rng)),
+    "hard_residual": Spec("hard code: greedy residual {M}x{K}", 8, 5, start_of="residual_vq",
+                          build=lambda M, K, s, r, rng: HardCode(M, K, s, residual=True, rng=rng)),
+    "hard_factorial": Spec("hard code: factorial {M}x{K}", 9, 4, start_of="factorial_vq",
+                           build=lambda M, K, s, r, rng: HardCode(M, K, s, rng=rng)),
+}
+MODEL_NAMES = tuple(MODELS)
+# each hard code and the stochastic model whose family it shares and whose start it is
+HARD_CODES = {name: spec.start_of for name, spec in MODELS.items() if spec.start_of}
+STOCHASTIC = tuple(name for name, spec in MODELS.items() if not spec.start_of)
+
+
+def model_stream(name):
+    """The random-stream id a model trains from: a hard code shares its stochastic
+    counterpart's, so that it is exactly where that model's training starts."""
+    return MODELS[HARD_CODES.get(name, name)].stream
+
+
+def by_cost(names):
+    """names in running order, the slowest first."""
+    return sorted(names, key=lambda name: MODELS[name].cost)
+
+
+def model_label(name, M, K):
+    widths = sorted({len(g) for g in np.array_split(np.arange(WIDTH), min(M, WIDTH))})
+    w = "-".join(map(str, (widths[0], widths[-1]) if len(widths) > 1 else widths))
+    return MODELS[name].label.format(MK=M * K, M=M, K=K, w=w)
+
+
+def model_shape(name, M, K):
+    """(factors, codes per factor) of a discrete model's family, or None for PCA."""
+    if name.startswith("pca"):
+        return None
+    return (1, M * K) if HARD_CODES.get(name, name) == "standard_vq" else (M, K)
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
 def build_model(name, n_dims=4, n_units_per_dim=6, sigma_x=0.15, refine=50, rng=None):
-    """A fresh, untrained model by name (see MODEL_NAMES)."""
-    M, K = n_dims, n_units_per_dim
-    if name in HARD_CODES:
-        m, k = (1, M * K) if name == "hard_standard" else (M, K)
-        bands = column_bands(M) if name == "hard_slices" else None
-        return HardCode(m, k, sigma_x, bands=bands, residual=name == "hard_residual", rng=rng)
-    if name == "standard_vq":                       # the M = 1 case with the same 24 codewords
-        return StochasticVQ(M * K, sigma_x, refine=refine, rng=rng)
-    if name == "separate_slices":
-        return FactorialVQ(M, K, sigma_x, bands=column_bands(M), refine=refine, rng=rng)
-    if name == "factorial_vq":
-        return FactorialVQ(M, K, sigma_x, refine=refine, rng=rng)
-    if name == "residual_vq":
-        return ResidualVQ(M, K, sigma_x, rng=rng)
-    if name in ("pca5", "pca24"):
-        return PCA(int(name[3:]), sigma_x)
-    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    """A fresh, untrained model by name (see MODELS)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    return MODELS[name].build(n_dims, n_units_per_dim, sigma_x, refine, rng)
 
 
 def fit_model(name, X, seed=0, steps=STEPS, schedule="sigma", objective="bits-back", init="band",
@@ -1324,7 +1380,7 @@ def fit_model(name, X, seed=0, steps=STEPS, schedule="sigma", objective="bits-ba
     stochastic counterpart's generator, so that it is exactly where that model's training
     starts.
     """
-    rng = np.random.default_rng([seed, 1000 + MODEL_NAMES.index(HARD_CODES.get(name, name))])
+    rng = np.random.default_rng([seed, 1000 + model_stream(name)])
     model = build_model(name, rng=rng, **model_kw)
     if isinstance(model, PCA):
         return model.fit(X), {}
@@ -1384,7 +1440,7 @@ def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=20
     kw = dict(seed=seed, steps=steps, schedule=schedule, objective=objective, init=init,
               X_eval=Xt, eval_every=eval_every, snapshot_every=snapshot_every, n_dims=n_dims,
               n_units_per_dim=n_units_per_dim, sigma_x=sigma_x, refine=refine)
-    tasks = [(name, X, Xt, kw, score) for name in sorted(models, key=_COST_ORDER.index)]
+    tasks = [(name, X, Xt, kw, score) for name in by_cost(models)]
     fitted = {name: rest for name, *rest in kit.map_workers(_fit_task, tasks, workers)}
     out = {"models": {n: fitted[n][0] for n in models},
            "histories": {n: fitted[n][1] for n in models}, "train": X, "heldout": Xt}
@@ -1418,7 +1474,7 @@ def _run_task(task):
                     model.search_seconds))
     results = []
     for label, fitted, seconds in out:
-        rng = np.random.default_rng([seed, 2000 + MODEL_NAMES.index(label)])
+        rng = np.random.default_rng([seed, 2000 + MODELS[label].stream])
         t1 = time.perf_counter()
         result = {"heldout": evaluate(fitted, Xt, legacy, rng),
                   "train": evaluate(fitted, X, legacy, rng)}
@@ -1435,11 +1491,6 @@ def _shared_hard_code(name, models):
     return None
 
 
-# run the slowest models first so the two workers finish together
-_COST_ORDER = ("factorial_vq", "residual_vq", "separate_slices", "standard_vq", "hard_factorial",
-               "hard_residual", "hard_slices", "hard_standard", "pca24", "pca5")
-
-
 def run_seeds(cfg, seeds, workers=1, log=kit.progress_logger(True)):
     """Run every model of cfg["models"] at every seed, in `workers` processes.
 
@@ -1447,7 +1498,7 @@ def run_seeds(cfg, seeds, workers=1, log=kit.progress_logger(True)):
     """
     shared = {_shared_hard_code(name, cfg["models"]) for name in cfg["models"]}
     tasks = [(s, name, cfg) for s in seeds
-             for name in sorted(cfg["models"], key=_COST_ORDER.index) if name not in shared]
+             for name in by_cost(cfg["models"]) if name not in shared]
     results = {s: {} for s in seeds}
 
     def collect(item):
@@ -1490,7 +1541,7 @@ ALIGNMENT_MODELS = ((4, 6), (5, 6))
 ANNEALING_RUNS = tuple((s, i) for i in ("band", "random") for s in ("sigma", "kl", "none"))
 EXPERIMENTS = ("training", "sweep", "alignment", "annealing", "limit", "movement", "sigma")
 SIGMA_SWEEP = (0.05, 0.1, 0.15, 0.2, 0.22, 0.24, 0.26, 0.28, 0.3, 0.4)
-SIGMA_MODELS = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq", "pca5", "pca24")
+SIGMA_MODELS = STOCHASTIC
 # the paper's held-out (recon, code) bits, the four numbers a sigma_x is matched against
 PAPER_SPLIT = {"factorial_vq": (18.0, 7.0), "standard_vq": (36.0, 4.0)}
 # the training recipe taken apart, for the factorial 4x6 VQ: (key, label) in build-up order
@@ -1528,6 +1579,12 @@ def mutual_information(q, labels, n_labels):
     return float(np.sum(joint[nz] * np.log2(joint[nz] / outer[nz])))
 
 
+def alignment_score(mi):
+    """mean_d max_j MI_dj / sum_j MI_dj of an (M, J) MI table: 1 when each factor informs
+    about one quantity alone."""
+    return float(np.mean(mi.max(axis=1) / np.maximum(mi.sum(axis=1), 1e-12)))
+
+
 def alignment(model, X, controls, n_bins=8):
     """MI (bits) between every factor's posterior and every control height (M, 5) and
     segment mean height (M, 4), and the score mean_d max_j MI_dj / sum_j MI_dj (controls)."""
@@ -1536,9 +1593,8 @@ def alignment(model, X, controls, n_bins=8):
     segments = [quantile_bins(h, n_bins) for h in segment_heights(controls).T]
     mi_c = np.array([[mutual_information(qd, b, n_bins) for b in heights] for qd in q])
     mi_s = np.array([[mutual_information(qd, b, n_bins) for b in segments] for qd in q])
-    score = lambda mi: float(np.mean(mi.max(axis=1) / np.maximum(mi.sum(axis=1), 1e-12)))
-    return {"mi_controls": mi_c, "mi_segments": mi_s, "score": score(mi_c),
-            "score_segments": score(mi_s)}
+    return {"mi_controls": mi_c, "mi_segments": mi_s, "score": alignment_score(mi_c),
+            "score_segments": alignment_score(mi_s)}
 
 
 def importance_dl(log_lik, centre, cov, low, high, n_samples, rng, df=4):
@@ -1622,7 +1678,7 @@ def generator_bits_8bit(V, controls, n_samples=1000, rng=None, widen=1.5, adapt=
 
 def recipe_step(key, X, seed):
     """The factorial 4x6 VQ trained by one step of RECIPE_STEPS; returns the model."""
-    rng = np.random.default_rng([seed, 1000 + MODEL_NAMES.index("factorial_vq")])
+    rng = np.random.default_rng([seed, 1000 + model_stream("factorial_vq")])
     model = FactorialVQ(4, 6, refine=50, rng=rng)
     model.init_from_hard_code(X, iters=0 if key == "adam_codeword_start" else HARD_ITERS)
     if key.startswith("adam"):
@@ -1870,7 +1926,7 @@ def training_movement(name, X, X_eval, seed=0):
     then EM iterations, then Adam steps).  Returns {phase: {"steps", "reads", "dmc",
     "ard"}, "steps_to_1bit", "dmc_to_train", "heldout"}, heldout = the final F on X_eval.
     """
-    rng = np.random.default_rng([seed, 1000 + MODEL_NAMES.index(name)])
+    rng = np.random.default_rng([seed, 1000 + model_stream(name)])
     model = build_model(name, rng=rng)
     if isinstance(model, PCA):
         fit = dm.movement(*dm.trace(lambda: PCA(model.n_components, model.sigma_x).fit(X.view(dm.Traced))))
@@ -2127,8 +2183,8 @@ def discrete_bound(cm, V, prune=1e-9, n_draws=64, rng=None):
 
 # The compression experiment, the bitstream file and the baselines.
 
-CODER_MODELS = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq",
-                "factorial_vq_amortised")
+# every coded model, and the factorial VQ's recognition network alone ("amortised")
+CODER_MODELS = tuple(name for name, spec in MODELS.items() if spec.coded) + ("factorial_vq_amortised",)
 
 
 def _coder_variant(models, name):
@@ -2189,7 +2245,7 @@ def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log
         rows[name], streams[name] = code_and_check(_coder_variant(out["models"], name), V, seed)
         log(f"{name:24s} {rows[name]['actual_bits']:8.2f} bits per image "
             f"({rows[name]['overhead_pct']:+.3f}% over F_t), round trip "
-            f"{'exact' if rows[name]['roundtrip'] else 'FAILED'}, {rows[name]['seconds']:.2f} s")
+            f"{kit.round_trip_cell(rows[name]['roundtrip'])}, {rows[name]['seconds']:.2f} s")
     rows["seconds"] = sum(rows[name]["seconds"] for name in models)
     rows["baselines"] = baseline_bits(V)
     return rows, streams
@@ -2285,20 +2341,6 @@ def read_bitstream(path):
 
 # ----------------------------------------------------------------------------- CLI
 
-LABELS = {"standard_vq": "standard {MK}-VQ", "separate_slices": "separate {M} x 8x{w} slices",
-          "residual_vq": "residual chain {M}x{K}", "factorial_vq": "factorial {M}x{K} VQ",
-          "pca5": "PPCA, 5 components", "pca24": "PPCA, 24 components",
-          "hard_standard": "hard code: {MK}-means", "hard_slices": "hard code: {M} x 8x{w} slices",
-          "hard_residual": "hard code: greedy residual {M}x{K}",
-          "hard_factorial": "hard code: factorial {M}x{K}"}
-
-
-def model_label(name, M, K):
-    widths = sorted({len(g) for g in np.array_split(np.arange(WIDTH), min(M, WIDTH))})
-    w = "-".join(map(str, (widths[0], widths[-1]) if len(widths) > 1 else widths))
-    return LABELS[name].format(MK=M * K, M=M, K=K, w=w)
-
-
 def format_table(results, cfg, markdown=False):
     """The results table: mean (and +- sd over seeds) in bits per image; plain or Markdown."""
     seeds, M, K = list(results), cfg["n_dims"], cfg["n_units_per_dim"]
@@ -2308,10 +2350,7 @@ def format_table(results, cfg, markdown=False):
         vals = [results[s][name][split].get(key) for s in seeds]
         if any(v is None for v in vals):
             return "skipped" if key == "exact" else "-"
-        vals = np.array(vals)
-        if len(vals) == 1:
-            return kit.num(vals[0])
-        return f"{kit.num(vals.mean())} ± {kit.num(vals.std(ddof=1))}"
+        return kit.mean_sd(vals)
 
     cols = ["model", "recon", "code", "total F", "amortised", "exact DL*", "train F"]
     cols += ["legacy (not a DL)"] if legacy else []
@@ -2352,7 +2391,7 @@ def format_compress_table(rows, cfg, markdown=False):
                  else model_label(name, cfg["n_dims"], cfg["n_units_per_dim"]))
         table.append([label, kit.num(r["actual_bits"]), kit.num(r["bound_t"]),
                       kit.num(r["overhead_pct"], "+.3f") + "%", kit.num(r["density_bound"]),
-                      "exact" if r["roundtrip"] else "FAILED", f"{r['seconds']:.2f}"])
+                      kit.round_trip_cell(r["roundtrip"]), f"{r['seconds']:.2f}"])
     b = rows["baselines"]
     head = (f"Bits-back coding of {cfg['n_test']} held-out images (8-bit pixels), seed "
             f"{cfg['seed']}, bits per image; sigma_x = {cfg['sigma_x']}")
@@ -2363,7 +2402,7 @@ def format_compress_table(rows, cfg, markdown=False):
 
 def format_experiments(out, seeds, markdown=False):
     """Tables of the open-question experiments, in the order they were asked."""
-    pm = lambda m, s: f"{kit.num(m)} ± {kit.num(s)}"
+    pm = kit.pm
     seed_text = f"seeds {', '.join(map(str, seeds))}"
     parts = []
     if "training" in out:
@@ -2452,7 +2491,7 @@ PAPER_TEXT = {"factorial_vq": "18 + 7 = 25", "standard_vq": "36 + 4 = 40",
 def format_sigma(v, seeds, markdown=False):
     """The sigma_x sweep: the full table at the sigma nearest the paper, the total of every
     model at every sigma, and where each of the paper's rankings holds."""
-    pm = lambda m, s: f"{kit.num(m)} ± {kit.num(s)}"
+    pm = kit.pm
     seed_text, n_seeds = f"seeds {', '.join(map(str, seeds))}", len(seeds)
     names, sigmas = v["models"], [f"{s:g}" for s in v["sigmas"]]
     at = f"{v['paper_sigma']:g}"
@@ -2487,15 +2526,6 @@ def format_sigma(v, seeds, markdown=False):
     return "\n\n".join(parts)
 
 
-def _model_shapes(name, M, K):
-    """(factors, codes per factor) of a discrete model's family, or None for PCA."""
-    if name == "standard_vq":
-        return 1, M * K
-    if name.startswith("pca"):
-        return None
-    return M, K
-
-
 def estimate_cost(cfg, n_seeds=1, workers=1, compress=False):
     """A rough (peak bytes, seconds) of a run: the largest arrays one worker holds at once,
     times the workers; and the time of the hard-code search, the EM, the Adam steps,
@@ -2506,7 +2536,7 @@ def estimate_cost(cfg, n_seeds=1, workers=1, compress=False):
     M, K, n, nt = cfg["n_dims"], cfg["n_units_per_dim"], cfg["n_samples"], cfg["n_test"]
     peak, work = 8.0 * 4 * (n + nt) * D, 0.0
     for name in cfg["models"]:
-        shape = _model_shapes(name, M, K)
+        shape = model_shape(name, M, K)
         if shape is None:
             work += 3.0 * (n + nt) * D * D
             continue

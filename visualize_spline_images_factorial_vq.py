@@ -29,7 +29,7 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-DISCRETE = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq")
+DISCRETE = tuple(name for name, spec in sv.MODELS.items() if spec.coded)   # stochastic VQs
 COLORS = {"standard_vq": "tab:red", "separate_slices": "tab:orange", "residual_vq": "tab:purple",
           "factorial_vq": "tab:blue", "pca5": "tab:gray", "pca24": "tab:green"}
 FIGURES = ("example_splines", "dl_comparison", "dl_trajectory", "factor_codebooks",
@@ -71,6 +71,14 @@ def tile_origin(r, c):
 
 def label(name, cfg):
     return sv.model_label(name, cfg["n_dims"], cfg["n_units_per_dim"])
+
+
+def finish(fig, ax, ylabel, title):
+    """Label a one-panel figure's y axis, title it and lay it out."""
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 # ----------------------------------------------------------------------------- figures
@@ -325,11 +333,9 @@ def fig_annealing(annealing, seeds):
     top = max(max(annealing[k]["totals"]) for k in keys)
     ax.set_ylim(top=top + 2.5)
     ax.set_xticks(range(len(keys)), [k.replace("/", "\n") for k in keys])
-    ax.set_ylabel("held-out F, bits per image")
-    ax.set_title(f"Factorial 4×6 VQ: warm-up schedule and codebook start, one dot per seed "
-                 f"({seeds[0]}–{seeds[-1]}), bar = mean", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax, "held-out F, bits per image",
+                  f"Factorial 4×6 VQ: warm-up schedule and codebook start, one dot per seed "
+                  f"({seeds[0]}–{seeds[-1]}), bar = mean")
 
 
 def fig_training(training, seeds):
@@ -365,11 +371,9 @@ def fig_data_movement(movement, seeds):
                     xytext=(6, 6), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("DMC to train (sum of sqrt LRU stack distance over element reads)")
-    ax.set_ylabel("final held-out F, bits per image")
-    ax.set_title(f"Data movement of training against description length, mean ± sd over "
-                 f"seeds {seeds[0]}–{seeds[-1]}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax, "final held-out F, bits per image",
+                  f"Data movement of training against description length, mean ± sd over "
+                  f"seeds {seeds[0]}–{seeds[-1]}")
 
 
 # ----------------------------------------------------------------------------- modern codes
@@ -621,13 +625,16 @@ def draw_neural(path, outdir, dpi, log):
 
 
 def write_figures(makers, outdir, dpi, log):
-    """Draw each {file stem: figure maker} and write it as outdir/stem.png; the paths."""
+    """Draw each {file stem: figure maker} and write it as outdir/stem.png; the paths.
+    OSError says which file could not be written."""
     written = []
     for name, make in makers.items():
         fig = make()
         target = f"{outdir}/{name}.png"
         try:
             kit.atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+        except OSError as err:
+            raise OSError(f"cannot write {target}: {err}") from None
         finally:
             plt.close(fig)
         log(f"wrote {target}")
@@ -802,7 +809,7 @@ def parse_args(argv=None):
         ap.error("--experiments and --neural: give one file at a time")
     if args.steps // args.eval_every > 10_000:
         ap.error(f"--eval-every {args.eval_every}: at most 10000 points per curve")
-    ap.output_folder("--outdir", args.outdir)
+    ap.output_file("--outdir", args.outdir, folder=True)
     return args
 
 
@@ -836,18 +843,11 @@ def main(argv=None):
         "per_factor_receptive": lambda: fig_per_factor_receptive(fvq, heldout),
         "factorial_reconstructions": lambda: fig_reconstructions(models, heldout, cfg, rng),
     }
-    for name in FIGURES:
-        fig = makers[name]()
-        path = f"{args.outdir}/{name}.png"
-        try:
-            kit.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=args.dpi))
-        except OSError as err:
-            print(f"visualize_spline_images_factorial_vq.py: error: cannot write {path}: {err}",
-                  file=sys.stderr)
-            return 2
-        finally:
-            plt.close(fig)
-        log(f"wrote {path}")
+    try:
+        write_figures({name: makers[name] for name in FIGURES}, args.outdir, args.dpi, log)
+    except OSError as err:
+        print(f"visualize_spline_images_factorial_vq.py: error: {err}", file=sys.stderr)
+        return 2
     log(f"done in {time.perf_counter() - t0:.2f} s")
     return 0
 

@@ -1,6 +1,6 @@
 """Benchmark: wall time of the main commands (not collected by pytest).
 
-    python3 tests/bench.py [--repeats 3]
+    python3 -m tests.bench [--repeats 3]
 
 Prints the median wall time of each command over the repeats, measured around the whole
 process (interpreter start, imports, training, evaluation, drawing), as a user would see
@@ -9,29 +9,29 @@ write into a temporary folder), the coder's encode + decode time (from its JSON)
 one step of each training phase of the factorial VQ for its data movement, the sigma_x
 sweep, and the open-question experiments.
 
-    python3 tests/bench.py --readme
+    python3 -m tests.bench --readme
 
 instead reruns the full-size results, coder, training, open-question and sigma_x runs (about
 three minutes) and checks every number of those README sections against them, with the test
 suite's tolerance (scaled up below sigma_x = 0.15, see check_sigma); the suite itself refits
 only a few cheap rows.
 
-    python3 tests/bench.py --write-readme
+    python3 -m tests.bench --write-readme
 
 reruns every command behind a README table and writes its output into the README in place
 (the modern-code tables from the committed JSON files in viz/, see --neural).
 
-    python3 tests/bench.py --scoreboard
+    python3 -m tests.bench --scoreboard
 
 times the 8-bit scoreboard (neural_codes.py --scoreboard), without the VAE and whole (target
 2 minutes), and checks the README's scoreboard against the fresh run.
 
-    python3 tests/bench.py --acn        python3 tests/bench.py --one-bit
+    python3 -m tests.bench --acn        python3 -m tests.bench --one-bit
 
 time the ACN run at N = 20000 (one seed, target 5 minutes) and the one-bit experiment
 (target 60 s), and check them against the committed viz/acn.json and the README.
 
-    python3 tests/bench.py --neural
+    python3 -m tests.bench --neural
 
 instead times the modern codes (neural_codes.py): the default run, a VAE training step at
 batch 128, the five-seed N = 200 run and the training-size sweep (about 12 minutes) with its
@@ -45,9 +45,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import NEURAL_JSON, ROOT, neural_block
+
 CODERS = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq", "factorial_vq_amortised")
 TMP = tempfile.mkdtemp()
 RUNS = {
@@ -72,8 +72,7 @@ def wall(args):
 def check_readme_experiments():
     """Every number of the README's training and experiment sections against fresh
     full-size runs."""
-    sys.path.insert(0, str(ROOT))
-    from test_readme import (EXPERIMENT_ARGS, JSON_TABLES, TOL, fresh, mismatches,
+    from tests.helpers import (EXPERIMENT_ARGS, JSON_TABLES, TOL, fresh, mismatches,
                              numbers_by_row, readme_block)
     import numpy as np
     import re
@@ -116,7 +115,7 @@ def check_sigma(args):
     Measured between the committed run and a rerun on another CPU (same numpy and scipy):
     0.011 bits at most from 0.1 up, 0.67 at 0.05 (the residual chain's sd; 1.95 bits on its
     seed 1, out of 850)."""
-    from test_readme import TOL, committed, fresh
+    from tests.helpers import TOL, committed, fresh
     t0 = time.perf_counter()
     path = os.path.join(TMP, "sigma.json")
     fresh(*args, "--json", path)
@@ -156,34 +155,13 @@ NEURAL_RUNS = {"neural_seeds": [["--seeds", "0", "1", "2", "3", "4"]],
                "neural_sweep": [["--sweep"]],
                "neural_latents": [["--n-samples", "2000", "--latents", str(L), "--models", "vae"]
                                   for L in (2, 10)]}
-NEURAL_JSON = {"scoreboard": ["viz/scoreboard.json"],
-               "neural_seeds": ["viz/neural_seeds.json"],
-               "neural_variants": ["viz/neural_variants.json"],
-               "neural_sweep": ["viz/neural_sweep.json"],
-               "neural_latents": ["viz/neural_latents_2.json", "viz/neural_latents_10.json"],
-               "acn": ["viz/acn.json"], "one_bit": ["viz/one_bit_vae.json"]}
-
-
-def neural_block(name, paths=None):
-    """A README block of the modern codes, formatted from its JSON files."""
-    sys.path.insert(0, str(ROOT))
-    import neural_codes as nc
-    tables = []
-    for path in paths or [ROOT / p for p in NEURAL_JSON[name]]:
-        with open(path) as f:
-            tables.append(nc.report(json.load(f), markdown=True))
-    return "\n\n".join(tables)
-
-
 def bench_neural():
     """Wall time, speed and peak memory of the modern codes; the README's tables of them
     against the fresh runs."""
     import resource
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "tests"))
     import numpy as np
     import neural_codes as nc
-    from test_readme import FLOAT32_TOL, mismatches, numbers_by_row, readme_block
+    from tests.helpers import FLOAT32_TOL, mismatches, numbers_by_row, readme_block
     t = wall(["neural_codes.py"])
     print(f"neural codes default run (N = 200, seed 0, 4 models): {t:.2f} s wall")
     X, V, _, _ = nc.load_split(0, 20000, n_test=10)
@@ -217,17 +195,12 @@ def bench_neural():
 
 
 def write_readme():
-    """Every README table between its <!-- name:start/end --> markers, rerun and written."""
-    sys.path.insert(0, str(ROOT))
-    from test_readme import EXPERIMENT_ARGS, JSON_TABLES, TABLES, fresh
-    path = ROOT / "README.md"
-    text = path.read_text()
+    """Every generated block of the README and docs/ pages (between its <!-- name:start/end
+    --> markers), rerun and written in place."""
+    from tests.helpers import EXPERIMENT_ARGS, JSON_TABLES, TABLES, block_page, fresh, write_block
     blocks = {**{k: args for k, (args, _, _) in JSON_TABLES.items()}, **TABLES, **EXPERIMENT_ARGS}
     for block, args in blocks.items():
         t0 = time.perf_counter()
-        start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
-        head, rest = text.split(start)
-        _, tail = rest.split(end)
         if block in JSON_TABLES:          # the tests compare these with their committed JSON
             _, json_path, table = JSON_TABLES[block]
             fresh(*args, "--json", str(ROOT / json_path))
@@ -235,25 +208,19 @@ def write_readme():
                 body = table(json.load(f))
         else:
             body = fresh(*args)
-        text = f"{head}{start}\n{body.strip()}\n{end}{tail}"
-        print(f"README {block}: written ({time.perf_counter() - t0:.1f} s)")
+        write_block(block, body)
+        print(f"{block_page(block).name} {block}: written ({time.perf_counter() - t0:.1f} s)")
     for block in NEURAL_JSON:
-        start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
-        head, rest = text.split(start)
-        _, tail = rest.split(end)
-        text = f"{head}{start}\n{neural_block(block).strip()}\n{end}{tail}"
-        print(f"README {block}: written from {NEURAL_JSON[block]}")
-    path.write_text(text)
+        write_block(block, neural_block(block))
+        print(f"{block_page(block).name} {block}: written from {NEURAL_JSON[block]}")
     return 0
 
 
 def bench_scoreboard():
     """Wall time of the 8-bit scoreboard, its 1994 part alone and whole, and the README's
     scoreboard against the fresh whole run."""
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "tests"))
     import neural_codes as nc
-    from test_readme import FLOAT32_TOL, TOL, mismatches, numbers_by_row, readme_block
+    from tests.helpers import FLOAT32_TOL, TOL, mismatches, numbers_by_row, readme_block
     t = wall(["neural_codes.py", "--scoreboard", "--models", *nc.SCORE_CORE])
     print(f"scoreboard without the VAE (6 models x {len(nc.SCORE_SIGMAS)} sigmas, coders, "
           f"compressors, limit): {t:.1f} s wall")
@@ -284,10 +251,7 @@ def bench_acn_one_bit(which):
     one-bit experiment (target < 60 s), and their README tables against the committed JSON
     (the ACN's whole five-seed run takes about 25 minutes: neural_codes.py --acn --seeds 0 1
     2 3 4 --json viz/acn.json)."""
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "tests"))
-    import neural_codes as nc
-    from test_readme import FLOAT32_TOL as TOL, mismatches, numbers_by_row, readme_block
+    from tests.helpers import FLOAT32_TOL as TOL, mismatches, numbers_by_row, readme_block
     path = os.path.join(TMP, f"{which}.json")
     if which == "acn":
         t = wall(["neural_codes.py", "--acn", "--n-samples", "20000", "--seed", "0",
@@ -368,7 +332,6 @@ def main():
 def trace_steps():
     """Wall time of tracing one step of each training phase of the factorial 4x6 VQ (seed
     0): the numpy operations recorded, then every read's LRU stack distance."""
-    sys.path.insert(0, str(ROOT))
     import numpy as np
     import data_movement as dm
     import spline_images_factorial_vq as sv

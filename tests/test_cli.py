@@ -1,21 +1,18 @@
 """The command line (SPEC section 5): bad input, JSON output, determinism."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 import spline_images_factorial_vq as sv
 import cli_kit as kit
+from tests.helpers import ROOT, run_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "spline_images_factorial_vq.py"
+SCRIPT = "spline_images_factorial_vq.py"
 SMALL = ["--n-samples", "40", "--n-test", "30", "--steps", "15", "--quiet"]
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=120)
+    return run_script(SCRIPT, *args)
 
 
 BAD_INPUT = [
@@ -44,7 +41,7 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("args", BAD_INPUT, ids=" ".join)
 def test_bad_input_exits_2_with_one_line(args, cli, monkeypatch):
-    monkeypatch.chdir(SCRIPT.parent)
+    monkeypatch.chdir(ROOT)
     status, out, err = cli(sv.main, *args)
     lines = err.strip().splitlines()
     assert status == 2 and not out and len(lines) == 1 and "error" in lines[0], err

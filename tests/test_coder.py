@@ -1,7 +1,4 @@
 """The bits-back coder: integer tables, constriction, model round trips, the file."""
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +6,8 @@ from scipy.stats import norm
 
 import spline_images_factorial_vq as sv
 import bits_back_coder as bbc
+from tests.helpers import run_python, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_tables(rng, n, S, precision=bbc.PRECISION, alpha=0.3):
@@ -221,8 +218,7 @@ def test_short_files_are_called_truncated_and_other_versions_named(small_models,
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "spline_images_factorial_vq.py"), *args],
-                          capture_output=True, text=True, timeout=120)
+    return run_script("spline_images_factorial_vq.py", *args)
 
 
 def test_cli_compress_decode_and_damage(tmp_path):
@@ -266,16 +262,12 @@ for path in sys.argv[1:]:
 """
 
 
-def python(code, *args, env=None):
-    import os
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def test_bitstreams_decode_under_other_floating_point_kernels(tmp_path):
     """Written with numpy's default kernels and decoded with its AVX-512 kernels off, and
     the other way round, for every coder row: the tables are the same integers."""
-    if python("import numpy", env=NO_AVX512).returncode:
+    if run_python("import numpy", env=NO_AVX512).returncode:
         pytest.skip("this numpy cannot switch its AVX-512 kernels off")
     import pickle
     X, T = sv.load_data(0, 200, 120)
@@ -284,10 +276,10 @@ def test_bitstreams_decode_under_other_floating_point_kernels(tmp_path):
     fitted = tmp_path / "fitted.pickle"         # fitted once: the tables are what is tested
     fitted.write_bytes(pickle.dumps((models, sv.quantise_images(T))))
     for writer, reader, tag in ((None, NO_AVX512, "default"), (NO_AVX512, None, "noavx")):
-        res = python(WRITE, str(tmp_path), tag, str(fitted), env=writer)
+        res = run_python(WRITE, str(tmp_path), tag, str(fitted), env=writer)
         assert res.returncode == 0, res.stderr
         files = sorted(str(p) for p in tmp_path.glob(f"{tag}_*.svqb"))
         assert len(files) == len(sv.CODER_MODELS)
-        res = python(READ, *files, env=reader)
+        res = run_python(READ, *files, env=reader)
         assert res.returncode == 0, res.stderr
         assert res.stdout.count("decoded") == len(files)

@@ -1,16 +1,13 @@
 """The open-question experiments: MI estimate, importance sampling, CLI and figures."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.integrate import quad
 
 import spline_images_factorial_vq as sv
+from tests.helpers import run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_mi_of_independent_codes_is_near_zero():
@@ -106,16 +103,13 @@ def test_generator_dl_is_near_the_laplace_estimate():
     assert np.all(se < 0.2) and 15 < bits.mean() < 27               # about 21 bits
 
 
-def run(script, *args):
-    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
-                          text=True, timeout=300)
 
 
 def test_experiment_cli_writes_json_and_figures(tmp_path, cli):
     import visualize_spline_images_factorial_vq as viz
     out = tmp_path / "e.json"
-    res = run("spline_images_factorial_vq.py", "--experiment", "annealing", "--seeds", "0",
-              "--json", str(out))
+    res = run_script("spline_images_factorial_vq.py", "--experiment", "annealing", "--seeds", "0",
+                     "--json", str(out), timeout=300)
     assert res.returncode == 0, res.stderr
     assert "[6/6]" in res.stderr and "poor optima" in res.stdout
     data = json.loads(out.read_text())

@@ -1,9 +1,6 @@
 """The figure and GIF scripts render from a tiny configuration and write decodable files."""
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -13,16 +10,15 @@ from PIL import Image
 import make_spline_images_factorial_vq_gif as gif
 import spline_images_factorial_vq as sv
 import visualize_spline_images_factorial_vq as viz
+from tests.helpers import ROOT, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--steps", "12", "--n-test", "24", "--quiet"]
 SCRIPTS = {"visualize_spline_images_factorial_vq.py": viz,
            "make_spline_images_factorial_vq_gif.py": gif}
 
 
 def run(script, *args):
-    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
-                          text=True, timeout=120)
+    return run_script(script, *args)
 
 
 def test_every_figure_is_written_at_its_drawn_size_and_decodes(tmp_path, monkeypatch, cli):

@@ -6,24 +6,11 @@ import numpy as np
 import pytest
 
 import neural_codes as nc
+from tests.helpers import finite_difference
 import bits_back_coder as bbc
 import spline_images_factorial_vq as sv
 
 TINY = (9, 7)                  # hidden widths small enough for full finite differences
-
-
-def finite_difference(f, theta, idx, h=1e-6):
-    """Central differences of the scalar f() with respect to theta[idx], in place."""
-    out = []
-    for i in idx:
-        old = theta[i]
-        theta[i] = old + h
-        up = f()
-        theta[i] = old - h
-        down = f()
-        theta[i] = old
-        out.append((up - down) / (2 * h))
-    return np.array(out)
 
 
 def images(n, seed=0):
@@ -31,26 +18,6 @@ def images(n, seed=0):
 
 
 # ----------------------------------------------------------------------------- the MLP block
-
-
-@pytest.mark.parametrize("act", ["relu", "tanh", "elu"])
-def test_mlp_backward_matches_finite_differences(act):
-    rng = np.random.default_rng(1)
-    sizes = (6, 8, 5, 3)
-    params = np.zeros(nc.MLP.n_params(sizes))
-    mlp = nc.MLP(sizes, params, act)
-    mlp.init(rng)
-    mlp.p["b0"][...] = rng.normal(0, 0.3, 8)        # kinks away from zero for the ReLU
-    X, G = rng.normal(size=(10, 6)), rng.normal(size=(10, 3))
-    loss = lambda: float(np.sum(mlp.forward(X)[0] * G))
-    out, cache = mlp.forward(X)
-    grad, g_X = mlp.backward(cache, G)
-    np.testing.assert_allclose(grad, finite_difference(loss, params, range(len(params))),
-                               rtol=1e-5, atol=1e-7)
-    fd_X = finite_difference(lambda: float(np.sum(mlp.forward(X.reshape(10, 6))[0] * G)),
-                             X.reshape(-1), range(X.size))
-    np.testing.assert_allclose(g_X.ravel(), fd_X, rtol=1e-5, atol=1e-7)
-    assert mlp.backward(cache, G, input_grad=False)[1] is None
 
 
 def test_networks_share_one_parameter_vector_and_survive_copies():

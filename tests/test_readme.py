@@ -9,96 +9,15 @@ times that, and still well under the 0.5-bit drift of a real change that was not
 back into the README, which must fail (test_a_half_bit_drift_fails).  The networks of
 neural_codes.py, trained in float32, drift further (FLOAT32_TOL below).
 """
-import re
-import subprocess
-import sys
-from pathlib import Path
+import json
 
 import numpy as np
 import pytest
 
 import spline_images_factorial_vq as sv
-
-ROOT = Path(__file__).resolve().parents[1]
-TOL = 0.2
-TABLES = {"meanfield": ["--objective", "meanfield", "--models", "standard_vq",
-                        "separate_slices", "factorial_vq"]}
-# a cheap row of the open-question tables, recomputed here; `python3 tests/bench.py
-# --readme` reruns the whole experiment section and the training table (about a minute)
-SPOT_ROWS = ((3, 8),)
-EXPERIMENT_ARGS = {"training": ["--experiment", "training"],
-                   "experiments": ["--experiment", "sweep", "alignment", "annealing", "limit"],
-                   "movement": ["--experiment", "movement"]}
-
-
-def readme_block(name):
-    readme = (ROOT / "README.md").read_text()
-    return re.search(rf"<!-- {name}:start -->(.*?)<!-- {name}:end -->", readme, re.S).group(1)
-
-
-def numbers_by_row(markdown):
-    """{row label: [numbers]} from the Markdown tables in a text; a seconds column (wall
-    time, which no two runs share) is left out."""
-    rows, header = {}, None
-    for line in markdown.splitlines():
-        if not line.startswith("|"):
-            header = None
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if header is None:
-            header = cells
-        elif not set(cells[1]) <= set("-: "):
-            keep = cells[1:-1] if header[-1] == "seconds" else cells[1:]
-            rows[cells[0]] = [float(x) for c in keep for x in re.findall(r"-?\d+\.\d+", c)]
-    return rows
-
-
-def mismatches(old, new, tol=TOL):
-    """Row labels whose numbers differ by more than tol, or that one side lacks."""
-    bad = sorted(set(old) ^ set(new))
-    for label in set(old) & set(new):
-        if len(old[label]) != len(new[label]) or not np.allclose(old[label], new[label],
-                                                                 rtol=0, atol=tol):
-            bad.append(label)
-    return bad
-
-
-def fresh(*args):
-    return subprocess.run([sys.executable, str(ROOT / "spline_images_factorial_vq.py"),
-                           "--quiet", "--markdown", *args], capture_output=True, text=True,
-                          check=True, timeout=300).stdout
-
-
-def results_table(data):
-    """The headline table, formatted from the JSON of a run of the main CLI."""
-    return sv.format_table({r["seed"]: r["models"] for r in data["results"]}, data["config"],
-                           markdown=True)
-
-
-def compress_table(data):
-    """The coder table, formatted from the JSON of `--compress`."""
-    cfg = {**data["config"], "seed": data["config"]["seeds"][0]}
-    return sv.format_compress_table(data["compress"], cfg, markdown=True)
-
-
-def sigma_table(data):
-    """The sigma_x section, formatted from the JSON of `--experiment sigma`."""
-    return sv.format_experiments({"sigma": data["sigma"]}, data["config"]["seeds"], markdown=True)
-
-
-# Blocks formatted from a committed run in viz/ (written by the CLI with these arguments and
-# --json): the tests refit a part of each, `python3 tests/bench.py --readme` reruns them whole.
-JSON_TABLES = {"results": (["--seeds", "0", "1", "2", "3", "4"], "viz/results.json",
-                           results_table),
-               "compress": (["--compress"], "viz/compress.json", compress_table),
-               "sigma": (["--experiment", "sigma"], "viz/sigma.json", sigma_table)}
-
-
-def committed(name):
-    import json
-    with open(ROOT / JSON_TABLES[name][1]) as f:
-        return json.load(f)
-
+from tests.helpers import (FLOAT32_TOL, ROOT, SPOT_ROWS, TABLES, TOL, committed, compress_table,
+                           fresh, mismatches, neural_block, numbers_by_row, readme_block,
+                           results_table, sigma_table)
 
 def test_readme_results_table_is_the_committed_run_and_seed_0_refits():
     data = committed("results")
@@ -175,24 +94,12 @@ def test_readme_training_rows_match_a_fresh_fit():
 def test_readme_modern_code_tables_are_the_committed_runs(name):
     """The modern-code tables are formatted from the JSON of their runs, committed in viz/
     (`python3 tests/bench.py --neural` reruns them and compares)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from bench import neural_block
     assert readme_block(name).strip() == neural_block(name).strip()
-
-
-# The networks train in float32, and their training follows BLAS's kernels and thread count,
-# not only numpy's: seed 0's VQ-VAE 4x6 came out 126.8 bits per image on an AVX-512 machine
-# and 128.9, 129.8 and 131.1 on an AVX2 one (OpenBLAS's Sandybridge kernels, 2 threads,
-# 1 thread); the seeds 0-4 spread 2.8 bits (standard deviation).  Against the committed run
-# a fresh fit can only be checked to within that drift, which catches a broken VQ-VAE, not
-# a small change.  (Trained in float64 the same fit is 128.5876 bits in all four settings.)
-FLOAT32_TOL = 8.0
 
 
 def test_committed_modern_code_runs_match_a_fresh_fit():
     """Spot check of viz/neural_seeds.json: seed 0's factorial VQ and PPCA-24 refitted to
     TOL, its VQ-VAE 4x6 to FLOAT32_TOL."""
-    import json
     import neural_codes as nc
     with open(ROOT / "viz" / "neural_seeds.json") as f:
         want = next(r for r in json.load(f)["results"] if r["seed"] == 0)["models"]
@@ -222,7 +129,6 @@ def test_readme_sigma_tables_are_the_committed_run_and_a_cell_refits():
 def test_readme_scoreboard_is_the_committed_run_and_a_row_refits():
     """The 8-bit scoreboard is formatted from viz/scoreboard.json (`python3 tests/bench.py
     --scoreboard` reruns it), and the factorial VQ's row refits and recodes to it."""
-    import json
     import neural_codes as nc
     with open(ROOT / "viz" / "scoreboard.json") as f:
         data = json.load(f)
@@ -237,7 +143,6 @@ def test_readme_scoreboard_is_the_committed_run_and_a_row_refits():
 def test_committed_one_bit_run_matches_a_fresh_fit():
     """Spot check of viz/one_bit_vae.json (`python3 tests/bench.py --one-bit` reruns it all):
     the one- and two-layer VAEs at ndims 2, seed 0, refitted."""
-    import json
     import neural_codes as nc
     with open(ROOT / "viz" / "one_bit_vae.json") as f:
         want = json.load(f)["one_bit"]["one_bit"]

@@ -1,0 +1,1 @@
+"""The test suite; tests/bench.py is the benchmark (python3 -m tests.bench)."""
