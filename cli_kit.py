@@ -19,9 +19,98 @@ LONG_RUN_SECONDS = 120        # print an estimate for runs longer than this
 
 def quit_on_interrupt(prog):
     """Ctrl-C while a script's libraries load: one line on stderr, status 130, no
-    traceback.  run_main takes over once main() runs."""
+    traceback (SIGTERM's default action already ends the process quietly).  run_main takes
+    over once main() runs."""
     signal.signal(signal.SIGINT, lambda *_: (print(f"{prog}: interrupted", file=sys.stderr),
                                              os._exit(130)))
+
+
+class Terminated(BaseException):
+    """Raised in the main process by SIGTERM, so that pools and files are closed on the
+    way out as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def check_output_path(path, folder=False):
+    """Raise OSError with a plain reason unless `path` can be written (a file, or with
+    folder=True a folder), without creating anything that stays.
+
+    The nearest existing ancestor must be a writable folder; this is probed by making and
+    removing a temporary entry there, since permission bits say nothing about read-only or
+    special file systems such as /proc.
+    """
+    if not path:
+        raise OSError("the path is empty")
+    path = os.path.abspath(path)
+    if os.path.isdir(path) and not folder:
+        raise OSError("is a folder; give a file name")
+    if os.path.exists(path) and folder and not os.path.isdir(path):
+        raise OSError("exists and is not a folder")
+    if os.path.exists(path) and not folder and not os.path.isfile(path):
+        raise OSError("exists and is not a regular file")
+    parent = path if folder else os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OSError(f"{parent} is a file, so no folder can be made inside it")
+    import tempfile
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".probe"))
+    except OSError as err:
+        raise OSError(f"cannot write in {parent} ({err.strerror or err})") from None
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then rename the temporary file onto path, so that an
+    interrupted or failed run never leaves a half-written file.  Missing folders are made
+    here, at the first write, and removed again if that write fails and leaves them empty.
+    The temporary name keeps the extension, for writers that choose a format by it."""
+    folder, name = os.path.split(os.path.abspath(path))
+    made, parent = [], folder
+    while not os.path.isdir(parent):
+        made.append(parent)
+        parent = os.path.dirname(parent)
+    stem, ext = os.path.splitext(name)
+    tmp = os.path.join(folder, f".{stem}.tmp{os.getpid()}{ext}")
+    ok = False
+    try:
+        os.makedirs(folder, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+        ok = True
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if not ok:
+            for d in made:                      # deepest first
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    break
+
+
+def write_json(path, payload):
+    """Write JSON atomically."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=1)
+    atomic_write(path, write)
+
+
+def versions():
+    """The software a JSON result was made with."""
+    import platform
+
+    import numpy
+    import scipy
+    return {"python": platform.python_version(), "numpy": numpy.__version__,
+            "scipy": scipy.__version__, "platform": platform.platform()}
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -50,15 +139,38 @@ class CLIParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
-    def given(self, argv):
-        """The dests of the flags that appear on the command line argv."""
+    def _flags(self, argv):
+        """(flag as typed, its action) for every flag on the command line argv."""
         argv = sys.argv[1:] if argv is None else argv
-        found = set()
+        out = []
         for token in argv:
+            if token == "--":
+                break
             action = self._option_string_actions.get(token.split("=", 1)[0])
             if action is not None:
-                found.add(action.dest)
-        return found
+                out.append((token.split("=", 1)[0], action))
+        return out
+
+    def given(self, argv):
+        """The dests of the flags that appear on the command line argv."""
+        return {action.dest for _, action in self._flags(argv)}
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's parse_args, refusing a flag given twice (argparse would keep the last)
+        and two flags of a mutually exclusive group whatever their values (argparse lets a
+        flag through that is given its default value)."""
+        seen = {}
+        for flag, action in self._flags(args):
+            if action.dest in seen:
+                again = "is given twice" if flag == seen[action.dest] else \
+                    f"is another name of {seen[action.dest]}, given before"
+                self.error(f"{flag} {again}: give each flag once")
+            seen[action.dest] = flag
+        for group in self._mutually_exclusive_groups:
+            both = [seen[a.dest] for a in group._group_actions if a.dest in seen]
+            if len(both) > 1:
+                self.error(f"argument {both[1]}: not allowed with argument {both[0]}")
+        return super().parse_args(args, namespace)
 
     def refuse_together(self, given, flag, others, why):
         """Error if flag (a dest) was given together with any of others (dests)."""
@@ -163,91 +275,26 @@ def map_workers(fn, tasks, workers):
         import multiprocessing
         ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
                                           else "spawn")
-        # workers ignore Ctrl-C: the parent alone handles it, and its pool ends them
-        with ctx.Pool(min(workers, len(tasks)), initializer=signal.signal,
-                      initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-            yield from pool.imap_unordered(fn, tasks)
+        with ctx.Pool(min(workers, len(tasks)), initializer=_worker_start,
+                      initargs=(os.getpid(),)) as pool:
+            yield from pool.imap_unordered(fn, tasks)      # leaving the block ends the pool
     else:
         yield from map(fn, tasks)
 
 
-# ----------------------------------------------------------------------------- files
-
-
-def check_output_path(path, folder=False):
-    """Raise OSError with a plain reason unless `path` can be written (a file, or with
-    folder=True a folder), without creating anything that stays.
-
-    The nearest existing ancestor must be a writable folder; this is probed by making and
-    removing a temporary entry there, since permission bits say nothing about read-only or
-    special file systems such as /proc.
-    """
-    if not path:
-        raise OSError("the path is empty")
-    path = os.path.abspath(path)
-    if os.path.isdir(path) and not folder:
-        raise OSError("is a folder; give a file name")
-    if os.path.exists(path) and folder and not os.path.isdir(path):
-        raise OSError("exists and is not a folder")
-    if os.path.exists(path) and not folder and not os.path.isfile(path):
-        raise OSError("exists and is not a regular file")
-    parent = path if folder else os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise OSError(f"{parent} is a file, so no folder can be made inside it")
-    import tempfile
+def _worker_start(parent):
+    """A worker ignores Ctrl-C (the parent alone handles it and its pool ends the workers),
+    dies of SIGTERM as usual (how a pool ends it), and dies with its parent however the
+    parent ends (Linux: the kernel's parent-death signal), so that no worker outlives it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".probe"))
-    except OSError as err:
-        raise OSError(f"cannot write in {parent} ({err.strerror or err})") from None
-
-
-def atomic_write(path, write):
-    """Call write(tmp_path), then rename the temporary file onto path, so that an
-    interrupted or failed run never leaves a half-written file.  Missing folders are made
-    here, at the first write, and removed again if that write fails and leaves them empty.
-    The temporary name keeps the extension, for writers that choose a format by it."""
-    folder, name = os.path.split(os.path.abspath(path))
-    made, parent = [], folder
-    while not os.path.isdir(parent):
-        made.append(parent)
-        parent = os.path.dirname(parent)
-    stem, ext = os.path.splitext(name)
-    tmp = os.path.join(folder, f".{stem}.tmp{os.getpid()}{ext}")
-    ok = False
-    try:
-        os.makedirs(folder, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-        ok = True
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if not ok:
-            for d in made:                      # deepest first
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    break
-
-
-def write_json(path, payload):
-    """Write JSON atomically."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=1)
-    atomic_write(path, write)
-
-
-def versions():
-    """The software a JSON result was made with."""
-    import platform
-
-    import numpy
-    import scipy
-    return {"python": platform.python_version(), "numpy": numpy.__version__,
-            "scipy": scipy.__version__, "platform": platform.platform()}
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)        # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):                     # not Linux: the pool still ends it
+        pass
+    if os.getppid() != parent:                            # the parent died before that
+        os._exit(1)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -294,15 +341,20 @@ def round_trip_cell(ok):
 
 
 def run_main(main, prog, argv=None):
-    """Run a script's main(argv); Ctrl-C ends it with one line on stderr and status 130.
-    Worker processes ignore the signal (see map_workers) and are ended by their pool.  A reader
-    that closes the pipe early (`| head`) ends it quietly with status 141, as a shell tool."""
+    """Run a script's main(argv); Ctrl-C ends it with one line on stderr and status 130,
+    SIGTERM with one line and status 143.  Worker processes end with it (see map_workers)
+    and no file is left half-written (atomic_write).  A reader that closes the pipe early
+    (`| head`) ends it quietly with status 141, as a shell tool."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(argv)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr, flush=True)
+        return 143
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no flush error at exit
         return 141

@@ -2,7 +2,7 @@
 
 The core module (spline_images_factorial_vq.py) reproduces Hinton & Zemel (1994).  This one
 sets beside it the codes a reader would use today, scored in exactly the core's convention
-(SPEC sections 3 and 7): bits per image on the same 2000 held-out images, pixel noise
+(docs/paper.md, "The accounting"): bits per image on the same 2000 held-out images, pixel noise
 sigma_x, data quantised at width t = sigma_x * sqrt(2 pi), so that every row here sits next
 to every row of the core's table with no conversion.
 
@@ -19,9 +19,10 @@ to every row of the core's table with no conversion.
 - The one-bit VAE (--one-bit): two data points, one latent, one- and two-layer VAEs; and
   the factorial VQ trained from random codewords with and without KL warm-up.
 
-One MLP building block, forward and hand-written backward, serves every network.  The core
-supplies the data, Adam, the CLI helpers and the bits-back coder; it never imports this
-module.  Run `python3 neural_codes.py --help`.
+Every network is built from the one MLP block (mlp.py, forward and hand-written backward).
+The core supplies the data, Adam and the 1994 models; bits_back_coder.py the coder these
+codes hand their integer tables to; cli_kit.py the command line.  The core never imports
+this module.  Run `python3 neural_codes.py --help`.
 """
 
 import sys
@@ -1701,7 +1702,7 @@ def format_alignment(models, n_train, seed, markdown=False):
 
 
 def report(payload, markdown=False):
-    """Every table of a run from its JSON payload: what main prints, and what the README's
+    """Every table of a run from its JSON payload: what main prints, and what the pages'
     blocks are regenerated from."""
     parts = []
     if "scoreboard" in payload:

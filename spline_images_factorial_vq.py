@@ -10,10 +10,13 @@ in bits per image, with the data quantised at width t = sigma_x * sqrt(2 pi) so 
 per-pixel Gaussian normaliser vanishes. At another width t' add
 D * log2(sigma_x * sqrt(2 pi) / t') bits.
 
-The file reads like the paper: data -> free energy -> models -> optimiser -> training ->
-evaluation, then the open questions the paper leaves (factor counts, alignment, warm-up,
-the generator's own description length), a bits-back coder on constriction that turns the
-bound into actual bits, and the CLI. Run `python3 spline_images_factorial_vq.py --help`.
+The file reads like the paper, each section using only those above it: data -> free
+energy -> hard codes (the deterministic search every model starts from) -> optimiser ->
+training -> models -> the model registry -> evaluation -> the open questions the paper
+leaves (factor counts, alignment, warm-up, the generator's own description length, sigma_x,
+data movement) -> coding the 1994 models with the bits-back coder -> the CLI.  The leaf
+modules bits_back_coder, data_movement, mlp and cli_kit know no model.  docs/architecture.md
+is the map.  Run `python3 spline_images_factorial_vq.py --help`.
 """
 
 import os
@@ -123,6 +126,11 @@ def generate_spline_images(n, seed=0, stream=0, blur_sigma=BLUR_SIGMA):
     return render_splines(controls, blur_sigma), controls
 
 
+def quantise_images(X):
+    """8-bit pixels (N, 96) uint8 of images in [0, 1]."""
+    return np.clip(np.round(X * (bbc.PIXEL_LEVELS - 1)), 0, bbc.PIXEL_LEVELS - 1).astype(np.uint8)
+
+
 def column_bands(n_bands):
     """(n_bands, 96) 0/1 masks: the 12 columns split into contiguous vertical bands."""
     cols = np.tile(np.arange(WIDTH), HEIGHT)                                    # column of each pixel
@@ -173,7 +181,7 @@ def softmax(z, axis=-1):
     return np.moveaxis(e / np.einsum("...k->...", e)[..., None], -1, axis)
 
 
-# The generative family (SPEC section 2): M factors of K codes, codebooks C (M, K, D),
+# The generative family: M factors of K codes, codebooks C (M, K, D),
 # bias b (D,), prior p(k) = prod_d softmax(a_d)[k_d], likelihood N(x; xhat(k), sigma_x^2 I)
 # with xhat(k) = b + sum_d C_d[k_d].  The recognition model is factorial, q = prod_d q_d.
 # Because the factors are independent under q, the expected squared error is exact in
@@ -306,99 +314,15 @@ def code_sq_errors(X, Xhat):
         0.0)
 
 
-# ----------------------------------------------------------------------------- models
-
-
-def kmeans_pp(X, n, rng):
-    """k-means++ seeding: n row indices of X (N, D), each drawn with probability
-    proportional to its squared distance from the rows already chosen."""
-    idx = [int(rng.integers(len(X)))]
-    dist = np.sum((X - X[idx[0]]) ** 2, axis=1)
-    for _ in range(n - 1):
-        total = dist.sum()
-        i = int(rng.choice(len(X), p=dist / total)) if total > 0 else int(rng.integers(len(X)))
-        idx.append(i)
-        dist = np.minimum(dist, np.sum((X - X[i]) ** 2, axis=1))
-    return np.array(idx)
-
-
-class CodeModel:
-    """The generative part shared by every discrete model: C (M, K, D), b (D,), a (M, K).
-
-    Subclasses keep all parameters as named views into one flat vector `theta`, so the
-    optimiser updates a single array and masks freeze entries by zeroing their gradient.
-    """
-
-    def __init__(self, layout, sigma_x, rng):
-        if sigma_x <= 0:
-            raise ValueError(f"sigma_x must be > 0, got {sigma_x}")
-        self.sigma_x = float(sigma_x)
-        self.rng = rng
-        self._layout, offset = {}, 0
-        for name, shape in layout.items():
-            size = int(np.prod(shape))
-            self._layout[name] = (slice(offset, offset + size), shape)
-            offset += size
-        self.theta = np.zeros(offset)
-        self.trainable = np.ones(offset)              # 0 marks a frozen entry
-        self.p, self.mask = self._views(self.theta), self._views(self.trainable)
-
-    def _views(self, flat):
-        """Named views into a flat vector laid out like theta."""
-        return {name: flat[sl].reshape(shape) for name, (sl, shape) in self._layout.items()}
-
-    # copies and pickles must rebuild the views, or p would stop sharing memory with theta
-    def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("p", "mask")}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.p, self.mask = self._views(self.theta), self._views(self.trainable)
-
-    @property
-    def n_dims(self):
-        return self.p["C"].shape[0]
-
-    @property
-    def n_codes(self):
-        return self.p["C"].shape[1]
-
-    def log_prior(self, codes):
-        """log p(k) in nats: codes (N, M) -> (N,)."""
-        log_pi = log_softmax(self.p["a"], axis=-1)
-        return log_pi[np.arange(self.n_dims), codes].sum(axis=1)
-
-    def reconstruct(self, codes):
-        """xhat(k) = b + sum_d C_d[k_d]: codes (N, M) -> (N, D)."""
-        return self.p["b"] + self.p["C"][np.arange(self.n_dims), codes].sum(axis=1)
-
-    def exact_dl(self, X, chunk_entries=CHUNK_ENTRIES):
-        """Exact DL of the generative model (Boltzmann posterior), bits: (N,) or None.
-
-        DL*(x) = -log2 sum_k p(k) exp(-||x - xhat(k)||^2 / (2 sigma_x^2)), enumerating all
-        K^M codes; None when K^M exceeds 65,536.
-        """
-        M, K = self.n_dims, self.n_codes
-        if K**M > MAX_ENUMERATION:
-            return None
-        codes = all_codes(M, K)
-        Xhat, log_p = self.reconstruct(codes), self.log_prior(codes)
-        out = np.empty(len(X))
-        step = max(1, chunk_entries // len(codes))
-        for i in range(0, len(X), step):
-            e = code_sq_errors(X[i:i + step], Xhat)
-            out[i:i + step] = -logsumexp(log_p - e / (2 * self.sigma_x**2), axis=1) / LN2
-        return out
-
-
-# --- hard codes ---------------------------------------------------------------------------
+# ----------------------------------------------------------------------------- hard codes
 #
 # The deterministic counterpart of each stochastic model: the same generative family, but
 # every image sends one joint code, the shortest, of (||x - xhat(k)||^2 / (2 sigma_x^2)
 # - log p(k)) / ln 2 bits.  Its search (alternate the shortest codes with least-squares
 # codebooks and the codes' frequencies, the k-means recipe) is also where every stochastic
 # model starts: a one-hot posterior lies inside the bits-back family, so bits-back training
-# from there should end no worse (README, "Bits-back against hard assignment").
+# from there can end no worse (docs/hard_codes.md).  Here, the search over stacked starts;
+# the HardCode class is with the models.
 
 HARD_RESTARTS = 8              # starts of the hard-code search; the lowest training length wins
 HARD_ITERS = 100               # alternations at most; the search stops when no code changes
@@ -406,17 +330,18 @@ FREQ_FLOOR = 1e-300            # a code no training image used: finite, never wo
 START_FREQ_FLOOR = 1e-4        # ... and in a stochastic model's start, still within reach
 
 
-def shortest_codes(X, C, b, log_pi, sigma_x, codes=None, chunk_entries=CHUNK_ENTRIES):
+def shortest_codes(X, C, b, log_pi, sigma_x, codes=None, chunk_entries=CHUNK_ENTRIES,
+                   max_joint=MAX_ENUMERATION):
     """The shortest joint code of each image, argmin_k ||x - xhat(k)||^2/(2 sigma_x^2) - log p(k).
 
     X (N, D), C (..., M, K, D), b (..., D), log_pi (..., M, K) -> codes (..., N, M); the
     leading axes hold several models at once.  Exhaustive over the K^M codes when there
-    are at most MAX_ENUMERATION: the length splits into a per-image part
+    are at most max_joint: the length splits into a per-image part
     sum_d (x - b).C_d[k_d] / sigma^2 + log pi_d(k_d) (added up by broadcasting, M adds per
     joint code instead of D multiplies) and a per-code part ||sum_d C_d[k_d]||^2/(2 sigma^2).
     When the factors' codewords cover disjoint pixels (the slices) the length is a sum of
     one term per factor and one coordinate-wise sweep is exact.  Otherwise, beyond
-    MAX_ENUMERATION, coordinate-wise from `codes` (or the factor-by-factor greedy codes),
+    max_joint, coordinate-wise from `codes` (or the factor-by-factor greedy codes),
     each factor set to its best given the others until none changes: a local optimum.
     """
     *lead, M, K, Dx = C.shape
@@ -424,7 +349,7 @@ def shortest_codes(X, C, b, log_pi, sigma_x, codes=None, chunk_entries=CHUNK_ENT
     U = code_scores(X, C, b) / s2 + log_pi[..., None, :, :]                # (..., N, M, K)
     N = U.shape[-3]
     disjoint = M > 1 and bool((np.any(C != 0, axis=-2).sum(axis=-2) <= 1).all())
-    if K**M <= MAX_ENUMERATION and not disjoint:
+    if K**M <= max_joint and not disjoint:
         joint = all_codes(M, K)                                             # (J, M)
         # ||sum_d C_d[k_d]||^2 from the codebooks' Gram blocks, over the grid of codes
         gram = np.einsum("...mkd,...nld->...mnkl", C, C) / (2 * s2)         # (..., M, M, K, K)
@@ -584,6 +509,235 @@ def hard_code_bits(X, C, b, a, sigma_x, codes):
     recon = np.einsum("nd,nd->n", err, err) / (2 * sigma_x**2) / LN2
     code = -log_pi[np.arange(M), codes].sum(axis=1) / LN2
     return {"recon": recon, "code": code, "total": recon + code}
+
+
+def kmeans_pp(X, n, rng):
+    """k-means++ seeding: n row indices of X (N, D), each drawn with probability
+    proportional to its squared distance from the rows already chosen."""
+    idx = [int(rng.integers(len(X)))]
+    dist = np.sum((X - X[idx[0]]) ** 2, axis=1)
+    for _ in range(n - 1):
+        total = dist.sum()
+        i = int(rng.choice(len(X), p=dist / total)) if total > 0 else int(rng.integers(len(X)))
+        idx.append(i)
+        dist = np.minimum(dist, np.sum((X - X[i]) ** 2, axis=1))
+    return np.array(idx)
+
+
+# ----------------------------------------------------------------------------- optimiser
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015), written out; state is kept per parameter array."""
+
+    def __init__(self, params, lr=1e-2, betas=(0.9, 0.999), eps=1e-8):
+        self.params = list(params)
+        self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def step(self, grads, lr=None):
+        """One in-place update of every parameter from its gradient."""
+        self.t += 1
+        lr = self.lr if lr is None else lr
+        c1, c2 = 1.0 - self.b1**self.t, 1.0 - self.b2**self.t
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m *= self.b1
+            m += (1.0 - self.b1) * g
+            v *= self.b2
+            v += (1.0 - self.b2) * g * g
+            p -= lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
+
+
+# ----------------------------------------------------------------------------- training
+
+SCHEDULES = ("kl", "sigma", "none")
+
+
+def schedule_values(schedule, frac, sigma_x):
+    """(kl_weight, sigma) at fraction frac of training.
+
+    "kl": the KL weight warms up linearly from 0.1 to 1 over the first half;
+    "sigma": sigma anneals geometrically from 3 sigma_x to sigma_x over the first half;
+    "none": the plain free energy throughout.  Only the second half is the true objective.
+    """
+    ramp = min(1.0, 2.0 * frac)
+    if schedule == "kl":
+        return 0.1 + 0.9 * ramp, sigma_x
+    if schedule == "sigma":
+        return 1.0, sigma_x * 3.0 ** (1.0 - ramp)
+    return 1.0, sigma_x
+
+
+WARMUP = 0.1                   # fraction of the Adam steps over which the rate rises
+
+
+def learning_rate_factor(t, steps):
+    """The rate at step t of `steps`, as a fraction of lr: a linear rise over the first
+    WARMUP of the steps (Adam's first updates move every weight by about lr, whatever its
+    gradient, which would throw a trained model off), then a cosine decay to 1/20."""
+    rise = min(1.0, (t + 1) / max(1.0, WARMUP * steps))
+    return rise * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t / steps)))
+
+
+def train(model, X, steps=STEPS, lr=0.02, schedule="sigma", objective="bits-back",
+          X_eval=None, eval_every=0, snapshot_every=0):
+    """Full-batch Adam on a model's loss_and_grad (one step = one epoch).
+
+    The learning rate follows learning_rate_factor.  Returns a history with the
+    training objective per step ("loss", bits); at the start, every eval_every steps and
+    after the last, F in bits on X ("train") and on X_eval ("heldout", with its
+    "heldout_recon" and "heldout_code"; see record_eval); and with snapshot_every, copies
+    of theta ("snapshots": [(step, theta)], from step 0 on).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}")
+    opt = Adam([model.theta], lr=lr)
+    history = {"loss": [], "eval_step": [], "train": [], "heldout": [], "heldout_recon": [],
+               "heldout_code": [], "snapshots": []}
+    if eval_every:
+        record_eval(history, 0, model, X, X_eval)
+    for t in range(steps):
+        if snapshot_every and t % snapshot_every == 0:
+            history["snapshots"].append((t, model.theta.copy()))
+        beta, sigma = schedule_values(schedule, t / steps, model.sigma_x)
+        loss, g = model.loss_and_grad(X, kl_weight=beta, variance=objective == "bits-back",
+                                      sigma_x=sigma)
+        opt.step([g], lr=lr * learning_rate_factor(t, steps))
+        history["loss"].append(loss / LN2)
+        if eval_every and ((t + 1) % eval_every == 0 or t + 1 == steps):
+            record_eval(history, t + 1, model, X, X_eval)
+    if snapshot_every:
+        history["snapshots"].append((steps, model.theta.copy()))
+    return history
+
+
+def record_eval(history, step, model, X, X_eval):
+    """Append F (bits, mean over images; the refined posterior's for a FactorialVQ) on the
+    training and held-out sets to history."""
+    history["eval_step"].append(step)
+    history["train"].append(float(model.description_length(X)["total"].mean()))
+    if X_eval is not None:
+        dl = model.description_length(X_eval)
+        for key in ("total", "recon", "code"):
+            history["heldout" if key == "total" else f"heldout_{key}"].append(float(dl[key].mean()))
+
+
+EM_ITERS = 50                  # variational EM iterations from each hard-code start
+EM_SWEEPS = 2                  # mean-field sweeps per E-step (from the previous posterior)
+
+
+def em_step(X, C, b, a, q, sigma, groups, learn_prior=True, sweeps=EM_SWEEPS):
+    """One EM iteration: `sweeps` mean-field sweeps of q at noise sigma, then the
+    least-squares codebooks and bias and (with learn_prior) the prior.  Returns C, b, a, q."""
+    q = mean_field(X, C, b, a, q, sigma, sweeps=sweeps, tol=None)
+    b, C = least_squares_codebooks(X, q, C, groups)
+    if learn_prior:
+        a = np.log(np.maximum(q.mean(axis=-3), FREQ_FLOOR))
+    return C, b, a, q
+
+
+def variational_em(X, C, b, a, sigma_x, groups, learn_prior=True, iters=EM_ITERS,
+                   schedule="sigma", on_step=None):
+    """Variational EM on F for the generative part of a factorial model, from R starts at
+    once: C (R, M, K, D), b (R, D), a (R, M, K).  Returns (C, b, a, F) with F (R,) the
+    final mean training F in bits of each.
+
+    E-step: EM_SWEEPS mean-field sweeps from the previous posterior, each update the exact
+    minimiser of F over one factor's q.  M-step: the least-squares codebooks and bias for
+    that q (least_squares_codebooks) and the prior a = log mean_n q, each the exact
+    minimiser of F over those parameters.  So at the true sigma_x, F on X never increases.
+    The warm-up schedule (schedule_values) sets the E-step's temperature over the first
+    half: a KL weight beta acts as the noise sigma * sqrt(beta).  on_step(t, C, b, a) is
+    called before each iteration and after the last (for histories).
+    """
+    R, M, K = a.shape
+    q = np.full((R, len(X), M, K), 1.0 / K)
+    for t in range(iters):
+        if on_step:
+            on_step(t, C, b, a)
+        beta, sigma = schedule_values(schedule, t / iters, sigma_x)
+        C, b, a, q = em_step(X, C, b, a, q, sigma * math.sqrt(beta), groups, learn_prior,
+                             EM_SWEEPS if t else 5 * EM_SWEEPS)
+    if on_step:
+        on_step(iters, C, b, a)
+    q = mean_field(X, C, b, a, q, sigma_x, sweeps=5 * EM_SWEEPS, tol=None)
+    F = [free_energy(X, C[r], b[r], a[r], np.log(np.clip(q[r], 1e-300, None)), sigma_x)
+         for r in range(R)]
+    return C, b, a, np.array([np.mean(recon + code) for recon, code in F]) / LN2
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class CodeModel:
+    """The generative part shared by every discrete model: C (M, K, D), b (D,), a (M, K).
+
+    Subclasses keep all parameters as named views into one flat vector `theta`, so the
+    optimiser updates a single array and masks freeze entries by zeroing their gradient.
+    """
+
+    def __init__(self, layout, sigma_x, rng):
+        if sigma_x <= 0:
+            raise ValueError(f"sigma_x must be > 0, got {sigma_x}")
+        self.sigma_x = float(sigma_x)
+        self.rng = rng
+        self._layout, offset = {}, 0
+        for name, shape in layout.items():
+            size = int(np.prod(shape))
+            self._layout[name] = (slice(offset, offset + size), shape)
+            offset += size
+        self.theta = np.zeros(offset)
+        self.trainable = np.ones(offset)              # 0 marks a frozen entry
+        self.p, self.mask = self._views(self.theta), self._views(self.trainable)
+
+    def _views(self, flat):
+        """Named views into a flat vector laid out like theta."""
+        return {name: flat[sl].reshape(shape) for name, (sl, shape) in self._layout.items()}
+
+    # copies and pickles must rebuild the views, or p would stop sharing memory with theta
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("p", "mask")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.p, self.mask = self._views(self.theta), self._views(self.trainable)
+
+    @property
+    def n_dims(self):
+        return self.p["C"].shape[0]
+
+    @property
+    def n_codes(self):
+        return self.p["C"].shape[1]
+
+    def log_prior(self, codes):
+        """log p(k) in nats: codes (N, M) -> (N,)."""
+        log_pi = log_softmax(self.p["a"], axis=-1)
+        return log_pi[np.arange(self.n_dims), codes].sum(axis=1)
+
+    def reconstruct(self, codes):
+        """xhat(k) = b + sum_d C_d[k_d]: codes (N, M) -> (N, D)."""
+        return self.p["b"] + self.p["C"][np.arange(self.n_dims), codes].sum(axis=1)
+
+    def exact_dl(self, X, chunk_entries=CHUNK_ENTRIES):
+        """Exact DL of the generative model (Boltzmann posterior), bits: (N,) or None.
+
+        DL*(x) = -log2 sum_k p(k) exp(-||x - xhat(k)||^2 / (2 sigma_x^2)), enumerating all
+        K^M codes; None when K^M exceeds 65,536.
+        """
+        M, K = self.n_dims, self.n_codes
+        if K**M > MAX_ENUMERATION:
+            return None
+        codes = all_codes(M, K)
+        Xhat, log_p = self.reconstruct(codes), self.log_prior(codes)
+        out = np.empty(len(X))
+        step = max(1, chunk_entries // len(codes))
+        for i in range(0, len(X), step):
+            e = code_sq_errors(X[i:i + step], Xhat)
+            out[i:i + step] = -logsumexp(log_p - e / (2 * self.sigma_x**2), axis=1) / LN2
+        return out
 
 
 class HardCode(CodeModel):
@@ -1148,150 +1302,6 @@ class PCA:
         return self.description_length(X)["total"]
 
 
-# ----------------------------------------------------------------------------- optimiser
-
-
-class Adam:
-    """Adam (Kingma & Ba, 2015), written out; state is kept per parameter array."""
-
-    def __init__(self, params, lr=1e-2, betas=(0.9, 0.999), eps=1e-8):
-        self.params = list(params)
-        self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
-        self.m = [np.zeros_like(p) for p in self.params]
-        self.v = [np.zeros_like(p) for p in self.params]
-        self.t = 0
-
-    def step(self, grads, lr=None):
-        """One in-place update of every parameter from its gradient."""
-        self.t += 1
-        lr = self.lr if lr is None else lr
-        c1, c2 = 1.0 - self.b1**self.t, 1.0 - self.b2**self.t
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m *= self.b1
-            m += (1.0 - self.b1) * g
-            v *= self.b2
-            v += (1.0 - self.b2) * g * g
-            p -= lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
-
-
-# ----------------------------------------------------------------------------- training
-
-SCHEDULES = ("kl", "sigma", "none")
-
-
-def schedule_values(schedule, frac, sigma_x):
-    """(kl_weight, sigma) at fraction frac of training.
-
-    "kl": the KL weight warms up linearly from 0.1 to 1 over the first half;
-    "sigma": sigma anneals geometrically from 3 sigma_x to sigma_x over the first half;
-    "none": the plain free energy throughout.  Only the second half is the true objective.
-    """
-    ramp = min(1.0, 2.0 * frac)
-    if schedule == "kl":
-        return 0.1 + 0.9 * ramp, sigma_x
-    if schedule == "sigma":
-        return 1.0, sigma_x * 3.0 ** (1.0 - ramp)
-    return 1.0, sigma_x
-
-
-WARMUP = 0.1                   # fraction of the Adam steps over which the rate rises
-
-
-def learning_rate_factor(t, steps):
-    """The rate at step t of `steps`, as a fraction of lr: a linear rise over the first
-    WARMUP of the steps (Adam's first updates move every weight by about lr, whatever its
-    gradient, which would throw a trained model off), then a cosine decay to 1/20."""
-    rise = min(1.0, (t + 1) / max(1.0, WARMUP * steps))
-    return rise * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t / steps)))
-
-
-def train(model, X, steps=STEPS, lr=0.02, schedule="sigma", objective="bits-back",
-          X_eval=None, eval_every=0, snapshot_every=0):
-    """Full-batch Adam on a model's loss_and_grad (one step = one epoch).
-
-    The learning rate follows learning_rate_factor.  Returns a history with the
-    training objective per step ("loss", bits); at the start, every eval_every steps and
-    after the last, F in bits on X ("train") and on X_eval ("heldout", with its
-    "heldout_recon" and "heldout_code"; see record_eval); and with snapshot_every, copies
-    of theta ("snapshots": [(step, theta)], from step 0 on).
-    """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}")
-    opt = Adam([model.theta], lr=lr)
-    history = {"loss": [], "eval_step": [], "train": [], "heldout": [], "heldout_recon": [],
-               "heldout_code": [], "snapshots": []}
-    if eval_every:
-        record_eval(history, 0, model, X, X_eval)
-    for t in range(steps):
-        if snapshot_every and t % snapshot_every == 0:
-            history["snapshots"].append((t, model.theta.copy()))
-        beta, sigma = schedule_values(schedule, t / steps, model.sigma_x)
-        loss, g = model.loss_and_grad(X, kl_weight=beta, variance=objective == "bits-back",
-                                      sigma_x=sigma)
-        opt.step([g], lr=lr * learning_rate_factor(t, steps))
-        history["loss"].append(loss / LN2)
-        if eval_every and ((t + 1) % eval_every == 0 or t + 1 == steps):
-            record_eval(history, t + 1, model, X, X_eval)
-    if snapshot_every:
-        history["snapshots"].append((steps, model.theta.copy()))
-    return history
-
-
-def record_eval(history, step, model, X, X_eval):
-    """Append F (bits, mean over images; the refined posterior's for a FactorialVQ) on the
-    training and held-out sets to history."""
-    history["eval_step"].append(step)
-    history["train"].append(float(model.description_length(X)["total"].mean()))
-    if X_eval is not None:
-        dl = model.description_length(X_eval)
-        for key in ("total", "recon", "code"):
-            history["heldout" if key == "total" else f"heldout_{key}"].append(float(dl[key].mean()))
-
-
-EM_ITERS = 50                  # variational EM iterations from each hard-code start
-EM_SWEEPS = 2                  # mean-field sweeps per E-step (from the previous posterior)
-
-
-def em_step(X, C, b, a, q, sigma, groups, learn_prior=True, sweeps=EM_SWEEPS):
-    """One EM iteration: `sweeps` mean-field sweeps of q at noise sigma, then the
-    least-squares codebooks and bias and (with learn_prior) the prior.  Returns C, b, a, q."""
-    q = mean_field(X, C, b, a, q, sigma, sweeps=sweeps, tol=None)
-    b, C = least_squares_codebooks(X, q, C, groups)
-    if learn_prior:
-        a = np.log(np.maximum(q.mean(axis=-3), FREQ_FLOOR))
-    return C, b, a, q
-
-
-def variational_em(X, C, b, a, sigma_x, groups, learn_prior=True, iters=EM_ITERS,
-                   schedule="sigma", on_step=None):
-    """Variational EM on F for the generative part of a factorial model, from R starts at
-    once: C (R, M, K, D), b (R, D), a (R, M, K).  Returns (C, b, a, F) with F (R,) the
-    final mean training F in bits of each.
-
-    E-step: EM_SWEEPS mean-field sweeps from the previous posterior, each update the exact
-    minimiser of F over one factor's q.  M-step: the least-squares codebooks and bias for
-    that q (least_squares_codebooks) and the prior a = log mean_n q, each the exact
-    minimiser of F over those parameters.  So at the true sigma_x, F on X never increases.
-    The warm-up schedule (schedule_values) sets the E-step's temperature over the first
-    half: a KL weight beta acts as the noise sigma * sqrt(beta).  on_step(t, C, b, a) is
-    called before each iteration and after the last (for histories).
-    """
-    R, M, K = a.shape
-    q = np.full((R, len(X), M, K), 1.0 / K)
-    for t in range(iters):
-        if on_step:
-            on_step(t, C, b, a)
-        beta, sigma = schedule_values(schedule, t / iters, sigma_x)
-        C, b, a, q = em_step(X, C, b, a, q, sigma * math.sqrt(beta), groups, learn_prior,
-                             EM_SWEEPS if t else 5 * EM_SWEEPS)
-    if on_step:
-        on_step(iters, C, b, a)
-    q = mean_field(X, C, b, a, q, sigma_x, sweeps=5 * EM_SWEEPS, tol=None)
-    F = [free_energy(X, C[r], b[r], a[r], np.log(np.clip(q[r], 1e-300, None)), sigma_x)
-         for r in range(R)]
-    return C, b, a, np.array([np.mean(recon + code) for recon, code in F]) / LN2
-
-
 # ----------------------------------------------------------------------------- the model registry
 #
 # Every 1994 model, once.  Adding one is an entry here, its class above and its colour in
@@ -1688,7 +1698,7 @@ def recipe_step(key, X, seed):
     return model
 
 
-def _experiment_task(task):
+def experiment_task(task):
     """Worker: one factorial model fitted and scored, or one chunk of the limit."""
     kind, seed, arg = task
     X, Xt = load_data(seed)
@@ -1752,7 +1762,7 @@ def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
     for s in seeds:
         load_data(s)                         # render once here; forked workers inherit it
     done, t0, results = 0, time.perf_counter(), []
-    for item in kit.map_workers(_experiment_task, tasks, workers):
+    for item in kit.map_workers(experiment_task, tasks, workers):
         results.append(item)
         done += 1
         kind, seed, arg, _ = item
@@ -1883,6 +1893,12 @@ def summarise_experiments(names, results, seeds):
     return out
 
 
+# --- data movement of training ----------------------------------------------------------------
+#
+# The earlier reproduction's last open question: what does training cost in data movement,
+# the quantity that dominates energy on real hardware?  Each phase's step is traced once
+# (data_movement.py: the tracer, its conventions and the exact LRU stack distances).
+
 MOVEMENT_MODELS = ("standard_vq", "separate_slices", "residual_vq", "factorial_vq", "pca24")
 MOVEMENT_TEST = 500            # held-out images of the training curves behind "steps to 1 bit"
 PHASES = ("hard", "em", "adam")
@@ -1898,14 +1914,14 @@ def traced_model(model):
     return clone
 
 
-def _trace_adam_step(model, X):
+def trace_adam_step(model, X):
     """Movement of one Adam step (loss, gradient, update) of a copy of a trained model."""
     clone, Xt = traced_model(model), X.view(dm.Traced)
     opt = Adam([clone.theta], lr=LR)
     return dm.movement(*dm.trace(lambda: opt.step([clone.loss_and_grad(Xt)[1]])))
 
 
-def _trace_hard_step(X, starts, sigma_x, groups):
+def trace_hard_step(X, starts, sigma_x, groups):
     """Movement of one alternation of the batched hard-code search from these starts."""
     stack = lambda key: np.stack([f[key] for f in starts])
     C, b, a = stack("C"), stack("b"), stack("a")
@@ -1929,7 +1945,8 @@ def training_movement(name, X, X_eval, seed=0):
     rng = np.random.default_rng([seed, 1000 + model_stream(name)])
     model = build_model(name, rng=rng)
     if isinstance(model, PCA):
-        fit = dm.movement(*dm.trace(lambda: PCA(model.n_components, model.sigma_x).fit(X.view(dm.Traced))))
+        fresh = PCA(model.n_components, model.sigma_x)
+        fit = dm.movement(*dm.trace(lambda: fresh.fit(X.view(dm.Traced))))
         model.fit(X)
         return {"fit": {"steps": 1, **fit}, "steps_to_1bit": 1, "dmc_to_train": fit["dmc"],
                 "heldout": float(model.description_length(X_eval)["total"].mean())}
@@ -1938,7 +1955,7 @@ def training_movement(name, X, X_eval, seed=0):
     if isinstance(model, FactorialVQ):
         groups = pixel_groups(model.n_dims, model.bands)
         out["hard"] = {"steps": model.starts[0]["iters"],
-                       **_trace_hard_step(X, model.starts, model.sigma_x, groups)}
+                       **trace_hard_step(X, model.starts, model.sigma_x, groups)}
         stack = lambda key: np.stack([f[key] for f in model.starts])
         C, b, a = stack("C"), stack("b"), np.maximum(stack("a"), math.log(START_FREQ_FLOOR))
         q = em_step(X, C, b, a, np.full(a.shape[:1] + (len(X),) + a.shape[1:], 1 / model.n_codes),
@@ -1951,10 +1968,10 @@ def training_movement(name, X, X_eval, seed=0):
         search = hard_code_search(X, 1, model.n_codes, model.sigma_x,
                                   np.random.default_rng([seed, 7]))
         out["hard"] = {"steps": model.hard.iters,
-                       **_trace_hard_step(X, search, model.sigma_x, pixel_groups(1))}
+                       **trace_hard_step(X, search, model.sigma_x, pixel_groups(1))}
         out["em"], em_steps = {"steps": 0, "reads": 0, "dmc": 0.0, "ard": 0.0}, 0
     history = model.fit(X, X_eval=X_eval[:MOVEMENT_TEST], eval_every=1)
-    out["adam"] = {"steps": STEPS, **_trace_adam_step(model, X)}
+    out["adam"] = {"steps": STEPS, **trace_adam_step(model, X)}
     curve = np.array(history["heldout"])
     reached = int(np.array(history["eval_step"])[np.argmax(curve <= curve[-1] + 1.0)])
     out["steps_to_1bit"] = reached
@@ -1974,7 +1991,6 @@ def training_movement(name, X, X_eval, seed=0):
 
 COMPRESS_CHUNK = 2_000_000             # (image, joint code) pairs the bound holds at once
 LOGIT_BITS = 10                        # recognition weights and prior logits, 2^-10
-CODE_BITS = bbc.PARAM_BITS             # codewords and bias in units of 2^-12, as pixel means
 Q_BITS = 15                            # posterior probabilities inside the refinement
 CODER_FORMS = ("factorial", "residual")
 
@@ -2083,7 +2099,7 @@ class CodingModel:
         return bbc.softmax_table(logits)
 
     def _mean_field(self, V, logits):
-        """Mean-field sweeps (SPEC section 3) in fixed point; an image stops when a sweep
+        """Mean-field sweeps in fixed point; an image stops when a sweep
         changes none of its probabilities.  Returns each factor's last logits (N, M, K)."""
         p, M = self.params, self.n_dims
         C, prior = p["C"], p["a"] / 2.0**LOGIT_BITS
@@ -2184,10 +2200,10 @@ def discrete_bound(cm, V, prune=1e-9, n_draws=64, rng=None):
 # The compression experiment, the bitstream file and the baselines.
 
 # every coded model, and the factorial VQ's recognition network alone ("amortised")
-CODER_MODELS = tuple(name for name, spec in MODELS.items() if spec.coded) + ("factorial_vq_amortised",)
+CODER_MODELS = (*(name for name, spec in MODELS.items() if spec.coded), "factorial_vq_amortised")
 
 
-def _coder_variant(models, name):
+def coder_variant(models, name):
     """The fitted model behind a coder row; the amortised row is the factorial model with
     its refinement switched off."""
     if name == "factorial_vq_amortised":
@@ -2242,18 +2258,13 @@ def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log
     V = quantise_images(out["heldout"])
     rows, streams = {}, {}
     for name in models:
-        rows[name], streams[name] = code_and_check(_coder_variant(out["models"], name), V, seed)
+        rows[name], streams[name] = code_and_check(coder_variant(out["models"], name), V, seed)
         log(f"{name:24s} {rows[name]['actual_bits']:8.2f} bits per image "
             f"({rows[name]['overhead_pct']:+.3f}% over F_t), round trip "
             f"{kit.round_trip_cell(rows[name]['roundtrip'])}, {rows[name]['seconds']:.2f} s")
     rows["seconds"] = sum(rows[name]["seconds"] for name in models)
     rows["baselines"] = baseline_bits(V)
     return rows, streams
-
-
-def quantise_images(X):
-    """8-bit pixels (N, 96) uint8 of images in [0, 1]."""
-    return np.clip(np.round(X * (bbc.PIXEL_LEVELS - 1)), 0, bbc.PIXEL_LEVELS - 1).astype(np.uint8)
 
 
 def _whole(lo, hi):
@@ -2308,7 +2319,8 @@ def _parse_bitstream(path, blob):
         raise ValueError(f"{path}: header field 'n_params' does not fit the model, or the "
                          f"file is truncated")
     flat, words = bbc.split_payload(path, rest, sum(sizes), header["lanes"])
-    params = {k: v.reshape(shapes[k]) for k, v in zip(shapes, np.split(flat, np.cumsum(sizes)[:-1]))}
+    parts = np.split(flat, np.cumsum(sizes)[:-1])
+    params = {k: v.reshape(shape) for (k, shape), v in zip(shapes.items(), parts)}
     refine = 0 if header["model"].endswith("_amortised") else header["refine"]
     try:
         cm = CodingModel(header["form"], M, K, header["sigma_x"], refine, params)

@@ -12,30 +12,30 @@ sweep, and the open-question experiments.
     python3 -m tests.bench --readme
 
 instead reruns the full-size results, coder, training, open-question and sigma_x runs (about
-three minutes) and checks every number of those README sections against them, with the test
+three minutes) and checks every number of those sections of the pages against them, with the test
 suite's tolerance (scaled up below sigma_x = 0.15, see check_sigma); the suite itself refits
 only a few cheap rows.
 
     python3 -m tests.bench --write-readme
 
-reruns every command behind a README table and writes its output into the README in place
+reruns every command behind a generated table and writes its output into its page in place
 (the modern-code tables from the committed JSON files in viz/, see --neural).
 
     python3 -m tests.bench --scoreboard
 
 times the 8-bit scoreboard (neural_codes.py --scoreboard), without the VAE and whole (target
-2 minutes), and checks the README's scoreboard against the fresh run.
+2 minutes), and checks the pages' scoreboard against the fresh run.
 
     python3 -m tests.bench --acn        python3 -m tests.bench --one-bit
 
 time the ACN run at N = 20000 (one seed, target 5 minutes) and the one-bit experiment
-(target 60 s), and check them against the committed viz/acn.json and the README.
+(target 60 s), and check them against the committed viz/acn.json and the pages.
 
     python3 -m tests.bench --neural
 
 instead times the modern codes (neural_codes.py): the default run, a VAE training step at
 batch 128, the five-seed N = 200 run and the training-size sweep (about 12 minutes) with its
-peak memory, and checks the README's modern-code tables against these fresh runs.
+peak memory, and checks the pages' modern-code tables against these fresh runs.
 """
 import argparse
 import json
@@ -70,7 +70,7 @@ def wall(args):
 
 
 def check_readme_experiments():
-    """Every number of the README's training and experiment sections against fresh
+    """Every number of the pages' training and experiment sections against fresh
     full-size runs."""
     from tests.helpers import (EXPERIMENT_ARGS, JSON_TABLES, TOL, fresh, mismatches,
                              numbers_by_row, readme_block)
@@ -85,7 +85,7 @@ def check_readme_experiments():
         t0 = time.perf_counter()
         old, new = numbers_by_row(readme_block(block)), numbers_by_row(fresh(*args))
         bad = mismatches(old, new)
-        print(f"README {block}: {len(old)} rows against a fresh run (tolerance {TOL}): "
+        print(f"block {block}: {len(old)} rows against a fresh run (tolerance {TOL}): "
               f"{'ok' if not bad else 'FAIL: ' + ', '.join(bad)}; {time.perf_counter() - t0:.1f} s")
         status |= bool(bad)
     for block, args in EXPERIMENT_ARGS.items():
@@ -93,19 +93,19 @@ def check_readme_experiments():
         old = np.array(re.findall(number, readme_block(block)), float)
         new = np.array(re.findall(number, fresh(*args)), float)
         if len(old) != len(new):
-            print(f"README {block}: {len(old)} numbers, a fresh run prints {len(new)}: FAIL")
+            print(f"block {block}: {len(old)} numbers, a fresh run prints {len(new)}: FAIL")
             status = 1
             continue
         worst = float(np.abs(old - new).max())
         ok = worst <= TOL
-        print(f"README {block}: {len(old)} numbers, largest difference {worst:.3f} bits "
+        print(f"block {block}: {len(old)} numbers, largest difference {worst:.3f} bits "
               f"(tolerance {TOL}): {'ok' if ok else 'FAIL'}; {time.perf_counter() - t0:.1f} s")
         status |= not ok
     return status
 
 
 def check_sigma(args):
-    """viz/sigma.json (the README's sigma_x section) against a fresh sweep: every mean and sd
+    """viz/sigma.json (the pages' sigma_x section) against a fresh sweep: every mean and sd
     of the table and of the rankings, and every count of seeds on which a ranking holds.
 
     The tolerance is TOL at sigma_x >= 0.15 and TOL (0.15 / sigma_x)^2 below: a fitted model
@@ -142,7 +142,7 @@ def check_sigma(args):
                 != new["rankings"][r][key]["seeds_holding"]]
     if new["paper_sigma"] != old["paper_sigma"]:
         bad.append(f"nearest sigma_x {old['paper_sigma']} against {new['paper_sigma']}")
-    print(f"README sigma: {n} means and sds against a fresh sweep (tolerance {TOL} bits, "
+    print(f"block sigma: {n} means and sds against a fresh sweep (tolerance {TOL} bits, "
           f"scaled by (0.15 / sigma_x)^2 below 0.15; largest difference {worst:.2f} of it) and "
           f"every seed count: {'ok' if not bad else 'FAIL: ' + '; '.join(bad)}; "
           f"{time.perf_counter() - t0:.1f} s")
@@ -156,7 +156,7 @@ NEURAL_RUNS = {"neural_seeds": [["--seeds", "0", "1", "2", "3", "4"]],
                "neural_latents": [["--n-samples", "2000", "--latents", str(L), "--models", "vae"]
                                   for L in (2, 10)]}
 def bench_neural():
-    """Wall time, speed and peak memory of the modern codes; the README's tables of them
+    """Wall time, speed and peak memory of the modern codes; the pages' tables of them
     against the fresh runs."""
     import resource
     import numpy as np
@@ -187,7 +187,7 @@ def bench_neural():
         bad = mismatches(old, new, tol=FLOAT32_TOL)
         drift = max((abs(a - b) for k in old if k in new for a, b in zip(old[k], new[k])),
                     default=0.0)
-        print(f"README {block} against the fresh run (tolerance {FLOAT32_TOL}: the networks' "
+        print(f"block {block} against the fresh run (tolerance {FLOAT32_TOL}: the networks' "
               f"float32 training follows the CPU's kernels; largest difference {drift:.2f}): "
               f"{'ok' if not bad else 'FAIL: ' + ', '.join(bad)}")
         status |= bool(bad)
@@ -217,8 +217,8 @@ def write_readme():
 
 
 def bench_scoreboard():
-    """Wall time of the 8-bit scoreboard, its 1994 part alone and whole, and the README's
-    scoreboard against the fresh whole run."""
+    """Wall time of the 8-bit scoreboard, its 1994 part alone and whole, and the
+    scoreboard block against the fresh whole run."""
     import neural_codes as nc
     from tests.helpers import FLOAT32_TOL, TOL, mismatches, numbers_by_row, readme_block
     t = wall(["neural_codes.py", "--scoreboard", "--models", *nc.SCORE_CORE])
@@ -240,7 +240,7 @@ def bench_scoreboard():
            + mismatches(split(old, True), split(new, True), tol=FLOAT32_TOL))
     drift = max((abs(a - b) for k in split(old, True) if k in new
                  for a, b in zip(old[k], new[k])), default=0.0)
-    print(f"README scoreboard against the fresh run (tolerance {TOL} bits, {FLOAT32_TOL} for "
+    print(f"block scoreboard against the fresh run (tolerance {TOL} bits, {FLOAT32_TOL} for "
           f"the float32-trained VAE rows, which differ by up to {drift:.2f}): "
           f"{'ok' if not bad else 'FAIL ' + ', '.join(bad)}")
     return int(bool(bad))
@@ -248,7 +248,7 @@ def bench_scoreboard():
 
 def bench_acn_one_bit(which):
     """Wall time of the ACN run at N = 20000 (one seed; target < 5 minutes) or of the
-    one-bit experiment (target < 60 s), and their README tables against the committed JSON
+    one-bit experiment (target < 60 s), and their tables against the committed JSON
     (the ACN's whole five-seed run takes about 25 minutes: neural_codes.py --acn --seeds 0 1
     2 3 4 --json viz/acn.json)."""
     from tests.helpers import FLOAT32_TOL as TOL, mismatches, numbers_by_row, readme_block
@@ -273,7 +273,7 @@ def bench_acn_one_bit(which):
           f"wall (target < 60 s)")
     bad = mismatches(numbers_by_row(readme_block("one_bit")), numbers_by_row(
         neural_block("one_bit", [path])))
-    print(f"README one_bit against the fresh run (tolerance {TOL}: float32 training follows "
+    print(f"block one_bit against the fresh run (tolerance {TOL}: float32 training follows "
           f"the CPU's kernels): "
           f"{'ok' if not bad else 'FAIL: ' + ', '.join(bad)}")
     return int(bool(bad))
@@ -283,18 +283,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--readme", action="store_true",
-                    help="check the README's training and experiment sections against "
+                    help="check the pages' training and experiment sections against "
                          "full-size runs")
     ap.add_argument("--write-readme", action="store_true",
-                    help="rerun every README table and write it into the README")
+                    help="rerun every generated table and write it into its page")
     ap.add_argument("--neural", action="store_true",
-                    help="time the modern codes and check their README tables (12 minutes)")
+                    help="time the modern codes and check their tables (12 minutes)")
     ap.add_argument("--scoreboard", action="store_true",
-                    help="time the 8-bit scoreboard and check its README table (3 minutes)")
+                    help="time the 8-bit scoreboard and check its table (3 minutes)")
     ap.add_argument("--acn", action="store_true",
                     help="time the ACN run at N = 20000 (one seed) and check it (5 minutes)")
     ap.add_argument("--one-bit", action="store_true",
-                    help="time the one-bit experiment and check its README table (1 minute)")
+                    help="time the one-bit experiment and check its table (1 minute)")
     opts = ap.parse_args()
     if opts.acn or opts.one_bit:
         return bench_acn_one_bit("acn" if opts.acn else "one_bit")
@@ -344,10 +344,10 @@ def trace_steps():
     q = np.full((len(C), len(X), 4, 6), 1 / 6)
     steps = {
         "hard-code search alternation (8 starts)":
-            lambda: sv._trace_hard_step(X, model.starts, model.sigma_x, groups),
+            lambda: sv.trace_hard_step(X, model.starts, model.sigma_x, groups),
         "EM iteration (8 starts)": lambda: dm.movement(*dm.trace(lambda: sv.em_step(
             *(v.view(dm.Traced) for v in (X, C, b, a, q)), model.sigma_x, groups))),
-        "Adam step": lambda: sv._trace_adam_step(model, X),
+        "Adam step": lambda: sv.trace_adam_step(model, X),
     }
     for label, step in steps.items():
         t0 = time.perf_counter()

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOL = 0.2
 TABLES = {"meanfield": ["--objective", "meanfield", "--models", "standard_vq",
                         "separate_slices", "factorial_vq"]}
-# a cheap row of the open-question tables, recomputed here; `python3 tests/bench.py
+# a cheap row of the open-question tables, recomputed here; `python3 -m tests.bench
 # --readme` reruns the whole experiment section and the training table (about a minute)
 SPOT_ROWS = ((3, 8),)
 EXPERIMENT_ARGS = {"training": ["--experiment", "training"],
@@ -104,7 +104,7 @@ def sigma_table(data):
 
 
 # Blocks formatted from a committed run in viz/ (written by the CLI with these arguments and
-# --json): the tests refit a part of each, `python3 tests/bench.py --readme` reruns them whole.
+# --json): the tests refit a part of each, `python3 -m tests.bench --readme` reruns them whole.
 JSON_TABLES = {"results": (["--seeds", "0", "1", "2", "3", "4"], "viz/results.json",
                            results_table),
                "compress": (["--compress"], "viz/compress.json", compress_table),

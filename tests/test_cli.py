@@ -1,4 +1,4 @@
-"""The command line (SPEC section 5): bad input, JSON output, determinism."""
+"""The command line: bad input, JSON output, determinism."""
 import json
 
 import pytest
@@ -36,7 +36,12 @@ BAD_INPUT = [
     ["--compress", "--models", "factorial_vq"], ["--bitstream-model", "standard_vq"],
     ["--experiment", "sweep", "--n-dims", "3"], ["--seeds", "1", "1"],
     ["--models", "pca5", "pca5"], ["--n-dim", "3"], ["--jso", "x.json"],
-    ["--experiment", "sweep", "sweep"], ["--experiment", "all", "limit"]]
+    ["--experiment", "sweep", "sweep"], ["--experiment", "all", "limit"],
+    # a flag twice, or two that exclude each other, whatever their values
+    ["--seed", "1", "--seed", "2"], ["--seeds", "1", "--seeds", "2"],
+    ["--seed", "0", "--seeds", "1"],
+    ["--models", "pca24", "--models", "factorial_vq"], ["--steps", "3", "--n-epochs", "4"],
+    ["--sigma-x=0.2", "--sigma-x", "0.3"]]
 
 
 @pytest.mark.parametrize("args", BAD_INPUT, ids=" ".join)

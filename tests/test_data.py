@@ -1,4 +1,4 @@
-"""The spline-image generator (SPEC section 1)."""
+"""The spline-image generator."""
 import numpy as np
 import pytest
 

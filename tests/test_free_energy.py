@@ -1,4 +1,4 @@
-"""The free energy, its gradients, exact DLs and the refinement (SPEC section 3)."""
+"""The free energy, its gradients, exact DLs and the refinement."""
 import itertools
 
 import numpy as np

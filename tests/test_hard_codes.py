@@ -39,11 +39,10 @@ def test_shortest_codes_are_the_brute_force_minimum_for_every_model(banded):
         np.testing.assert_array_equal(codes[r], want)
 
 
-def test_coordinate_search_beyond_the_limit_ends_at_a_local_optimum(monkeypatch):
+def test_coordinate_search_beyond_the_limit_ends_at_a_local_optimum():
     rng = np.random.default_rng(1)
     C, b, log_pi = random_models(rng, R=2)
-    monkeypatch.setattr(sv, "MAX_ENUMERATION", 8)               # 4^3 codes: too many now
-    codes = sv.shortest_codes(X40, C, b, log_pi, 0.3)
+    codes = sv.shortest_codes(X40, C, b, log_pi, 0.3, max_joint=8)   # 4^3 codes: too many
     M, K = log_pi.shape[1:]
     for r in range(2):
         length = lambda k: (((X40 - b[r] - C[r][np.arange(M), k].sum(1)) ** 2).sum(1) / 0.18

@@ -1,4 +1,4 @@
-"""PCA, Adam, k-means++ seeding and the public API (SPEC section 4)."""
+"""PCA, Adam, k-means++ seeding and the public API."""
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal

@@ -45,7 +45,7 @@ def test_a_trace_repeats_exactly():
     """No address is reused within a trace, so the numbers follow the program alone."""
     X = sv.load_data(0, 60, 10)[0]
     model, _ = sv.fit_model("factorial_vq", X, seed=1, steps=3)
-    first, second = (sv._trace_adam_step(model, X) for _ in range(2))
+    first, second = (sv.trace_adam_step(model, X) for _ in range(2))
     assert first == second and first["reads"] > 0
 
 

@@ -1,4 +1,4 @@
-"""neural_codes.py (SPEC section 7): gradients against finite differences, the VAE's
+"""neural_codes.py: gradients against finite differences, the VAE's
 analytic F against sampling, the VQ-VAE's code lengths, the VAE's bits-back code, the CLI."""
 import math
 
@@ -469,7 +469,9 @@ BAD = [["--latents", "0"], ["--latents", "65"], ["--hidden", "0"], ["--hidden", 
        ["--acn", "--models", "vae"], ["--acn", "--latents", "3"], ["--acn", "--sweep"],
        ["--one-bit", "--n-samples", "5"], ["--one-bit", "--acn"], ["--acn", "--n-samples", "1"],
        ["--n-samples", "1"], ["--n-samples", "10", "--models", "pca24"],
-       ["--seed", str(2**63)], ["--seeds", "0", str(2**63)]]
+       ["--seed", str(2**63)], ["--seeds", "0", str(2**63)],
+       ["--seed", "1", "--seed", "2"], ["--seed", "0", "--seeds", "1"],
+       ["--models", "pca24", "--models", "factorial_vq"]]
 
 
 @pytest.mark.parametrize("args", BAD, ids=[" ".join(a) for a in BAD])
@@ -490,7 +492,7 @@ def test_cli_runs_small_and_writes_json(cli, tmp_path):
     vae = payload["results"][0]["models"]["vae"]
     assert vae["total"] == pytest.approx(vae["recon"] + vae["code"])
     assert payload["summary"]["vae"]["total"] == vae["total"]
-    assert out.strip() == nc.report(payload).strip()      # what the README is written from
+    assert out.strip() == nc.report(payload).strip()      # what the pages are written from
 
 
 def test_training_steps_grow_with_the_training_set():

@@ -1,15 +1,16 @@
-"""The README's result tables are the program's output: rerun it and compare.
+"""The tables of README.md and docs/ are the program's output: rerun it and compare.
 
-Tolerance.  The README is written on one machine; the suite runs on any.  numpy picks its
-exp/log and reduction kernels by CPU (AVX-512, AVX2, baseline), and the last bits of a
-trained model follow them.  Measured with NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL
+Tolerance (TOL in tests/helpers.py).  The pages are written on one machine; the suite runs
+on any.  numpy picks its exp/log and reduction kernels by CPU (AVX-512, AVX2, baseline), and
+the last bits of a trained model follow them.  Measured with NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL
 AVX512_SPR" against the default kernels, every description length agrees to 0.02 bits
 (the coder's actual bits, which follow sampled codes, moved most).  TOL = 0.2 bits is ten
 times that, and still well under the 0.5-bit drift of a real change that was not written
-back into the README, which must fail (test_a_half_bit_drift_fails).  The networks of
-neural_codes.py, trained in float32, drift further (FLOAT32_TOL below).
+back into the pages, which must fail (test_a_half_bit_drift_fails).  The networks of
+neural_codes.py, trained in float32, drift further (FLOAT32_TOL).
 """
 import json
+import re
 
 import numpy as np
 import pytest
@@ -63,7 +64,7 @@ def test_readme_experiment_rows_match_a_fresh_fit():
     """Spot check of the open-question tables: the sweep rows in SPOT_ROWS, refitted."""
     rows = numbers_by_row(readme_block("experiments"))
     for M, K in SPOT_ROWS:
-        runs = [sv._experiment_task(("fit", s, (M, K, "sigma", "band", False)))[3]
+        runs = [sv.experiment_task(("fit", s, (M, K, "sigma", "band", False)))[3]
                 for s in range(5)]
         totals = [r["total"] for r in runs]
         exact = [r["exact"] for r in runs]
@@ -93,7 +94,7 @@ def test_readme_training_rows_match_a_fresh_fit():
                                   "neural_latents", "acn", "one_bit"])
 def test_readme_modern_code_tables_are_the_committed_runs(name):
     """The modern-code tables are formatted from the JSON of their runs, committed in viz/
-    (`python3 tests/bench.py --neural` reruns them and compares)."""
+    (`python3 -m tests.bench --neural` reruns them and compares)."""
     assert readme_block(name).strip() == neural_block(name).strip()
 
 
@@ -111,7 +112,7 @@ def test_committed_modern_code_runs_match_a_fresh_fit():
 
 
 def test_readme_sigma_tables_are_the_committed_run_and_a_cell_refits():
-    """The sigma_x section is formatted from viz/sigma.json (`python3 tests/bench.py --readme`
+    """The sigma_x section is formatted from viz/sigma.json (`python3 -m tests.bench --readme`
     reruns the sweep), and seed 0 at the paper's sigma_x refits to the file's numbers."""
     data = committed("sigma")
     seeds = data["config"]["seeds"]
@@ -127,7 +128,7 @@ def test_readme_sigma_tables_are_the_committed_run_and_a_cell_refits():
 
 
 def test_readme_scoreboard_is_the_committed_run_and_a_row_refits():
-    """The 8-bit scoreboard is formatted from viz/scoreboard.json (`python3 tests/bench.py
+    """The 8-bit scoreboard is formatted from viz/scoreboard.json (`python3 -m tests.bench
     --scoreboard` reruns it), and the factorial VQ's row refits and recodes to it."""
     import neural_codes as nc
     with open(ROOT / "viz" / "scoreboard.json") as f:
@@ -141,7 +142,7 @@ def test_readme_scoreboard_is_the_committed_run_and_a_row_refits():
 
 
 def test_committed_one_bit_run_matches_a_fresh_fit():
-    """Spot check of viz/one_bit_vae.json (`python3 tests/bench.py --one-bit` reruns it all):
+    """Spot check of viz/one_bit_vae.json (`python3 -m tests.bench --one-bit` reruns it all):
     the one- and two-layer VAEs at ndims 2, seed 0, refitted."""
     import neural_codes as nc
     with open(ROOT / "viz" / "one_bit_vae.json") as f:
@@ -150,3 +151,40 @@ def test_committed_one_bit_run_matches_a_fresh_fit():
         got = dict(zip(("loss", "recon", "code"), nc.fit_one_bit(2, layers, 0).bits()))
         for term, value in got.items():
             assert abs(value - want[str(layers)]["2"]["0"][term]) <= TOL, (layers, term)
+
+
+def test_the_front_page_is_short_and_leads_with_the_results():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250
+    assert any("<!-- results:start -->" in line for line in lines[:60])
+
+
+def markdown_pages():
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def anchors(page):
+    """GitHub's anchors of a page's headings: lower case, punctuation but - and _ dropped,
+    spaces as -."""
+    heads = [line.lstrip("#").strip() for line in page.read_text().splitlines()
+             if line.startswith("#")]
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+def test_every_link_of_the_pages_leads_inside_the_repository_to_a_place_that_exists():
+    for page in markdown_pages():
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            assert "://" not in target or target.startswith("https://"), (page.name, target)
+            if "://" in target:
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            assert dest.is_relative_to(ROOT) and dest.exists(), (page.name, target)
+            if anchor and dest.suffix == ".md":
+                assert anchor in anchors(dest), (page.name, target)
+
+
+def test_no_page_or_module_cites_a_file_outside_the_repository():
+    texts = [p.read_text() for p in markdown_pages()] + [p.read_text() for p in ROOT.glob("*.py")]
+    for text in texts:
+        assert "shared/" not in text and "SPEC" not in text
