@@ -193,8 +193,10 @@ class CLIParser(argparse.ArgumentParser):
             self.error(f"{flag}: the path is empty")
         if os.path.isdir(path):
             self.error(f"{flag} {path!r}: is a folder; give a file")
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             self.error(f"{flag} {path!r}: no such file")
+        if not os.path.isfile(path):
+            self.error(f"{flag} {path!r}: is not a regular file")
         try:
             open(path, "rb").close()
         except OSError as err:
@@ -259,6 +261,13 @@ def check_memory(ap, need, hint):
     if have is not None and need > 0.8 * have:
         ap.error(f"this run needs about {need / 2**30:.1f} GiB of memory and "
                  f"{have / 2**30:.1f} GiB are free: lower {hint}")
+
+
+def warn_long_run(seconds, log):
+    """Say on stderr what a run longer than LONG_RUN_SECONDS will take, before it starts."""
+    if seconds > LONG_RUN_SECONDS:
+        log(f"estimated run time: about {seconds / 60:.0f} min on 2 cores (a rough guess "
+            f"from the sizes; Ctrl-C stops it)")
 
 
 def progress_logger(quiet):

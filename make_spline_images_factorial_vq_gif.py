@@ -141,6 +141,8 @@ def parse_args(argv=None):
     if frames > MAX_FRAMES:
         ap.error(f"--steps {args.steps} with --snapshot-every {args.snapshot_every} makes "
                  f"{frames} frames; at most {MAX_FRAMES}: raise --snapshot-every")
+    if not args.out.lower().endswith(".gif"):
+        ap.error(f"--out {args.out!r}: the file is a GIF, so its name must end in .gif")
     ap.output_file("--out", args.out)
     return args
 

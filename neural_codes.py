@@ -1803,6 +1803,47 @@ def memory_needed(n_train, n_test, hidden, n_latent):
     return images + scoring + tables + 8.0 * 8 * mlp.MLP.n_params((D, *hidden, D))
 
 
+# seconds of one float32 Adam step on 2 cores: a fixed part, and a part per image and
+# network parameter (measured at hidden widths 64 to 1024, batch 128; within 30%)
+STEP_SECONDS = (2e-4, 1.1e-10)
+NETWORKS = ("vae", "pixel_vae") + tuple(VQ_VARIANTS)
+
+
+def network_params(hidden, n_in, n_out):
+    """Parameters of an encoder n_in -> hidden -> n_out and its mirror decoder."""
+    return mlp.MLP.n_params((n_in, *hidden, n_out)) + mlp.MLP.n_params((n_out, *hidden[::-1], n_in))
+
+
+def training_seconds(n_train, params, steps=None, batch=None, table=STEPS_AT, largest=BATCH):
+    """A rough wall time of training a network of `params` parameters on n_train images."""
+    steps = steps or training_steps(n_train, table)
+    batch = min(batch or batch_size(n_train, largest), n_train)
+    return 1.1 * steps * (STEP_SECONDS[0] + STEP_SECONDS[1] * batch * params)  # + validation
+
+
+def estimate_seconds(args):
+    """A rough wall time of the run args asks for (the networks' training dominates)."""
+    vae = network_params(args.hidden, D, 2 * args.latents)
+    kw = {"steps": args.steps, "batch": args.batch}
+    if args.one_bit:
+        return 60.0
+    if args.acn:                  # VAE, then the ACN's fine-tune (prior network, two passes)
+        vae = network_params(HIDDEN, D, 2 * LATENTS)
+        one = [training_seconds(n, vae) * (1 + 1.5 * ACN_FINE_TUNE) for n in args.acn_sizes]
+        return sum(one) * len(args.seeds or [args.seed]) / 2               # two at a time
+    if args.scoreboard:
+        if "pixel_vae" not in args.models:
+            return 40.0
+        return 40.0 + sum(training_seconds(n, network_params(args.hidden, D, 2 * D), table=
+                                           PIXEL_STEPS_AT, largest=PIXEL_BATCH, **kw)
+                          for n in SCORE_VAE_SIZES)
+    sizes = SWEEP_SIZES if args.sweep else (args.n_samples,)
+    models = SWEEP_MODELS if args.sweep else args.models
+    nets = [m for m in models if m in NETWORKS]
+    return len(args.seeds or [args.seed]) * sum(training_seconds(n, vae, **kw)
+                                                for n in sizes for _ in nets)
+
+
 def parse_args(argv=None):
     ap = kit.CLIParser(prog="neural_codes.py",
                       description="A Gaussian VAE, VQ-VAEs and an ACN on the spline images, "
@@ -1863,8 +1904,8 @@ def parse_args(argv=None):
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     given = ap.given(argv)
-    ap.refuse_together(given, "sweep", ("n_samples", "models", "compress", "scoreboard"),
-                       "sets its own sizes and models")
+    ap.refuse_together(given, "sweep", ("n_samples", "n_test", "models", "compress",
+                                        "scoreboard"), "sets its own sizes and models")
     ap.refuse_together(given, "scoreboard", ("n_samples", "n_test", "latents", "compress",
                                              "seeds"), "codes one seed's 2000 held-out images "
                                                       "with its own models")
@@ -1879,6 +1920,7 @@ def parse_args(argv=None):
                  f"(each takes its {ACN_NEIGHBOURS} nearest neighbours), got {args.n_samples}")
     if args.one_bit and "seed" not in given and not args.seeds:
         args.seeds = list(range(5))
+    args.acn_sizes = ((args.n_samples,) if "n_samples" in given else ACN_SIZES) if args.acn else ()
     pool = SCORE_MODELS if args.scoreboard else ALL_MODELS
     args.models = list(args.models or (SCORE_MODELS if args.scoreboard else DEFAULT_MODELS))
     wrong = [m for m in args.models if m not in pool]
@@ -1892,9 +1934,21 @@ def parse_args(argv=None):
         sv.check_models_fit(ap, args.models, args.n_samples)
     if args.compress and "vae" not in args.models:
         ap.error("--compress codes with the VAE: add vae to --models")
+    if not (args.sweep or args.acn or args.one_bit):
+        nets = [m for m in args.models if m in NETWORKS]
+        for flag in ("hidden", "steps", "batch"):
+            if flag in given and not nets:
+                ap.error(f"--{flag} sets the networks' training, and none of --models is a "
+                         f"network: add one of {' '.join(n for n in NETWORKS if n in pool)}")
+        if "latents" in given and "vae" not in args.models:
+            ap.error("--latents sets the VAE's latents: add vae to --models")
+    smallest = min(SWEEP_SIZES if args.sweep else SCORE_VAE_SIZES if args.scoreboard
+                   else args.acn_sizes or (args.n_samples,)) if not args.one_bit else None
+    if args.batch is not None and smallest is not None and args.batch > smallest:
+        ap.error(f"--batch {args.batch} is more than the {smallest} training images of this "
+                 f"run; give at most {smallest}")
     if args.json is not None:
         ap.output_file("--json", args.json)
-    args.acn_sizes = ((args.n_samples,) if "n_samples" in given else ACN_SIZES) if args.acn else ()
     n = max(SWEEP_SIZES) if args.sweep else max((args.n_samples,) + args.acn_sizes)
     kit.check_memory(ap, memory_needed(n, args.n_test, args.hidden, args.latents),
                      "--n-samples or --n-test")
@@ -1904,6 +1958,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     log = kit.progress_logger(args.quiet)
+    kit.warn_long_run(estimate_seconds(args), log)
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds else [args.seed]
     kw = {"n_latent": args.latents, "hidden": args.hidden, "steps": args.steps,

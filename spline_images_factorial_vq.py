@@ -2595,9 +2595,7 @@ def check_resources(ap, cfg, n_seeds, workers, log, compress=False):
     """Refuse a run that cannot fit in memory; print an estimate for a long one."""
     need, seconds = estimate_cost(cfg, n_seeds, workers, compress)
     kit.check_memory(ap, need, "--n-units-per-dim, --n-dims, --n-samples, --n-test or --workers")
-    if seconds > kit.LONG_RUN_SECONDS:
-        log(f"estimated run time: about {seconds / 60:.0f} min on 2 cores (a rough guess "
-            f"from the sizes; Ctrl-C stops it)")
+    kit.warn_long_run(seconds, log)
 
 
 def check_models_fit(ap, models, n_samples):

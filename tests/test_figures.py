@@ -99,12 +99,26 @@ def test_gif_bad_values_exit_2(args, cli):
     ("make_spline_images_factorial_vq_gif.py", ["--out", "viz"]),           # a folder
     ("make_spline_images_factorial_vq_gif.py", ["--out", ""]),
     ("make_spline_images_factorial_vq_gif.py", ["--steps", "1000000", "--snapshot-every", "1"]),
+    ("make_spline_images_factorial_vq_gif.py", ["--out", "x.png"]),         # not a GIF's name
+    ("make_spline_images_factorial_vq_gif.py", ["--out", "x"]),
+    ("visualize_spline_images_factorial_vq.py", ["--experiments", "/tmp"]),   # a folder
+    ("visualize_spline_images_factorial_vq.py", ["--neural", "/dev/null"]),   # not a file
+    ("visualize_spline_images_factorial_vq.py", ["--seed", "1", "--seed", "2"]),
 ])
 def test_bad_figure_flags_exit_2_with_one_line_and_make_nothing(script, args, cli,
-                                                                monkeypatch):
+                                                                monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
+    before = set(ROOT.iterdir())
     status, _, err = cli(SCRIPTS[script].main, *args, "--quiet")
     assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert set(ROOT.iterdir()) == before
+
+
+@pytest.mark.parametrize("args,why", [(["--experiments", "/tmp"], "is a folder"),
+                                      (["--neural", "/dev/null"], "not a regular file")])
+def test_input_paths_say_what_is_wrong(args, why, cli):
+    status, _, err = cli(viz.main, *args)
+    assert status == 2 and why in err, err
 
 
 MALFORMED = {

@@ -471,7 +471,16 @@ BAD = [["--latents", "0"], ["--latents", "65"], ["--hidden", "0"], ["--hidden", 
        ["--n-samples", "1"], ["--n-samples", "10", "--models", "pca24"],
        ["--seed", str(2**63)], ["--seeds", "0", str(2**63)],
        ["--seed", "1", "--seed", "2"], ["--seed", "0", "--seeds", "1"],
-       ["--models", "pca24", "--models", "factorial_vq"]]
+       ["--models", "pca24", "--models", "factorial_vq"],
+       # flags that would change nothing, or be cut silently
+       ["--sweep", "--n-test", "5"], ["--latents", "3", "--models", "factorial_vq", "pca24"],
+       ["--hidden", "8", "--models", "factorial_vq"], ["--steps", "5", "--models", "pca24"],
+       ["--batch", "8", "--models", "factorial_vq"],
+       ["--scoreboard", "--models", "pca5", "--hidden", "8"],
+       ["--scoreboard", "--models", "pca5", "--steps", "8"],
+       ["--scoreboard", "--models", "pca5", "--batch", "8"],
+       ["--batch", "65536"], ["--batch", "201"], ["--sweep", "--batch", "201"],
+       ["--n-samples", "2"]]
 
 
 @pytest.mark.parametrize("args", BAD, ids=[" ".join(a) for a in BAD])
@@ -514,3 +523,11 @@ def test_training_stops_after_patience_scores_without_a_new_best():
                          eval_every=10, patience=3)
     assert h["best_step"] == 10 and h["steps_run"] == 40        # lr 0: no score improves
     assert model.validation_bits(V) == pytest.approx(h["best_val"])
+
+
+@pytest.mark.parametrize("args,long", [([], False), (["--hidden", "4096,4096,4096,4096"], True),
+                                       (["--acn"], True), (["--sweep"], True),
+                                       (["--one-bit"], False)])
+def test_long_runs_are_announced_with_an_estimate(args, long, cli):
+    """The estimate, before any work, of runs past two minutes (the rates are measured)."""
+    assert (nc.estimate_seconds(nc.parse_args(args)) > 120) == long
