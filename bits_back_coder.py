@@ -224,21 +224,22 @@ def _code_priors(cm, V, layout, step, act, prior):
     return out
 
 
-def initial_words(lanes, n_dims, seed):
-    """The initial random bits: per lane enough 32-bit words for the first M pops.
+def initial_words(lanes, n_dims, seed, draw=0):
+    """The initial random bits: per lane enough 32-bit words for the first M pops; draw > 0
+    gives other bits for the same seed (a message's length varies a little with them).
 
     The last word is the high half of the coder's 64-bit state.  It is drawn log-uniform
     on [1, 2^32), the stationary law of ANS states, so that the net length of a message is
     not biased by how full the states are at the start and at the end (a uniform draw
     would start them nearly full and make every lane look about 15 bits longer)."""
-    rng = np.random.default_rng([seed, 7])
+    rng = np.random.default_rng([seed, 7] if draw == 0 else [seed, 7, draw])
     words = rng.integers(0, 1 << 32, size=(lanes, 2 + -(-n_dims * PRECISION // 32)),
                          dtype=np.uint64)
     words[:, -1] = np.maximum(np.floor(2.0 ** (32 * rng.random(lanes))), 1)
     return list(words.astype(np.uint32))
 
 
-def bits_back_encode(cm, V, lanes=CODER_LANES, seed=0):
+def bits_back_encode(cm, V, lanes=CODER_LANES, seed=0, draw=0):
     """Encode 8-bit images V (N, 96) with bits-back coding under CodingModel cm.
 
     Returns (final words, initial words), one uint32 array per lane.  Each lane takes its
@@ -247,7 +248,7 @@ def bits_back_encode(cm, V, lanes=CODER_LANES, seed=0):
     """
     import constriction
     layout = _lane_layout(len(V), lanes)
-    initial = initial_words(lanes, cm.n_dims, seed)
+    initial = initial_words(lanes, cm.n_dims, seed, draw)
     coders = [constriction.stream.stack.AnsCoder(w) for w in initial]
     prior = weights(cm.prior_table())
     q_all = None if cm.sequential else weights(cm.posterior_table(V))
@@ -349,32 +350,55 @@ def sampled_bound(cm, V, n_draws=64, rng=None, chunk=250, priors=None):
     return F, se
 
 
-def round_trip(cm, V, bound, seed=0, lanes=CODER_LANES):
+def round_trip(cm, V, bound, seed=0, lanes=CODER_LANES, draws=1):
     """Encode and decode V (N, n_pixels) uint8 under cm, check both ways, and compare with
     the coder's bound: returns ({"actual_bits", "bound_t", "bound_t_err", "overhead_pct",
-    "roundtrip", "seconds"}, encoded words).  bound() gives (F_t (N,), err (N,)) of the
-    images in the order they are meant to arrive (the caller may hand the coder V in
-    another); seconds is the wall time of encoding and decoding."""
-    t0 = time.perf_counter()
-    words, initial = bits_back_encode(cm, V, lanes, seed)
-    decoded, left = bits_back_decode(cm, words, len(V))
-    seconds = time.perf_counter() - t0
+    "roundtrip", "seconds"}, encoded words of the first draw).  bound() gives (F_t (N,),
+    err (N,)) of the images in the order they are meant to arrive (the caller may hand the
+    coder V in another).  With draws > 1 the message is coded from that many sets of initial
+    bits: actual_bits is their mean, with "actual_bits_sd" and "actual_bits_draws"; seconds
+    is the mean wall time of one encode and decode."""
+    actual, ok, seconds, first = [], True, 0.0, None
+    for draw in range(draws):
+        t0 = time.perf_counter()
+        words, initial = bits_back_encode(cm, V, lanes, seed, draw)
+        decoded, left = bits_back_decode(cm, words, len(V))
+        seconds += (time.perf_counter() - t0) / draws
+        actual.append((message_bits(words) - message_bits(initial)) / len(V))
+        ok &= (np.array_equal(decoded, V) and len(left) == len(initial)
+               and all(np.array_equal(a, b) for a, b in zip(left, initial)))
+        first = words if first is None else first
     F, err = bound()
-    actual = (message_bits(words) - message_bits(initial)) / len(V)
-    same = len(left) == len(initial) and all(np.array_equal(a, b) for a, b in zip(left, initial))
-    return {"actual_bits": actual, "bound_t": float(F.mean()),
-            "bound_t_err": float(np.sqrt(np.sum(err**2)) / len(V)),
-            "overhead_pct": 100.0 * (actual / float(F.mean()) - 1.0),
-            "roundtrip": bool(np.array_equal(decoded, V) and same), "seconds": seconds}, words
+    mean = float(np.mean(actual))
+    row = {"actual_bits": mean, "bound_t": float(F.mean()),
+           "bound_t_err": float(np.sqrt(np.sum(err**2)) / len(V)),
+           "overhead_pct": 100.0 * (mean / float(F.mean()) - 1.0),
+           "roundtrip": bool(ok), "seconds": seconds}
+    if draws > 1:
+        row.update(actual_bits_sd=float(np.std(actual, ddof=1)), actual_bits_draws=actual)
+    return row, first
 
 
 # ----------------------------------------------------------------------------- the file container
 
 
+def whole(lo, hi):
+    """A header-field validator: a whole number (not a bool) in [lo, hi]."""
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def is_sha256(v):
+    """A header-field validator: a SHA-256 in lower-case hex."""
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
 def pack_stream(header, params, words):
     """The bytes of a file: magic, format version, SHA-256 of the rest, then the JSON
-    header, the parameters (int32) and the message (per lane: its word count, then all
-    lanes' 32-bit words)."""
+    header, the parameters (int32; ValueError for one outside that range) and the message
+    (per lane: its word count, then all lanes' 32-bit words)."""
+    params = np.asarray(params, dtype=np.int64)
+    if params.size and np.abs(params).max() >= 2**31:
+        raise ValueError("model parameters too large for the file's 32-bit integers")
     head = json.dumps(header, sort_keys=True).encode()
     counts = np.array([len(w) for w in words], dtype="<u4")
     body = (len(head).to_bytes(4, "little") + head + np.asarray(params).astype("<i4").tobytes()
@@ -382,11 +406,12 @@ def pack_stream(header, params, words):
     return STREAM_MAGIC + bytes([STREAM_VERSION]) + hashlib.sha256(body).digest() + body
 
 
-def unpack_stream(where, blob, fields):
+def unpack_stream(where, blob, fields, elsewhere=None):
     """Header and the bytes after it of a file's bytes blob.  fields: {name: validator}, every
-    field the header must hold and nothing else.  Raises ValueError naming `where` and what
-    is wrong: bad magic, another version, truncation, a checksum mismatch, a header that is
-    not a JSON object, an unknown, missing or invalid field."""
+    field the header must hold and nothing else; elsewhere: {model: the program that reads
+    files of that "model"}.  Raises ValueError naming `where` and what is wrong: bad magic,
+    another version, truncation, a checksum mismatch, a header that is not a JSON object, a
+    model another program reads, an unknown, missing or invalid field."""
     if blob[:4] != STREAM_MAGIC:
         raise ValueError(f"{where} is not a bitstream of this program (bad magic)")
     if len(blob) > 4 and blob[4] != STREAM_VERSION:
@@ -405,6 +430,9 @@ def unpack_stream(where, blob, fields):
         raise ValueError(f"{where}: the header is not valid JSON") from None
     if not isinstance(header, dict):
         raise ValueError(f"{where}: the header is not a JSON object")
+    model = header.get("model")
+    if isinstance(model, str) and model in (elsewhere or {}):
+        raise ValueError(f"{where} holds a {model} code: decode it with {elsewhere[model]}")
     unknown = sorted(set(header) - set(fields))
     if unknown:                        # an edit there would change nothing: say so
         raise ValueError(f"{where}: header field {unknown[0]!r} is not one of this format's")

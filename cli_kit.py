@@ -151,6 +151,10 @@ class CLIParser(argparse.ArgumentParser):
                 out.append((token.split("=", 1)[0], action))
         return out
 
+    def dests(self):
+        """The dests of every flag the parser takes (help aside)."""
+        return {a.dest for a in self._actions if a.dest != "help"}
+
     def given(self, argv):
         """The dests of the flags that appear on the command line argv."""
         return {action.dest for _, action in self._flags(argv)}

@@ -42,6 +42,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402  (after the thread settings, which numpy reads at import)
 
 import bits_back_coder as bbc  # noqa: E402
+import compressors  # noqa: E402
 import data_movement as dm  # noqa: E402
 
 HEIGHT, WIDTH = 8, 12
@@ -2219,30 +2220,15 @@ def t_to_8bit(sigma_x):
     return D * math.log2(sigma_x * math.sqrt(2 * math.pi) * (bbc.PIXEL_LEVELS - 1))
 
 
-def code_and_check(model, V, seed=0, lanes=bbc.CODER_LANES):
-    """Encode and decode V (N, 96) uint8; returns the numbers of one coder row (with the
-    model's own F at 8-bit width as density_bound) and the (coding model, encoded words)."""
+def code_and_check(model, V, seed=0, lanes=bbc.CODER_LANES, draws=1):
+    """Encode and decode V (N, 96) uint8 (from `draws` sets of initial bits, see
+    bits_back_coder.round_trip); returns the numbers of one coder row (with the model's own
+    F at 8-bit width as density_bound) and the (coding model, encoded words)."""
     cm = CodingModel.from_model(model)
-    row, words = bbc.round_trip(cm, V, lambda: cm.bound(V), seed, lanes)
+    row, words = bbc.round_trip(cm, V, lambda: cm.bound(V), seed, lanes, draws)
     density = (float(model.description_length(V / (bbc.PIXEL_LEVELS - 1))["total"].mean())
                + t_to_8bit(model.sigma_x))
     return {**row, "density_bound": density}, (cm, words)
-
-
-def baseline_bits(V):
-    """Bits per image of general-purpose compressors on the same 8-bit images."""
-    import bz2
-    import gzip
-    import io
-    import lzma
-    from PIL import Image
-    raw = V.tobytes()
-    png = io.BytesIO()
-    Image.fromarray(V.reshape(-1, WIDTH)).save(png, format="PNG", optimize=True)   # images stacked
-    sizes = {"gzip": len(gzip.compress(raw, 9)), "bz2": len(bz2.compress(raw, 9)),
-             "lzma": len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)),
-             "png": len(png.getvalue())}
-    return {name: 8.0 * size / len(V) for name, size in sizes.items()}
 
 
 def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log=None,
@@ -2263,29 +2249,24 @@ def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log
             f"({rows[name]['overhead_pct']:+.3f}% over F_t), round trip "
             f"{kit.round_trip_cell(rows[name]['roundtrip'])}, {rows[name]['seconds']:.2f} s")
     rows["seconds"] = sum(rows[name]["seconds"] for name in models)
-    rows["baselines"] = baseline_bits(V)
+    rows["baselines"] = compressors.baseline_bits(V, HEIGHT, WIDTH)
     return rows, streams
-
-
-def _whole(lo, hi):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 # every header field of a bitstream file, and what a valid value is
 HEADER_FIELDS = {
     "model": lambda v: v in CODER_MODELS,
-    "seed": _whole(0, MAX_SEED),
-    "n_dims": _whole(1, MAX_DIMS),
-    "n_units_per_dim": _whole(2, MAX_CODES),
+    "seed": bbc.whole(0, MAX_SEED),
+    "n_dims": bbc.whole(1, MAX_DIMS),
+    "n_units_per_dim": bbc.whole(2, MAX_CODES),
     "sigma_x": lambda v: isinstance(v, float) and SIGMA_RANGE[0] <= v <= SIGMA_RANGE[1],
-    "refine": _whole(0, 10_000),
-    "n_test": _whole(1, MAX_IMAGES),
-    "n_images": _whole(1, MAX_IMAGES),
-    "lanes": _whole(1, 10_000),
+    "refine": bbc.whole(0, 10_000),
+    "n_test": bbc.whole(1, MAX_IMAGES),
+    "n_images": bbc.whole(1, MAX_IMAGES),
+    "lanes": bbc.whole(1, 10_000),
     "form": lambda v: v in CODER_FORMS,
-    "n_params": _whole(1, 2**31),
-    "images_sha256": lambda v: isinstance(v, str) and len(v) == 64
-    and all(c in "0123456789abcdef" for c in v),
+    "n_params": bbc.whole(1, 2**31),
+    "images_sha256": bbc.is_sha256,
 }
 
 
@@ -2305,7 +2286,8 @@ def write_bitstream(path, name, cm, words, config, V):
 
 def _parse_bitstream(path, blob):
     """Header (checked field by field), CodingModel and per-lane words of a file's bytes."""
-    header, rest = bbc.unpack_stream(path, blob, HEADER_FIELDS)
+    header, rest = bbc.unpack_stream(path, blob, HEADER_FIELDS, elsewhere={
+        m: "neural_codes.py --decode" for m in ("vae", "pixel_vae", "acn")})
     if header["n_images"] != header["n_test"]:
         raise ValueError(f"{path}: header fields 'n_images' and 'n_test' disagree")
     if (header["form"] == "residual") != (header["model"] == "residual_vq"):
@@ -2406,9 +2388,11 @@ def format_compress_table(rows, cfg, markdown=False):
                       kit.round_trip_cell(r["roundtrip"]), f"{r['seconds']:.2f}"])
     b = rows["baselines"]
     head = (f"Bits-back coding of {cfg['n_test']} held-out images (8-bit pixels), seed "
-            f"{cfg['seed']}, bits per image; sigma_x = {cfg['sigma_x']}")
-    tail = (f"Same images, general-purpose compressors: gzip {b['gzip']:.1f}, bz2 {b['bz2']:.1f}, "
-            f"lzma {b['lzma']:.1f}, PNG {b['png']:.1f} bits per image; raw 768.")
+            f"{cfg['seed']} (one set of the coder's initial bits), bits per image; sigma_x = "
+            f"{cfg['sigma_x']}")
+    tail = ("Same images, general-purpose compressors, each on its best layout of the set: "
+            + ", ".join(f"{n if n != 'png' else 'PNG'} {b[n]:.1f} ({b['layout'][n]})"
+                        for n in compressors.COMPRESSORS) + " bits per image; raw 768.")
     return kit.table(head, cols, table, markdown) + ("\n\n" if markdown else "\n") + tail
 
 
@@ -2731,8 +2715,12 @@ def compress_main(args, cfg, log):
         cm, words = streams[args.bitstream_model]
         V = quantise_images(load_data(args.seed, cfg["n_samples"], cfg["n_test"])[1])
         keys = ("n_dims", "n_units_per_dim", "sigma_x", "refine", "n_test")
-        size = write_bitstream(args.bitstream, args.bitstream_model, cm, words,
-                               {"seed": args.seed, **{k: cfg[k] for k in keys}}, V)
+        try:
+            size = write_bitstream(args.bitstream, args.bitstream_model, cm, words,
+                                   {"seed": args.seed, **{k: cfg[k] for k in keys}}, V)
+        except ValueError as err:         # parameters beyond the file's 32-bit integers
+            sys.exit(f"spline_images_factorial_vq.py: error: cannot write {args.bitstream}: "
+                     f"{err}")
         log(f"wrote {args.bitstream}: {size} bytes ({8 * size / len(V):.1f} bits per image "
             f"with header and model parameters)")
     return rows

@@ -22,6 +22,8 @@ if __name__ == "__main__":
 # first: the module sets its BLAS thread default before anything imports numpy
 import spline_images_factorial_vq as sv  # noqa: E402
 
+import compressors  # noqa: E402
+
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
@@ -280,7 +282,7 @@ def fig_sweep(sweep, limit, seeds):
     ax1.set_ylabel("bits per image")
     ax1.set_ylim(0, None)
     ax1.legend(fontsize=8, loc="center")
-    ax2.legend(fontsize=8, loc="upper right")
+    ax2.legend(fontsize=8, loc="lower right")
     ax1.set_title("Same 24 codewords, split into M factors", fontsize=10)
     ax2.set_title("Bigger codes", fontsize=10)
     fig.suptitle(f"Factorial VQ description length on 2000 held-out images, mean ± sd over seeds "
@@ -381,6 +383,9 @@ def fig_data_movement(movement, seeds):
 # Drawn from the --json file of `neural_codes.py --sweep`: a list of seeds, each with
 # "sizes", "models": {name: {str(N): result}} and the generator's "limit".
 
+DIFF_LINEAR = 20               # bits: dl_vs_sigma.png's right panel is linear within this
+
+
 def fig_dl_vs_sigma(v, seeds):
     """Held-out total F of every 1994 model against sigma_x (mean ± sd over the seeds), and
     each model's difference from the factorial VQ, so that the crossings show."""
@@ -405,17 +410,28 @@ def fig_dl_vs_sigma(v, seeds):
         ax.minorticks_off()
         ax.set_xlabel("sigma_x (pixel noise std, images in [0, 1])")
     ax1.set_yscale("log")
+    yticks = [t for t in (20, 30, 50, 100, 200, 300, 500, 1000)
+              if ax1.get_ylim()[0] <= t <= ax1.get_ylim()[1]]
+    ax1.set_yticks(yticks, [str(t) for t in yticks])
+    ax1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax1.set_ylabel("held-out F, bits per image (log scale)")
     ax1.set_title("Total description length", fontsize=10)
     ax1.annotate(f"nearest the paper: {v['paper_sigma']:g}", (v["paper_sigma"], ax1.get_ylim()[1]),
                  xytext=(4, -12), textcoords="offset points", fontsize=8)
     ax2.axhline(0, color="black", lw=0.8)
-    ax2.set_ylim(-60, 40)
-    ax2.set_ylabel("held-out F minus factorial VQ's, bits per image")
+    ax2.set_yscale("symlog", linthresh=DIFF_LINEAR)       # every point shows, none is cut
+    diffs = [v["table"][k][n]["total_mean"] - v["table"][k]["factorial_vq"]["total_mean"]
+             for k in keys for n in names]
+    yticks = [t for t in (-500, -200, -100, -50, -20, -10, 0, 10, 20, 50, 100, 200, 500)
+              if min(diffs) * 1.3 <= t <= max(diffs) * 1.3]
+    ax2.set_yticks(yticks, [f"{t:+d}" if t else "0" for t in yticks])
+    ax2.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax2.set_ylabel(f"held-out F minus factorial VQ's, bits per image\n(linear within "
+                   f"±{DIFF_LINEAR}, logarithmic beyond)")
     ax2.set_title("Against the factorial VQ (above 0: worse)", fontsize=10)
-    ax2.legend(fontsize=8, loc="lower left")
+    ax2.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"The 1994 comparison depends on sigma_x: 2000 held-out images, mean over seeds "
-                 f"{seeds[0]}–{seeds[-1]}", fontsize=11)
+                 f"{seeds[0]}–{seeds[-1]} (error bars: ± 1 sd over the seeds)", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -460,12 +476,12 @@ def fig_dl_vs_training_size(sweeps):
 
 def fig_vae_traversals(result, n_train, seed):
     """Decoded images as each VAE latent runs over -2..2 prior sds, the others at 0."""
-    import neural_codes as nc
+    import neural_models as nm
     images = np.array(result["traversals"])
     L = len(images)
     fig, ax = plt.subplots(figsize=(9, 0.9 + 0.75 * L))
     show_mosaic(ax, images, [f"z{l + 1}" for l in range(L)],
-                [f"{v:+g}" for v in nc.TRAVERSAL], vmin=0, vmax=1)
+                [f"{v:+g}" for v in nm.TRAVERSAL], vmin=0, vmax=1)
     ax.set_xlabel("value of the latent (prior standard deviations); the other latents at 0")
     ax.set_title(f"Gaussian VAE decoder, one latent at a time ({n_train} training images, "
                  f"seed {seed}; {result['active_latents']} active latents)", fontsize=10)
@@ -485,10 +501,13 @@ def read_neural(path):
         return check_one_bit(data)
     if isinstance(data, dict) and "acn" in data:
         return check_acn(data)
+    if isinstance(data, dict) and "scoreboard" in data:
+        return check_scoreboard(data)
     sweeps = data.get("sweep") if isinstance(data, dict) else None
     if not isinstance(sweeps, list) or not sweeps:
-        raise ValueError("it holds no training-size sweep, ACN run or one-bit run (run "
-                         "neural_codes.py --sweep, --acn or --one-bit with --json)")
+        raise ValueError("it holds no training-size sweep, ACN run, one-bit run or scoreboard "
+                         "(run neural_codes.py --sweep, --acn, --one-bit or --scoreboard with "
+                         "--json)")
     for i, s in enumerate(sweeps):
         where = f"sweep[{i}]"
         if not isinstance(s, dict) or not isinstance(s.get("models"), dict) or not s["models"]:
@@ -532,6 +551,29 @@ def check_one_bit(data):
             for seed, r in seeds.items():
                 _check_terms(r, {t: "number" for t in ("loss", "recon", "code")},
                              f"one_bit.one_bit.{k}.{n}.{seed}")
+    return data
+
+
+def check_scoreboard(data):
+    """The scoreboard JSON, checked for what fig_scoreboard draws; ValueError otherwise."""
+    board = data["scoreboard"]
+    if not isinstance(board, dict) or not isinstance(board.get("rows"), dict) or not board["rows"]:
+        raise ValueError("scoreboard.rows must be a non-empty object")
+    for key, r in board["rows"].items():
+        vae = key.startswith("pixel_vae")
+        if not vae and key not in COLORS:
+            raise ValueError(f"scoreboard.rows.{key} is not a model the figure knows")
+        _check_terms(r, {"actual_bits": "number", ("n_train" if vae else "sigma_x"): "number"},
+                     f"scoreboard.rows.{key}")
+        if "actual_bits_sd" in r:
+            _check(r["actual_bits_sd"], "sd", f"scoreboard.rows.{key}.actual_bits_sd")
+    b = board.get("baselines")
+    _check_terms(b, {n: "number" for n in compressors.COMPRESSORS}, "scoreboard.baselines")
+    if not isinstance(b.get("layout"), dict) or set(b["layout"]) != set(compressors.COMPRESSORS):
+        raise ValueError("scoreboard.baselines.layout must name each compressor's layout")
+    _check_terms(board.get("limit"), {"bits": "number", "se": "sd"}, "scoreboard.limit")
+    _check(board.get("n_test"), "int", "scoreboard.n_test")
+    _check(board.get("seed"), "int", "scoreboard.seed")
     return data
 
 
@@ -596,16 +638,59 @@ def fig_acn(acn):
     ax.set_xticks(range(len(sizes)), [f"N = {n} training images" for n in sizes])
     ax.set_ylabel("bits per held-out image")
     seeds = ", ".join(acn[sizes[0]])
-    ax.set_title(f"ACN against the Gaussian VAE, 2000 held-out images sent (seeds {seeds})",
-                 fontsize=10)
+    ax.set_title(f"ACN against the Gaussian VAE, 2000 held-out images sent: mean over seeds "
+                 f"{seeds}, error bars ± 1 sd over the seeds", fontsize=10)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+SCORE_COLORS = {"pixel_vae": "tab:olive", "compressor": "white"}      # compressors hatched
+
+
+def fig_scoreboard(board):
+    """Actual bits per held-out 8-bit image of every code (mean over the coder's initial
+    bits, ± their sd), the compressors beside them, lzma's and the generator's lines."""
+    rows = []
+    for key, r in board["rows"].items():
+        vae = key.startswith("pixel_vae")
+        text = (f"8-bit VAE, N = {r['n_train']}" if vae else
+                f"{sv.model_label(key, 4, 6)}, σ_x = {r['sigma_x']:g}")
+        rows.append((text, r["actual_bits"], r.get("actual_bits_sd", 0.0),
+                     SCORE_COLORS["pixel_vae"] if vae else COLORS[key]))
+    b = board["baselines"]
+    rows += [(f"{n} ({b['layout'][n]} layout)", b[n], 0.0, SCORE_COLORS["compressor"])
+             for n in compressors.COMPRESSORS]
+    rows.sort(key=lambda r: r[1])
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    y = np.arange(len(rows))
+    ax.barh(y, [r[1] for r in rows], xerr=[r[2] for r in rows], color=[r[3] for r in rows],
+            hatch=["//" if r[3] == SCORE_COLORS["compressor"] else None for r in rows],
+            edgecolor="0.3", capsize=2)
+    for i, (_, bits, _, _) in enumerate(rows):
+        ax.text(bits + 4, i, f"{bits:.1f}", va="center", fontsize=8)
+    ax.set_yticks(y, [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(b["lzma"], color="black", ls="--", lw=1, label=f"lzma, {b['lzma']:.1f}")
+    lim = board["limit"]
+    ax.axvspan(lim["bits"] - lim["se"], lim["bits"] + lim["se"], color="tab:green", alpha=0.4)
+    ax.axvline(lim["bits"], color="tab:green", lw=1.5,
+               label=f"the true generator, {lim['bits']:.1f} ± {lim['se']:.1f} (floor)")
+    ax.set_xlim(0, 1.45 * max(r[1] for r in rows))
+    ax.set_xlabel("actual bits per image (8-bit pixels, model parameters not counted)")
+    ax.set_title(f"Every code on the {board['n_test']} held-out images of seed {board['seed']} "
+                 f"as 8-bit pixels: bits-back codes (error bars: ± 1 sd\nover the coder's "
+                 f"initial bits) and general-purpose compressors (hatched) on their best layout",
+                 fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
 
 
 def draw_neural(path, outdir, dpi, log):
     """dl_vs_training_size.png and vae_traversals.png (the largest N, first seed) from a
-    sweep, one_bit_vae.png from a one-bit run, acn.png from an ACN run."""
+    sweep, one_bit_vae.png from a one-bit run, acn.png from an ACN run, scoreboard.png from
+    the 8-bit scoreboard."""
     try:
         data = read_neural(path)
     except (OSError, ValueError) as err:
@@ -615,6 +700,9 @@ def draw_neural(path, outdir, dpi, log):
                              outdir, dpi, log)
     if "acn" in data:
         return write_figures({"acn": lambda: fig_acn(data["acn"])}, outdir, dpi, log)
+    if "scoreboard" in data:
+        return write_figures({"scoreboard": lambda: fig_scoreboard(data["scoreboard"])},
+                             outdir, dpi, log)
     sweeps = data["sweep"]
     makers = {"dl_vs_training_size": lambda: fig_dl_vs_training_size(sweeps)}
     if "vae" in sweeps[0]["models"]:
@@ -796,7 +884,8 @@ def parse_args(argv=None):
     ap.add_argument("--neural", metavar="JSON",
                     help="instead: draw dl_vs_training_size.png and vae_traversals.png from "
                          "the --json output of neural_codes.py --sweep, one_bit_vae.png from "
-                         "that of --one-bit, acn.png from that of --acn")
+                         "that of --one-bit, acn.png from that of --acn, scoreboard.png from "
+                         "that of --scoreboard")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     given = ap.given(argv)

@@ -154,25 +154,28 @@ NEURAL_RUNS = {"neural_seeds": [["--seeds", "0", "1", "2", "3", "4"]],
                                     "vq_vae_4x64", "vq_vae_residual_4x6", "factorial_vq"]],
                "neural_sweep": [["--sweep"]],
                "neural_latents": [["--n-samples", "2000", "--latents", str(L), "--models", "vae"]
-                                  for L in (2, 10)]}
+                                  for L in (2, 10)],
+               "choices": [["--choose"]]}
+
+
 def bench_neural():
     """Wall time, speed and peak memory of the modern codes; the pages' tables of them
     against the fresh runs."""
     import resource
     import numpy as np
-    import neural_codes as nc
+    import neural_models as nm
     from tests.helpers import FLOAT32_TOL, mismatches, numbers_by_row, readme_block
     t = wall(["neural_codes.py"])
     print(f"neural codes default run (N = 200, seed 0, 4 models): {t:.2f} s wall")
-    X, V, _, _ = nc.load_split(0, 20000, n_test=10)
-    for name, model in (("Gaussian VAE", nc.GaussianVAE(5, nc.HIDDEN, rng=np.random.default_rng(0))),
-                        ("VQ-VAE 4x6", nc.VQVAE(4, 6, rng=np.random.default_rng(0)))):
+    X, V, _, _ = nm.load_split(0, 20000, n_test=10)
+    for name, model in (("Gaussian VAE", nm.GaussianVAE(5, nm.HIDDEN, rng=np.random.default_rng(0))),
+                        ("VQ-VAE 4x6", nm.VQVAE(4, 6, rng=np.random.default_rng(0)))):
         model = model.astype(np.float32)
         if name.startswith("VQ"):
             model.init_codebooks(X[:2000].astype(np.float32), np.random.default_rng(0))
-        h = nc.train_network(model, X.astype(np.float32), V[:100].astype(np.float32),
+        h = nm.train_network(model, X.astype(np.float32), V[:100].astype(np.float32),
                              np.random.default_rng(1), 3000, batch=128, eval_every=10**6)
-        print(f"{name} training step, batch 128, hidden {nc.HIDDEN}, float32: "
+        print(f"{name} training step, batch 128, hidden {nm.HIDDEN}, float32: "
               f"{h['steps_run'] / h['seconds']:.0f} steps per second (3000 steps)")
     status = 0
     for block, runs in NEURAL_RUNS.items():
@@ -295,7 +298,12 @@ def main():
                     help="time the ACN run at N = 20000 (one seed) and check it (5 minutes)")
     ap.add_argument("--one-bit", action="store_true",
                     help="time the one-bit experiment and check its table (1 minute)")
+    ap.add_argument("--times", action="store_true",
+                    help="time every command behind an artifact (about 50 minutes) and write "
+                         "viz/timings.json and its block in docs/reproduce.md")
     opts = ap.parse_args()
+    if opts.times:
+        return write_times()
     if opts.acn or opts.one_bit:
         return bench_acn_one_bit("acn" if opts.acn else "one_bit")
     if opts.scoreboard:
@@ -327,6 +335,37 @@ def main():
           f"{t:.2f} s wall, once (target < 120 s)")
     t = wall(["spline_images_factorial_vq.py", "--experiment", "all"])
     print(f"open-question experiments (--experiment all, 5 seeds, 2 workers): {t:.2f} s wall, once")
+
+
+def write_times():
+    """Time every command of TIMED, write viz/timings.json and its block in
+    docs/reproduce.md (the one place the docs take run times from)."""
+    import datetime
+    import platform
+    from tests.helpers import TIMED, timings_table, write_block
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    data = {"date": datetime.date.today().isoformat(),
+            "machine": f"{cpu}, {os.cpu_count()} cores", "runs": {}}
+    for label, shown, repeats in TIMED:
+        args = [a.format(tmp=TMP) for a in shown]     # run into a temporary folder
+        seconds = []
+        for _ in range(repeats):
+            module = args[0] == "-m"                     # the test suite
+            command = args if module else [str(ROOT / args[0]), *args[1:], "--quiet"]
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, *command], check=not module, cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seconds.append(time.perf_counter() - t0)
+        data["runs"][label] = {"command": [a.format(tmp="out") for a in shown],
+                               "seconds": statistics.median(seconds),
+                               "runs": repeats}
+        print(f"{label}: {statistics.median(seconds):.1f} s (median of {repeats})", flush=True)
+    with open(ROOT / "viz" / "timings.json", "w") as f:
+        json.dump(data, f, indent=1)
+    write_block("timings", timings_table(data))
+    print("wrote viz/timings.json and the timings block of docs/reproduce.md")
+    return 0
 
 
 def trace_steps():

@@ -130,7 +130,8 @@ NEURAL_JSON = {"scoreboard": ["viz/scoreboard.json"],
                "neural_variants": ["viz/neural_variants.json"],
                "neural_sweep": ["viz/neural_sweep.json"],
                "neural_latents": ["viz/neural_latents_2.json", "viz/neural_latents_10.json"],
-               "acn": ["viz/acn.json"], "one_bit": ["viz/one_bit_vae.json"]}
+               "acn": ["viz/acn.json"], "one_bit": ["viz/one_bit_vae.json"],
+               "choices": ["viz/choices.json"]}
 
 
 def neural_block(name, paths=None):
@@ -143,7 +144,57 @@ def neural_block(name, paths=None):
     return "\n\n".join(tables)
 
 
+# ----------------------------------------------------------------------------- run times
+#
+# Every command behind an artifact, timed by `python3 -m tests.bench --times` into
+# viz/timings.json, whose block in docs/reproduce.md is the one place the docs take run times
+# from.  (label, script and arguments, how many runs: the median is reported).
+TIMED = (
+    ("results table, seed 0", ["spline_images_factorial_vq.py"], 3),
+    ("results table, seeds 0-4", ["spline_images_factorial_vq.py", "--seeds", "0", "1", "2",
+                                  "3", "4"], 3),
+    ("coder table (--compress)", ["spline_images_factorial_vq.py", "--compress"], 3),
+    ("--experiment training", ["spline_images_factorial_vq.py", "--experiment", "training"], 1),
+    ("--experiment sweep alignment annealing limit", ["spline_images_factorial_vq.py",
+     "--experiment", "sweep", "alignment", "annealing", "limit"], 1),
+    ("--experiment movement", ["spline_images_factorial_vq.py", "--experiment", "movement"], 1),
+    ("--experiment sigma", ["spline_images_factorial_vq.py", "--experiment", "sigma"], 1),
+    ("--experiment all", ["spline_images_factorial_vq.py", "--experiment", "all"], 1),
+    ("six figures (a fresh training run)", ["visualize_spline_images_factorial_vq.py",
+                                            "--outdir", "{tmp}"], 3),
+    ("training GIF", ["make_spline_images_factorial_vq_gif.py", "--out", "{tmp}/a.gif"], 3),
+    ("experiment figures from viz/experiments.json", ["visualize_spline_images_factorial_vq.py",
+     "--experiments", "viz/experiments.json", "--outdir", "{tmp}"], 3),
+    ("neural_codes.py, seed 0", ["neural_codes.py"], 1),
+    ("neural_codes.py --seeds 0 1 2 3 4", ["neural_codes.py", "--seeds", "0", "1", "2", "3",
+                                          "4"], 1),
+    ("VQ-VAE variants, seeds 0-4", ["neural_codes.py", "--seeds", "0", "1", "2", "3", "4",
+     "--models", "vq_vae_4x6", "vq_vae_4x64", "vq_vae_residual_4x6", "factorial_vq"], 1),
+    ("VAE at N = 2000, one latent count", ["neural_codes.py", "--n-samples", "2000",
+                                           "--latents", "2", "--models", "vae"], 1),
+    ("--sweep (seed 0)", ["neural_codes.py", "--sweep"], 1),
+    ("--scoreboard", ["neural_codes.py", "--scoreboard"], 1),
+    ("--one-bit", ["neural_codes.py", "--one-bit"], 1),
+    ("--choose", ["neural_codes.py", "--choose"], 1),
+    ("--acn, one seed (two sizes)", ["neural_codes.py", "--acn", "--seed", "0"], 1),
+    ("the test suite", ["-m", "pytest", "-q", "-p", "no:cacheprovider"], 1),
+)
+
+
+def timings_table(data):
+    """The timings block, formatted from viz/timings.json."""
+    rows = [f"| {label} | `python3 {' '.join(r['command'])}` | {r['seconds']:.1f} s | "
+            f"{r['runs']} |" for label, r in data["runs"].items()]
+    return "\n".join([f"*Wall time on {data['machine']}, measured {data['date']} by `python3 -m "
+                      f"tests.bench --times`: the median over the runs counted*", "",
+                      "| run | command | wall time | runs |", "| --- | --- | ---: | ---: |",
+                      *rows])
+
+
 # ----------------------------------------------------------------------------- running code
+
+# numpy's AVX-512 kernels off: a file written with the default kernels must decode here too
+NO_AVX512 = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
 
 
 def run_script(script, *args, timeout=120, env=None):
@@ -171,3 +222,17 @@ def finite_difference(f, theta, idx, h=1e-6):
         theta[i] = old
         out.append((up - down) / (2 * h))
     return np.array(out)
+
+
+def rewrite(path, edit=lambda header: None, edit_rest=lambda rest: rest):
+    """Change a bitstream's header or the bytes after it (parameters and message) and
+    recompute its checksum, as a hand edit would."""
+    import hashlib
+    blob = path.read_bytes()
+    body = blob[37:]
+    n = int.from_bytes(body[:4], "little")
+    header = json.loads(body[4:4 + n])
+    edit(header)
+    head = json.dumps(header).encode()
+    body = len(head).to_bytes(4, "little") + head + edit_rest(body[4 + n:])
+    path.write_bytes(blob[:5] + hashlib.sha256(body).digest() + body)

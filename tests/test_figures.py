@@ -214,9 +214,10 @@ def test_committed_neural_json_passes_the_check():
 
 
 @pytest.mark.parametrize("source, figure", [("acn.json", "acn"),
-                                            ("one_bit_vae.json", "one_bit_vae")])
-def test_acn_and_one_bit_figures_are_drawn_from_their_committed_runs(tmp_path, cli, source,
-                                                                     figure):
+                                            ("one_bit_vae.json", "one_bit_vae"),
+                                            ("scoreboard.json", "scoreboard")])
+def test_acn_one_bit_and_scoreboard_figures_are_drawn_from_their_committed_runs(
+        tmp_path, cli, source, figure):
     status, _, err = cli(viz.main, "--neural", str(ROOT / "viz" / source), "--outdir",
                          str(tmp_path), "--quiet", "--dpi", "40")
     assert status == 0, err
@@ -248,3 +249,18 @@ def test_malformed_acn_or_one_bit_json_is_named_and_draws_nothing(tmp_path, cli,
     status, _, err = cli(viz.main, "--neural", str(path), "--outdir", str(tmp_path / "figs"))
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "figs").exists()
+
+
+@pytest.mark.parametrize("edit,where", [
+    (lambda b: b["rows"]["factorial_vq"].__setitem__("actual_bits", "x"), "actual_bits"),
+    (lambda b: b["rows"]["factorial_vq"].__setitem__("actual_bits_sd", -1.0), "actual_bits_sd"),
+    (lambda b: b["baselines"]["layout"].pop("bz2"), "layout"),
+    (lambda b: b["limit"].pop("se"), "limit.se")])
+def test_a_malformed_scoreboard_is_named_and_draws_nothing(tmp_path, cli, edit, where):
+    import json
+    data = json.loads((ROOT / "viz" / "scoreboard.json").read_text())
+    edit(data["scoreboard"])
+    path = tmp_path / "board.json"
+    path.write_text(json.dumps(data))
+    status, _, err = cli(viz.main, "--neural", str(path), "--outdir", str(tmp_path / "out"))
+    assert status == 2 and where in err and not (tmp_path / "out").exists(), err

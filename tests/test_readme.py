@@ -15,6 +15,7 @@ import re
 import numpy as np
 import pytest
 
+import compressors
 import spline_images_factorial_vq as sv
 from tests.helpers import (FLOAT32_TOL, ROOT, SPOT_ROWS, TABLES, TOL, committed, compress_table,
                            fresh, mismatches, neural_block, numbers_by_row, readme_block,
@@ -42,7 +43,8 @@ def test_readme_compress_table_is_the_committed_run_and_a_row_recodes():
     model, _ = sv.fit_model("factorial_vq", X, seed=0)
     row, _ = sv.code_and_check(model, sv.quantise_images(Xt), 0)
     assert row["roundtrip"] and abs(row["actual_bits"] - want["actual_bits"]) <= TOL
-    assert sv.baseline_bits(sv.quantise_images(Xt)) == data["compress"]["baselines"]
+    V = sv.quantise_images(Xt)
+    assert compressors.baseline_bits(V, sv.HEIGHT, sv.WIDTH) == data["compress"]["baselines"]
 
 
 @pytest.mark.parametrize("name", TABLES)
@@ -91,7 +93,7 @@ def test_readme_training_rows_match_a_fresh_fit():
 
 
 @pytest.mark.parametrize("name", ["neural_seeds", "neural_variants", "neural_sweep",
-                                  "neural_latents", "acn", "one_bit"])
+                                  "neural_latents", "acn", "one_bit", "choices"])
 def test_readme_modern_code_tables_are_the_committed_runs(name):
     """The modern-code tables are formatted from the JSON of their runs, committed in viz/
     (`python3 -m tests.bench --neural` reruns them and compares)."""
@@ -102,9 +104,10 @@ def test_committed_modern_code_runs_match_a_fresh_fit():
     """Spot check of viz/neural_seeds.json: seed 0's factorial VQ and PPCA-24 refitted to
     TOL, its VQ-VAE 4x6 to FLOAT32_TOL."""
     import neural_codes as nc
+    import neural_models as nm
     with open(ROOT / "viz" / "neural_seeds.json") as f:
         want = next(r for r in json.load(f)["results"] if r["seed"] == 0)["models"]
-    data = nc.load_split(0, 200)
+    data = nm.load_split(0, 200)
     got = {name: (nc.run_core(name, data, 0)["total"], TOL) for name in ("factorial_vq", "pca24")}
     got["vq_vae_4x6"] = (nc.run_model("vq_vae_4x6", data, 0)[0]["total"], FLOAT32_TOL)
     for name, (total, tol) in got.items():
@@ -144,11 +147,11 @@ def test_readme_scoreboard_is_the_committed_run_and_a_row_refits():
 def test_committed_one_bit_run_matches_a_fresh_fit():
     """Spot check of viz/one_bit_vae.json (`python3 -m tests.bench --one-bit` reruns it all):
     the one- and two-layer VAEs at ndims 2, seed 0, refitted."""
-    import neural_codes as nc
+    import neural_models as nm
     with open(ROOT / "viz" / "one_bit_vae.json") as f:
         want = json.load(f)["one_bit"]["one_bit"]
     for layers in (1, 2):
-        got = dict(zip(("loss", "recon", "code"), nc.fit_one_bit(2, layers, 0).bits()))
+        got = dict(zip(("loss", "recon", "code"), nm.fit_one_bit(2, layers, 0).bits()))
         for term, value in got.items():
             assert abs(value - want[str(layers)]["2"]["0"][term]) <= TOL, (layers, term)
 
@@ -188,3 +191,31 @@ def test_no_page_or_module_cites_a_file_outside_the_repository():
     texts = [p.read_text() for p in markdown_pages()] + [p.read_text() for p in ROOT.glob("*.py")]
     for text in texts:
         assert "shared/" not in text and "SPEC" not in text
+
+
+def test_the_settings_in_the_code_are_the_ones_chosen_on_validation_images():
+    """The 8-bit VAE's rates and the ACN coder's mixture are what `neural_codes.py --choose`
+    picked (viz/choices.json), not numbers typed after looking at held-out bits."""
+    import neural_models as nm
+    choices = json.loads((ROOT / "viz" / "choices.json").read_text())["choices"]
+    assert nm.PIXEL_LR_AT == {int(n): float(r) for n, r in choices["pixel_lr_pick"].items()}
+    assert [str(nm.ACN_CODER_MIX)] == list(choices["coder_mix_pick"].values())
+
+
+def test_the_longer_runs_quoted_in_the_coding_page_are_their_files():
+    """docs/coding.md quotes the 8-bit VAE trained longer; the numbers are those of the runs'
+    JSON files, to the digit shown."""
+    page = (ROOT / "docs" / "coding.md").read_text()
+    for steps in (56000, 100000):
+        data = json.loads((ROOT / "viz" / f"scoreboard_{steps}_steps.json").read_text())
+        row = data["scoreboard"]["rows"]["pixel_vae_20000"]
+        assert row["steps_run"] <= steps and f"{row['actual_bits']:.1f}" in page, steps
+
+
+def test_the_timings_block_is_the_benchmarks_file():
+    """Run times come from one place: viz/timings.json, written with its block by
+    `python3 -m tests.bench --times`."""
+    from tests.helpers import TIMED, timings_table
+    data = json.loads((ROOT / "viz" / "timings.json").read_text())
+    assert readme_block("timings").strip() == timings_table(data).strip()
+    assert list(data["runs"]) == [label for label, _, _ in TIMED]

@@ -1,0 +1,1340 @@
+"""The modern codes as a library: Gaussian VAE, 8-bit VAE, ACN, one-bit VAE and VQ-VAE.
+
+Each is scored in exactly the core's convention (docs/paper.md, "Conventions"): bits per
+image on the same 2000 held-out images, pixel noise sigma_x, data quantised at width
+t = sigma_x * sqrt(2 pi), so that every row sits next to every row of the core's table with
+no conversion; the 8-bit VAE leaves the convention for actual bits on 8-bit pixels.
+
+- Gaussian VAE: its negative ELBO is the bits-back free energy F with a continuous code,
+  E_q ||x - f(z)||^2 / (2 sigma_x^2) + KL(q(z|x) || N(0, I)), in nats, over ln 2.
+- 8-bit VAE: a mean and a scale per pixel, the Gaussian's mass on each 8-bit level.
+- ACN: the VAE with a prior conditioned on a neighbour's posterior mean.
+- one-bit VAE: two data points, one latent, one- and two-layer VAEs.
+- VQ-VAE: a deterministic code, so its valid code length is the reconstruction term plus
+  -log2 P(codes) under code frequencies fitted on the training images.
+
+Here: the networks (every one built from the MLP block of mlp.py, forward and hand-written
+backward), their training (the core's Adam) and the VAEs' coding models for the bits-back
+coder (bits_back_coder.py).  neural_codes.py runs the experiments and the command line;
+the core never imports either.
+"""
+
+import copy
+import functools
+import math
+import time
+
+import spline_images_factorial_vq as sv  # first: it sets the BLAS thread count
+
+import bits_back_coder as bbc  # noqa: E402
+import cli_kit as kit  # noqa: E402
+import mlp  # noqa: E402
+
+np = sv.np
+D, LN2 = sv.D, sv.LN2
+
+LATENTS = 5                    # the data's intrinsic dimension: 5 control heights
+HIDDEN = (256, 256)            # hidden widths of every encoder and decoder
+BATCH = 128
+LR = 1e-3                      # Adam's rate, warmed up and cosine-decayed (sv.learning_rate_factor)
+MAX_LATENTS = 64
+MAX_HIDDEN = 4096
+EVAL_SAMPLES = 32              # reparameterised samples per image behind a reported recon term
+TRAVERSAL = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)   # latent values, prior sds
+IW_SAMPLES = 64                # importance samples per image behind the importance-weighted bound
+IW_REPEATS = 4                 # independent sets of them, whose spread gives its standard error
+
+
+# Adam steps against training-set size, interpolated linearly in log N between these points
+# and held constant beyond them: budgets of run time.  The VAE's validation score is still
+# improving at the end of each (its best step is within the last few scores: the sweep's
+# JSON), so training is early-stopped on validation only and no held-out score set them.
+STEPS_AT = {200: 2000, 2000: 50_000, 20_000: 100_000}
+# The 8-bit VAE (the scoreboard's) has its own recipe: batches of 64 and a step budget that
+# keeps the scoreboard to a few minutes; at each size its rate is the one that
+# `neural_codes.py --choose` picks on seed 0's validation images (a test holds these to
+# viz/choices.json).
+PIXEL_STEPS_AT = {200: 2000, 20_000: 28_000}
+PIXEL_BATCH = 64
+PIXEL_LR_AT = {200: 1e-2, 20_000: 2e-2}
+PIXEL_EVAL_EVERY = 1000        # a validation score of 2000 images costs 45 training steps
+EVAL_EVERY = 250               # steps between validation scores
+PATIENCE = 0.2                 # stop after this fraction of the run (at least 8 scores) brings
+                               # no new best validation score
+
+
+def batch_size(n, largest=BATCH):
+    """Minibatch size for n training images: `largest`, or a quarter of a small set (at
+    least 32), so that an epoch is several steps and a step costs less."""
+    return int(min(largest, max(32, n // 4)))
+
+
+def training_steps(n, table=STEPS_AT):
+    """Adam steps for n training images (`table`, interpolated in log n)."""
+    sizes = sorted(table)
+    return int(round(np.interp(math.log(n), np.log(sizes), [table[s] for s in sizes])))
+
+
+def patience_scores(steps, eval_every=EVAL_EVERY):
+    """Validation scores without a new best after which a run of `steps` stops."""
+    return max(8, int(PATIENCE * steps / eval_every))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def validation_size(n_train):
+    """Validation images beside n_train training images: a tenth, 100 to 2000."""
+    return int(min(2000, max(100, n_train // 10)))
+
+
+def load_split(seed, n_train, n_val=None, n_test=2000):
+    """(train (n_train, 96), validation (n_val, 96), held-out (n_test, 96), held-out controls).
+
+    Training images come from the core's training stream (stream 0), so N = 200 is exactly
+    the core's training set and every smaller set is a prefix of a larger one; validation
+    from stream 2; held-out from stream 1, the core's held-out set.  n_val defaults to a
+    tenth of n_train, between 100 and 2000 images."""
+    n_val = n_val if n_val is not None else validation_size(n_train)
+    X = sv.generate_spline_images(n_train, seed)[0]
+    V = sv.generate_spline_images(n_val, seed, stream=2)[0]
+    T, controls = sv.generate_spline_images(n_test, seed, stream=1)
+    return X, V, T, controls
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+class Networks:
+    """Several MLPs whose weights are consecutive views of one flat vector `theta`, so that
+    one Adam updates them all: nets = {name: (sizes, act)}."""
+
+    def __init__(self, nets, dtype=np.float64):
+        total = sum(mlp.MLP.n_params(sizes) for sizes, _ in nets.values())
+        self.theta = np.zeros(total, dtype=dtype)
+        self.nets, self._slices, offset = {}, {}, 0
+        for name, (sizes, act) in nets.items():
+            n = mlp.MLP.n_params(sizes)
+            self._slices[name] = slice(offset, offset + n)
+            self.nets[name] = mlp.MLP(sizes, self.theta[offset:offset + n], act)
+            offset += n
+
+    def gather(self, grads):
+        """{net name: flat gradient} -> one flat gradient like theta (zeros elsewhere)."""
+        if list(grads) == list(self.nets):             # every net, in theta's order
+            return np.concatenate([grads[name] for name in self.nets], dtype=self.theta.dtype)
+        out = np.zeros_like(self.theta)
+        for name, g in grads.items():
+            out[self._slices[name]] += g
+        return out
+
+    def training_state(self):
+        """What training changes besides theta (copied with the best theta)."""
+        return None
+
+    def new_epoch(self, X, rng):
+        """Called before every pass over the training images X (the ACN's neighbours)."""
+
+    def minibatch(self, X, idx, rng):
+        """What loss_and_grad takes for the training images X[idx]."""
+        return X[idx]
+
+    def restore_training_state(self, state):
+        pass
+
+    def astype(self, dtype):
+        """A copy whose float arrays (theta, codebooks) have this dtype: training runs in
+        float32, scoring in float64."""
+        state = {k: v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+                 else copy.deepcopy(v) for k, v in self.__getstate__().items()}
+        new = object.__new__(type(self))
+        new.__setstate__(state)
+        return new
+
+    # copies and pickles must rebuild the views into theta
+    def __getstate__(self):
+        return {**self.__dict__, "nets": {k: (m.sizes, m.act) for k, m in self.nets.items()}}
+
+    def __setstate__(self, state):
+        nets = state.pop("nets")
+        self.__dict__.update(state)
+        self.nets = {k: mlp.MLP(sizes, self.theta[self._slices[k]], act)
+                     for k, (sizes, act) in nets.items()}
+
+
+# ----------------------------------------------------------------------------- Gaussian VAE
+
+
+class GaussianVAE(Networks):
+    """q(z|x) = N(mu(x), diag s(x)^2) from an MLP encoder, prior N(0, I), decoder MLP f(z),
+    p(x|z) = N(f(z), sigma_x^2 I) at the core's quantisation width t, so that
+
+        F(x) = ( E_q ||x - f(z)||^2 / (2 sigma_x^2) + KL(q(z|x) || N(0, I)) ) / ln 2
+
+    is a bits-back code length in the core's convention (the VAE's negative ELBO).
+    """
+
+    def __init__(self, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, act="relu", rng=None,
+                 n_out=D, extra=None):
+        if n_latent < 1 or min(hidden, default=1) < 1:
+            raise ValueError("need n_latent >= 1 and hidden widths >= 1")
+        L = self.n_latent = int(n_latent)
+        self.sigma_x, self.hidden = float(sigma_x), tuple(hidden)
+        super().__init__({"enc": ((D, *hidden, 2 * L), act), "dec": ((L, *hidden, n_out), act),
+                          **(extra or {})})
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.nets["enc"].init(rng, last_scale=0.1)      # start near the prior: small KL
+        self.nets["dec"].init(rng)
+        self.nets["dec"].p[f"b{len(hidden)}"][...] = 0.1   # near the mean image brightness
+
+    def encode(self, X):
+        """(mu (N, L), log s (N, L), cache) of q(z|x)."""
+        out, cache = self.nets["enc"].forward(X)
+        return out[:, :self.n_latent], out[:, self.n_latent:], cache
+
+    def decode(self, Z):
+        """The decoder's output for Z (N, L): f(z) (N, 96)."""
+        return self.nets["dec"].forward(Z)[0]
+
+    def pixel_nll(self, X, out, grad=False):
+        """-log p(x|z) in nats per image (N,) in the t-convention, from the decoder's output
+        (N, 96); with grad also its gradient with respect to the output."""
+        R = out - X
+        nll = np.einsum("nd,nd->n", R, R) / (2 * self.sigma_x**2)
+        return (nll, R / self.sigma_x**2) if grad else nll
+
+    def mean_image(self, out):
+        """The decoder's mean image (N, 96) from its output."""
+        return out
+
+    def loss_and_grad(self, X, rng):
+        """Mean F in nats over X (one reparameterised sample per image) and its gradient,
+        a flat array like theta."""
+        N = len(X)
+        mu, log_s, enc_cache = self.encode(X)
+        s = np.exp(log_s)
+        eps = rng.standard_normal(mu.shape, dtype=mu.dtype)
+        Z = mu + s * eps
+        out, dec_cache = self.nets["dec"].forward(Z)
+        recon, g_out = self.pixel_nll(X, out, grad=True)
+        kl = 0.5 * np.sum(mu * mu + s * s - 1.0 - 2.0 * log_s, axis=1)
+        g_dec, g_Z = self.nets["dec"].backward(dec_cache, g_out / N)
+        g_mu = g_Z + mu / N
+        g_log_s = g_Z * eps * s + (s * s - 1.0) / N
+        g_enc, _ = self.nets["enc"].backward(enc_cache, np.concatenate([g_mu, g_log_s], axis=1),
+                                            input_grad=False)
+        return float(np.mean(recon + kl)), self.gather({"enc": g_enc, "dec": g_dec})
+
+    def description_length(self, X, n_samples=EVAL_SAMPLES, rng=None, chunk=500):
+        """Per-image bits {"recon", "code", "total"}: the recon term averaged over n_samples
+        reparameterised draws, the KL in closed form.  The draws come from rng (default: a
+        fixed one), so a score repeats exactly."""
+        rng = rng if rng is not None else np.random.default_rng(12345)
+        recon, code = np.empty(len(X)), np.empty(len(X))
+        for i in range(0, len(X), chunk):
+            x = X[i:i + chunk]
+            mu, log_s, _ = self.encode(x)
+            s = np.exp(log_s)
+            code[i:i + chunk] = 0.5 * np.sum(mu * mu + s * s - 1.0 - 2.0 * log_s, axis=1)
+            eps = rng.standard_normal((n_samples,) + mu.shape)
+            out = self.decode((mu + s * eps).reshape(-1, self.n_latent))
+            err = self.pixel_nll(np.tile(x, (n_samples, 1)), out).reshape(n_samples, len(x))
+            recon[i:i + chunk] = err.mean(axis=0)
+        recon, code = recon / LN2, code / LN2
+        return {"recon": recon, "code": code, "total": recon + code}
+
+    def log_weights(self, X, n_samples, rng):
+        """log p(x, z_s) - log q(z_s | x) in nats for n_samples draws z_s ~ q: (S, N), with
+        p(x|z) in the t-convention (no normaliser), as in F."""
+        mu, log_s, _ = self.encode(X)
+        s = np.exp(log_s)
+        eps = rng.standard_normal((n_samples,) + mu.shape)
+        Z = mu + s * eps
+        out = self.decode(Z.reshape(-1, self.n_latent))
+        log_px = -self.pixel_nll(np.tile(X, (n_samples, 1)), out).reshape(n_samples, len(X))
+        log_pz = -0.5 * np.sum(Z * Z, axis=2)
+        log_qz = -0.5 * np.sum(eps * eps, axis=2) - np.sum(log_s, axis=1)
+        return log_px + log_pz - log_qz          # the (2 pi)^(L/2) of p(z) and q(z|x) cancel
+
+    def importance_bound(self, X, n_samples=IW_SAMPLES, rng=None, chunk=100,
+                         repeats=IW_REPEATS):
+        """The importance-weighted bound -log2 mean_s p(x, z_s) / q(z_s|x) per image (N,),
+        averaged over `repeats` independent sets of n_samples draws, and the standard error
+        of its mean over images from the spread of those repeats: each image's variance
+        over its repeats, pooled over the images.  (The delta method over one set's weights
+        understates it: the weights are heavy-tailed.)"""
+        rng = rng if rng is not None else np.random.default_rng(54321)
+        est = np.empty((repeats, len(X)))
+        for r in range(repeats):
+            for i in range(0, len(X), chunk):
+                lw = self.log_weights(X[i:i + chunk], n_samples, rng)
+                top = lw.max(axis=0)
+                est[r, i:i + chunk] = -(np.log(np.exp(lw - top).mean(axis=0)) + top) / LN2
+        se = math.sqrt(est.var(axis=0, ddof=1).sum() / repeats) / len(X)
+        return est.mean(axis=0), se
+
+    def validation_bits(self, X):
+        """Mean F in bits on X, with few samples: the early-stopping criterion."""
+        return self.description_length(X, n_samples=4, rng=np.random.default_rng(7))["total"].mean()
+
+    def traversals(self, values=TRAVERSAL):
+        """Decoded images (L, len(values), 96) as latent l runs over values, the other
+        latents at the prior mean 0."""
+        L = self.n_latent
+        Z = np.zeros((L, len(values), L))
+        Z[np.arange(L), :, np.arange(L)] = values
+        return self.mean_image(self.decode(Z.reshape(-1, L))).reshape(L, len(values), D)
+
+    def active_latents(self, X, threshold=0.01):
+        """Latents whose posterior mean varies over images by more than threshold (var)."""
+        mu = self.encode(X)[0]
+        return int(np.sum(mu.var(axis=0) > threshold))
+
+
+# --- the 8-bit VAE ---------------------------------------------------------------------------
+#
+# On 8-bit images a fixed sigma_x is a poor likelihood: 37% of the pixels are exactly 0 and
+# the rest need a scale that follows the image.  The 8-bit VAE's decoder gives every pixel a
+# mean and a log-scale, and p(v|z) is the Gaussian's mass on v's bin [(v - 1/2)/255,
+# (v + 1/2)/255], the end levels taking the tails: a normalised distribution over the 256
+# levels, exactly what the coder codes (with the scale on SCALE_GRID).  Its F is then an
+# 8-bit code length, no t-convention.
+
+SCALE_LOW, SCALE_STEP, N_SCALES = -28_376, 355, 64   # log-scales (units 2^-12 nats) of the grid
+LOG_SCALE_RANGE = (SCALE_LOW / 4096, (SCALE_LOW + (N_SCALES - 1) * SCALE_STEP) / 4096)
+#                 = 0.25 to 59 levels
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def discretised_gaussian(levels, mu, log_s):
+    """log P(v | mu, s) in nats (N, D) of 8-bit levels (N, D) under N(mu, s^2) on the [0, 1]
+    scale, binned as above; and its gradients (N, D) with respect to mu and log_s.
+
+    Both edges in one tail lose the difference to rounding, so the upper tail is reflected
+    onto the lower one; the log of a difference of CDFs is taken from their logs."""
+    from scipy.special import log_ndtr
+    L = bbc.PIXEL_LEVELS - 1
+    s = np.exp(log_s)
+    a = np.where(levels <= 0, -np.inf, (levels - 0.5) / L - mu) / s
+    b = np.where(levels >= L, np.inf, (levels + 0.5) / L - mu) / s
+    flip = a > 0
+    lo, hi = np.where(flip, -b, a), np.where(flip, -a, b)            # P = Phi(hi) - Phi(lo)
+    log_hi = log_ndtr(hi)
+    with np.errstate(divide="ignore"):
+        logp = log_hi + np.log1p(-np.exp(log_ndtr(lo) - log_hi))
+    za, zb = np.where(np.isfinite(a), a, 0.0), np.where(np.isfinite(b), b, 0.0)
+    density = lambda z, finite: np.exp(np.where(finite, -0.5 * z * z - LOG_SQRT_2PI - logp,
+                                                -np.inf))
+    ra, rb = density(za, np.isfinite(a)), density(zb, np.isfinite(b))   # phi(a)/P, phi(b)/P
+    return logp, (ra - rb) / s, za * ra - zb * rb
+
+
+class PixelVAE(GaussianVAE):
+    """The Gaussian VAE for 8-bit images: the decoder gives (mean, log-scale) per pixel, the
+    log-scale clipped to LOG_SCALE_RANGE, and p(v|z) is the discretised Gaussian above.
+    Its input is x = v / 255; F is in bits of the 8-bit image."""
+
+    def __init__(self, n_latent=LATENTS, hidden=HIDDEN, act="relu", rng=None):
+        super().__init__(n_latent, hidden, sigma_x=math.nan, act=act, rng=rng, n_out=2 * D)
+        self.nets["dec"].p[f"b{len(hidden)}"][D:] = math.log(0.05)
+
+    def pixel_nll(self, X, out, grad=False):
+        levels = np.rint(X * (bbc.PIXEL_LEVELS - 1))
+        raw = out[:, D:].astype(np.float64)
+        lo, hi = LOG_SCALE_RANGE
+        logp, g_mu, g_ls = discretised_gaussian(levels, out[:, :D].astype(np.float64),
+                                                np.clip(raw, lo, hi))
+        nll = -logp.sum(axis=1)
+        if not grad:
+            return nll
+        g_ls = np.where((raw > lo) & (raw < hi), g_ls, 0.0)
+        return nll, np.concatenate([-g_mu, -g_ls], axis=1).astype(out.dtype)
+
+    def mean_image(self, out):
+        return out[:, :D]
+
+
+# ----------------------------------------------------------------------------- ACN
+#
+# An associative compression network (Graves, Menick & van den Oord 2018) is the Gaussian VAE
+# with its prior N(0, I) replaced by p(z | z_n) = N(m(z_n), diag sd(z_n)^2), a prior network
+# fed the posterior mean z_n of a neighbouring image.  A set is sent along a greedy
+# nearest-neighbour tour in latent space: each image's code is priced under the prior given
+# the image sent before it, which the receiver has decoded and encodes itself; the first
+# image uses N(0, I).  The prior network's input is a constant (no gradient reaches the
+# neighbour's encoder pass), so the receiver's prior is exactly the sender's.
+
+ACN_NEIGHBOURS = 5             # K: training neighbours per image, refreshed every epoch
+PRIOR_HIDDEN = (128, 128)      # hidden widths of the prior network
+ACN_FINE_TUNE = 0.25           # an ACN started from a trained VAE trains this fraction of
+ACN_FINE_TUNE_LR = 0.3         # the VAE's steps, at this fraction of its rate
+ACN_CODER_MIX = 16             # the coder's prior gives 1/16 of each latent's mass to N(0, 1)
+
+
+def gaussian_kl(mu, log_s, m, log_sd):
+    """KL(N(mu, s^2) || N(m, sd^2)) summed over the last axis, in nats (N,)."""
+    r = np.exp(2.0 * (log_s - log_sd)) + (mu - m)**2 * np.exp(-2.0 * log_sd)
+    return 0.5 * np.sum(r - 1.0, axis=-1) + np.sum(log_sd - log_s, axis=-1)
+
+
+def greedy_tour(M, start=None):
+    """A greedy nearest-neighbour tour through points M (N, L): start (default: the point
+    nearest the origin, the cheapest under N(0, I)), then always the nearest point not yet
+    visited.  Returns the visiting order (N,)."""
+    M = np.asarray(M, dtype=np.float64)
+    n = len(M)
+    cur = int(np.argmin(np.einsum("nl,nl->n", M, M))) if start is None else int(start)
+    order, left = np.empty(n, dtype=np.int64), np.ones(n, dtype=bool)
+    for i in range(n):
+        order[i], left[cur] = cur, False
+        if i + 1 < n:
+            d = np.einsum("nl,nl->n", M - M[cur], M - M[cur])
+            cur = int(np.argmin(np.where(left, d, np.inf)))
+    return order
+
+
+def nearest_neighbours(M, k):
+    """Indices (N, k) of the k nearest other points of each point of M (N, L)."""
+    from scipy.spatial import cKDTree
+    idx = cKDTree(M).query(M, k=k + 1)[1]
+    self_first = np.argsort(idx != np.arange(len(M))[:, None], axis=1, kind="stable")
+    return np.take_along_axis(idx, self_first, axis=1)[:, 1:]   # self removed wherever it sat
+
+
+class ACN(GaussianVAE):
+    """The Gaussian VAE with a prior conditioned on a neighbour's code (see above).
+
+    Training batches pair every image with one of its ACN_NEIGHBOURS nearest neighbours in
+    posterior-mean space (drawn uniformly, the neighbours refreshed every epoch); F is the
+    VAE's with KL(q(z|x) || p(z | mu(x_n))).  The prior network starts at zero output, so an
+    untrained ACN is the VAE with prior N(0, I)."""
+
+    def __init__(self, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, prior_hidden=PRIOR_HIDDEN,
+                 rng=None):
+        L = int(n_latent)
+        super().__init__(L, hidden, sigma_x, rng=rng,
+                         extra={"prior": ((L, *prior_hidden, 2 * L), "relu")})
+        self.nets["prior"].init(rng if rng is not None else np.random.default_rng(0),
+                                last_scale=0.0)
+        self.means = self.neighbours = None
+
+    @classmethod
+    def from_vae(cls, vae, prior_hidden=PRIOR_HIDDEN, rng=None):
+        """An ACN whose encoder and decoder are the trained VAE's (its prior N(0, I) at start)."""
+        acn = cls(vae.n_latent, vae.hidden, vae.sigma_x, prior_hidden, rng).astype(vae.theta.dtype)
+        for name in ("enc", "dec"):
+            acn.nets[name].params[...] = vae.nets[name].params
+        return acn
+
+    def prior(self, M):
+        """(m (N, L), log sd (N, L), cache) of p(z | z_n) for neighbour means M (N, L)."""
+        out, cache = self.nets["prior"].forward(M)
+        return out[:, :self.n_latent], out[:, self.n_latent:], cache
+
+    def new_epoch(self, X, rng):
+        """Every image's posterior mean and its ACN_NEIGHBOURS nearest neighbours among
+        them, held for the epoch."""
+        self.means = np.concatenate([self.encode(X[i:i + 5000])[0]
+                                     for i in range(0, len(X), 5000)])
+        self.neighbours = nearest_neighbours(self.means.astype(np.float64),
+                                             min(ACN_NEIGHBOURS, len(X) - 1))
+
+    def minibatch(self, X, idx, rng):
+        """(X[idx], the epoch's posterior mean of one neighbour of each): a constant of the
+        step, as the receiver's is."""
+        pick = rng.integers(0, self.neighbours.shape[1], size=len(idx))
+        return X[idx], self.means[self.neighbours[idx, pick]]
+
+    def loss_and_grad(self, batch, rng):
+        """Mean F in nats over a batch (X (N, 96), neighbour means (N, L)) and its gradient,
+        a flat array like theta."""
+        X, Mn = batch
+        N = len(X)
+        mu, log_s, enc_cache = self.encode(X)
+        m, log_sd, prior_cache = self.prior(Mn)
+        s, inv = np.exp(log_s), np.exp(-2.0 * log_sd)
+        eps = rng.standard_normal(mu.shape, dtype=mu.dtype)
+        Z = mu + s * eps
+        out, dec_cache = self.nets["dec"].forward(Z)
+        recon, g_out = self.pixel_nll(X, out, grad=True)
+        kl = gaussian_kl(mu, log_s, m, log_sd)
+        g_dec, g_Z = self.nets["dec"].backward(dec_cache, g_out / N)
+        g_m = (m - mu) * inv / N
+        g_mu = g_Z - g_m
+        g_log_s = g_Z * eps * s + (s * s * inv - 1.0) / N
+        g_log_sd = (1.0 - (s * s + (mu - m)**2) * inv) / N
+        g_enc, _ = self.nets["enc"].backward(enc_cache, np.concatenate([g_mu, g_log_s], axis=1),
+                                            input_grad=False)
+        g_prior, _ = self.nets["prior"].backward(prior_cache,
+                                                 np.concatenate([g_m, g_log_sd], axis=1),
+                                                 input_grad=False)
+        return float(np.mean(recon + kl)), self.gather({"enc": g_enc, "dec": g_dec,
+                                                        "prior": g_prior})
+
+    def tour(self, X):
+        """The greedy tour through X's posterior means: the order X is sent in."""
+        return greedy_tour(self.encode(X)[0])
+
+    def description_length(self, X, n_samples=EVAL_SAMPLES, rng=None, chunk=500):
+        """Per-image bits of X sent as a sequence in the given order: the VAE's recon term,
+        and image i's code priced under p(z | mu(x_{i-1})), the first under N(0, I)."""
+        out = super().description_length(X, n_samples, rng, chunk)
+        mu, log_s, _ = self.encode(X)
+        m, log_sd, _ = self.prior(mu[:-1])
+        zero = np.zeros((1, self.n_latent))
+        code = gaussian_kl(mu, log_s, np.concatenate([zero, m]),
+                           np.concatenate([zero, log_sd])) / LN2
+        return {"recon": out["recon"], "code": code, "total": out["recon"] + code}
+
+    def validation_bits(self, X):
+        """Mean F in bits of X sent in tour order, with few samples (early stopping)."""
+        return self.description_length(X[self.tour(X)], n_samples=4,
+                                       rng=np.random.default_rng(7))["total"].mean()
+
+
+# ----------------------------------------------------------------------------- the one-bit VAE
+#
+# Two data points, all zeros and all ones in n dimensions, each with probability 1/2: the
+# data's entropy is exactly 1 bit, and any code's expected length is at least that.  The
+# decoder is independent Bernoulli per dimension given a single Gaussian latent (prior
+# N(0, 1)), so with n = 1 it can explain the data with its bias alone, while with large n
+# only the latent can make the n dimensions agree.  The one-layer VAE has q(z|x) Gaussian;
+# the two-layer VAE has z2 -> z1 -> x with q(z1|x) and q(z2|z1) Gaussian and a learned
+# p(z1|z2), so that p(z1), a Gaussian mixture over z2, can be shaped to the posterior's
+# (ideally half a Gaussian on either side of a split).  Every network is ELU, one hidden
+# layer of ONE_BIT_HIDDEN units, on 1-D inputs and outputs save x's.
+
+ONE_BIT_DIMS = (1, 2, 5, 10, 100, 1000)
+ONE_BIT_HIDDEN = 10
+ONE_BIT_STEPS = 3000           # full-batch Adam steps ...
+ONE_BIT_DRAWS = 32             # ... with this many latent draws per data point
+ONE_BIT_LR = 0.01
+ONE_BIT_EVAL = 20000           # latent draws per data point behind the reported bits
+LOG_SD_BOUND = 5.0             # every log-std is B tanh(a / B): sd within e^-5 .. e^5, since
+                               # the two-layer VAE's best code has q(z1|x) and p(z1|z2) ever
+                               # sharper, which overflows without a floor
+
+
+def bounded_log_sd(a):
+    """(B tanh(a / B), its derivative) for raw network outputs a."""
+    t = np.tanh(a / LOG_SD_BOUND)
+    return LOG_SD_BOUND * t, 1.0 - t * t
+
+
+def one_bit_data(n_dims):
+    """The two data points (2, n_dims): all zeros, all ones."""
+    return np.repeat(np.array([[0.0], [1.0]]), n_dims, axis=1)
+
+
+def bernoulli_nll(X, logits):
+    """-log p(x|z) in nats per row (N,) of independent Bernoullis with these logits, and its
+    gradient with respect to the logits."""
+    e = np.exp(-np.abs(logits))                      # never overflows
+    nll = np.sum(np.maximum(logits, 0.0) + np.log1p(e) - X * logits, axis=1)
+    return nll, np.where(logits >= 0, 1.0, e) / (1.0 + e) - X
+
+
+class OneBitVAE(Networks):
+    """The one-bit VAE with layers = 1 or 2 stochastic layers of one latent each (see above)."""
+
+    def __init__(self, n_dims, layers=1, hidden=ONE_BIT_HIDDEN, rng=None):
+        if layers not in (1, 2):
+            raise ValueError("layers must be 1 or 2")
+        self.n_dims, self.layers = int(n_dims), layers
+        h = (int(hidden),)
+        nets = {"enc": ((self.n_dims, *h, 2), "elu"), "dec": ((1, *h, self.n_dims), "elu")}
+        if layers == 2:
+            nets.update(enc2=((1, *h, 2), "elu"), prior1=((1, *h, 2), "elu"))
+        super().__init__(nets)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        # the upper layer starts as the identity on priors: q(z2|z1) = p(z1|z2) = N(0, 1),
+        # so an untrained two-layer VAE is the one-layer VAE
+        for name in nets:
+            self.nets[name].init(rng, last_scale=0.0 if name in ("enc2", "prior1") else 1.0)
+
+    def terms(self, X, eps):
+        """Per-row (recon, code) in nats and what their gradient needs, for data X (N, n)
+        and standard normal draws eps (N, layers): recon = -log p(x|z1), code = log q - log p
+        of the latents (KL(q(z2|z1) || N(0, 1)) in closed form, the rest sampled)."""
+        out, c_enc = self.nets["enc"].forward(X)
+        mu1, (log_s1, d1) = out[:, :1], bounded_log_sd(out[:, 1:])
+        s1 = np.exp(log_s1)
+        z1 = mu1 + s1 * eps[:, :1]
+        logits, c_dec = self.nets["dec"].forward(z1)
+        recon, g_logits = bernoulli_nll(X, logits)
+        v = dict(mu1=mu1, s1=s1, d1=d1, z1=z1, c_enc=c_enc, c_dec=c_dec, g_logits=g_logits)
+        if self.layers == 1:
+            code = 0.5 * (mu1**2 + s1**2 - 1.0)[:, 0] - log_s1[:, 0]
+            return recon, code, v
+        out2, c_enc2 = self.nets["enc2"].forward(z1)
+        mu2, (log_s2, d2) = out2[:, :1], bounded_log_sd(out2[:, 1:])
+        s2 = np.exp(log_s2)
+        z2 = mu2 + s2 * eps[:, 1:]
+        out_p, c_prior = self.nets["prior1"].forward(z2)
+        m1, (log_sd1, d_sd1) = out_p[:, :1], bounded_log_sd(out_p[:, 1:])
+        r = (z1 - m1) * np.exp(-log_sd1)
+        # log q(z1|x) - log p(z1|z2) + KL(q(z2|z1) || N(0, 1)); the 2 pi terms cancel
+        code = (-0.5 * eps[:, :1]**2 - log_s1 + 0.5 * r**2 + log_sd1
+                + 0.5 * (mu2**2 + s2**2 - 1.0) - log_s2)[:, 0]
+        v.update(mu2=mu2, s2=s2, d2=d2, c_enc2=c_enc2, c_prior=c_prior, r=r,
+                 sd1=np.exp(log_sd1), d_sd1=d_sd1)
+        return recon, code, v
+
+    def stratified_draws(self, rng, n_points, per_point):
+        """Standard normal draws (n_points * per_point, layers), rows grouped by point: for
+        each point and latent one draw in each of per_point equal-mass strata, each latent's
+        strata in their own random order (Latin hypercube sampling; an unbiased estimate of
+        the expectation with far less noise than independent draws, which matters at large
+        n, where a draw in the wrong half costs n bits)."""
+        from scipy.special import ndtri
+        strata = np.argsort(rng.random((n_points, self.layers, per_point)), axis=-1)
+        u = (strata + rng.random(strata.shape)) / per_point
+        return ndtri(u).transpose(0, 2, 1).reshape(-1, self.layers).astype(self.theta.dtype)
+
+    def loss_and_grad(self, X, rng):
+        """Mean (recon + code) in nats over the rows of X (the two points, each repeated
+        the same number of times, in that order), one draw per row, and its gradient (flat
+        like theta)."""
+        N = len(X)
+        eps = self.stratified_draws(rng, 2, N // 2)
+        recon, code, v = self.terms(X, eps)
+        g_dec, g_z1 = self.nets["dec"].backward(v["c_dec"], v["g_logits"] / N)
+        grads = {"dec": g_dec}
+        g_log_s1 = np.full_like(v["s1"], -1.0 / N) if self.layers == 2 else (v["s1"]**2 - 1.0) / N
+        g_mu1 = np.zeros_like(v["mu1"]) if self.layers == 2 else v["mu1"] / N
+        if self.layers == 2:
+            r, sd1 = v["r"], v["sd1"]
+            g_m1, g_log_sd1 = -r / sd1 / N, (1.0 - r**2) / N
+            grads["prior1"], g_z2 = self.nets["prior1"].backward(
+                v["c_prior"], np.concatenate([g_m1, g_log_sd1 * v["d_sd1"]], axis=1))
+            g_mu2 = g_z2 + v["mu2"] / N
+            g_log_s2 = g_z2 * eps[:, 1:] * v["s2"] + (v["s2"]**2 - 1.0) / N
+            grads["enc2"], g_from2 = self.nets["enc2"].backward(
+                v["c_enc2"], np.concatenate([g_mu2, g_log_s2 * v["d2"]], axis=1))
+            g_z1 = g_z1 + r / sd1 / N + g_from2
+        g_mu1 = g_mu1 + g_z1
+        g_log_s1 = g_log_s1 + g_z1 * eps[:, :1] * v["s1"]
+        grads["enc"], _ = self.nets["enc"].backward(
+            v["c_enc"], np.concatenate([g_mu1, g_log_s1 * v["d1"]], axis=1), input_grad=False)
+        return float(np.mean(recon + code)), self.gather(grads)
+
+    def bits(self, draws=ONE_BIT_EVAL, rng=None):
+        """(loss, recon, code) in bits per data point, the mean over both points of
+        draws samples each (the negative ELBO and its two parts)."""
+        rng = rng if rng is not None else np.random.default_rng(0)
+        X = np.repeat(one_bit_data(self.n_dims), draws, axis=0)
+        recon, code, _ = self.terms(X, self.stratified_draws(rng, 2, draws))
+        recon, code = float(recon.mean()) / LN2, float(code.mean()) / LN2
+        return recon + code, recon, code
+
+
+def fit_one_bit(n_dims, layers, seed=0, steps=ONE_BIT_STEPS, draws=ONE_BIT_DRAWS, lr=ONE_BIT_LR):
+    """A OneBitVAE trained by full-batch Adam (draws rows per data point, the core's rate
+    schedule)."""
+    rng = np.random.default_rng([seed, 16, n_dims, layers])
+    model = OneBitVAE(n_dims, layers, rng=rng).astype(np.float32)
+    X = np.repeat(one_bit_data(n_dims), draws, axis=0).astype(np.float32)
+    opt = sv.Adam([model.theta], lr=lr)
+    for t in range(steps):
+        _, g = model.loss_and_grad(X, rng)
+        opt.step([g], lr=lr * sv.learning_rate_factor(t, steps))
+    return model.astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- VQ-VAE
+
+
+VQ_FORMS = ("product", "residual")
+EMBED_DIM = 8                  # dimension of each codebook vector
+COMMITMENT = 0.25
+EMA_DECAY = 0.99
+DEAD_COUNT = 1.0               # a code whose EMA count falls below this is restarted
+
+
+class VQVAE(Networks):
+    """An MLP encoder to latent vectors e, each snapped to its nearest codebook vector, an
+    MLP decoder from the quantised vectors z_q.
+
+    form "product": M latent vectors e_m (the encoder's output split in M), each snapped to
+    the nearest of codebook m's K vectors; the decoder reads the M codes concatenated (the
+    factorial VQ's code shape: M choices of K).  form "residual": one latent vector, its
+    stage-m code the nearest vector of codebook m to what stages 1..m-1 left over; the
+    decoder reads their sum.
+
+    Training: straight-through gradients (the decoder's input gradient is passed to e as if
+    z_q were e), the commitment term COMMITMENT ||e - sg(z_q)||^2, codebooks as exponential
+    moving averages of the encoder outputs assigned to them (Laplace-smoothed counts), and a
+    code whose EMA count falls below DEAD_COUNT restarted at a random encoder output.
+
+    The code is deterministic, so its description length is recon + (-log2 P(codes)), with
+    P per codebook the code frequencies on the training images plus one (fit_prior).
+    """
+
+    def __init__(self, n_codebooks=4, n_codes=6, form="product", hidden=HIDDEN, sigma_x=0.15,
+                 embed=EMBED_DIM, act="relu", rng=None, dtype=np.float64):
+        if form not in VQ_FORMS:
+            raise ValueError(f"form must be one of {VQ_FORMS}")
+        if n_codebooks < 1 or n_codes < 1 or embed < 1 or not hidden or min(hidden) < 1:
+            raise ValueError("need codebooks, codes, embedding and hidden widths >= 1")
+        self.M, self.K, self.form, self.embed = int(n_codebooks), int(n_codes), form, int(embed)
+        self.sigma_x, self.hidden = float(sigma_x), tuple(hidden)
+        width = self.M * self.embed if form == "product" else self.embed
+        super().__init__({"enc": ((D, *hidden, width), act), "dec": ((width, *hidden, D), act)},
+                         dtype)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.nets["enc"].init(rng)
+        self.nets["dec"].init(rng)
+        self.nets["dec"].p[f"b{len(hidden)}"][...] = 0.1
+        self.codebooks = np.zeros((self.M, self.K, self.embed), dtype)     # (M, K, d)
+        self.ema_count = np.ones((self.M, self.K), dtype)
+        self.ema_sum = np.zeros((self.M, self.K, self.embed), dtype)
+        self.log_prior = np.full((self.M, self.K), -math.log(self.K))        # nats
+        self.restarts = 0
+
+    def init_codebooks(self, X, rng):
+        """Codebooks seeded by k-means++ on the encoder outputs (residuals, stage by stage)."""
+        E = self.encode(X)
+        for m in range(self.M):
+            target = E[:, m] if self.form == "product" else E
+            C = target[sv.kmeans_pp(target, self.K, rng)]
+            self.codebooks[m], self.ema_sum[m], self.ema_count[m] = C, C, 1.0
+            if self.form == "residual":
+                E = E - C[self._nearest(E, C)]
+
+    def encode(self, X):
+        """Encoder outputs: (N, M, d) for a product code, (N, d) for a residual one."""
+        out = self.nets["enc"].forward(X)[0]
+        return out.reshape(len(X), self.M, self.embed) if self.form == "product" else out
+
+    @staticmethod
+    def _nearest(E, C):
+        """Index of the nearest row of C (K, d) to each row of E (N, d)."""
+        return np.argmin(np.sum(C * C, axis=1) - 2.0 * E @ C.T, axis=1)
+
+    def quantise(self, E):
+        """(codes (N, M), z_q like E, per-stage inputs (N, M, d) that were snapped)."""
+        codes = np.empty((len(E), self.M), dtype=np.int64)
+        if self.form == "product":
+            for m in range(self.M):
+                codes[:, m] = self._nearest(E[:, m], self.codebooks[m])
+            zq = self.codebooks[np.arange(self.M), codes]
+            return codes, zq, E
+        inputs, rest = np.empty((len(E), self.M, self.embed), E.dtype), E
+        for m in range(self.M):
+            inputs[:, m] = rest
+            codes[:, m] = self._nearest(rest, self.codebooks[m])
+            rest = rest - self.codebooks[m][codes[:, m]]
+        return codes, E - rest, inputs
+
+    def codes(self, X):
+        return self.quantise(self.encode(X))[0]
+
+    def decode_codes(self, codes):
+        """Codes (N, M) -> decoder means (N, 96)."""
+        zq = self.codebooks[np.arange(self.M), codes]
+        zq = zq.reshape(len(codes), -1) if self.form == "product" else zq.sum(axis=1)
+        return self.nets["dec"].forward(zq)[0]
+
+    def surrogate_loss_and_grad(self, X, offset, target, encoded=None):
+        """The straight-through surrogate, mean over X in nats, and its gradient (flat).
+
+        The decoder reads e + offset and the commitment term pulls e towards target; with
+        offset = sg(z_q - e) and target = sg(z_q) (loss_and_grad) the decoder reads z_q in
+        value, and the gradient of
+
+            L(theta) = ||x - f(e + offset)||^2 / (2 sigma_x^2) + COMMITMENT ||e - target||^2
+
+        with offset and target held fixed is the straight-through gradient.  encoded: the
+        encoder's (output, cache) on X, when the caller has it already."""
+        N, s2 = len(X), self.sigma_x**2
+        out, enc_cache = encoded if encoded is not None else self.nets["enc"].forward(X)
+        Xhat, dec_cache = self.nets["dec"].forward(out + offset)
+        R = Xhat - X
+        commit = out - target
+        loss = (np.einsum("nd,nd->n", R, R) / (2 * s2)
+                + COMMITMENT * np.einsum("nd,nd->n", commit, commit))
+        g_dec, g_in = self.nets["dec"].backward(dec_cache, R / (s2 * N))
+        g_enc, _ = self.nets["enc"].backward(enc_cache, g_in + 2.0 * COMMITMENT * commit / N,
+                                            input_grad=False)
+        return float(loss.mean()), self.gather({"enc": g_enc, "dec": g_dec})
+
+    def loss_and_grad(self, X, rng):
+        """One training step's loss and straight-through gradient; updates the codebooks by
+        EMA from this batch's assignments and restarts dead codes (a side effect)."""
+        out, cache = self.nets["enc"].forward(X)
+        E = out.reshape(len(X), self.M, self.embed) if self.form == "product" else out
+        codes, zq, inputs = self.quantise(E)
+        zq = zq.reshape(len(X), -1)
+        loss, grad = self.surrogate_loss_and_grad(X, zq - out, zq, encoded=(out, cache))
+        self.ema_update(codes, inputs, rng)
+        return loss, grad
+
+    def ema_update(self, codes, inputs, rng):
+        """Codebook m <- EMA of the inputs assigned to each code, counts Laplace-smoothed."""
+        g = EMA_DECAY
+        for m in range(self.M):
+            onehot = sv.one_hot(codes[:, m], self.K).astype(inputs.dtype)     # (N, K)
+            self.ema_count[m] = g * self.ema_count[m] + (1 - g) * onehot.sum(axis=0)
+            self.ema_sum[m] = g * self.ema_sum[m] + (1 - g) * onehot.T @ inputs[:, m]
+            n = self.ema_count[m].sum()
+            smoothed = (self.ema_count[m] + 1e-5) / (n + self.K * 1e-5) * n
+            self.codebooks[m] = self.ema_sum[m] / smoothed[:, None]
+            dead = np.flatnonzero(self.ema_count[m] < DEAD_COUNT)
+            if len(dead):
+                pick = rng.integers(len(inputs), size=len(dead))
+                self.codebooks[m, dead] = inputs[pick, m]
+                self.ema_sum[m, dead], self.ema_count[m, dead] = inputs[pick, m], 1.0
+                self.restarts += len(dead)
+
+    def training_state(self):
+        return copy.deepcopy((self.codebooks, self.ema_count, self.ema_sum))
+
+    def restore_training_state(self, state):
+        if state is not None:
+            self.codebooks[...], self.ema_count[...], self.ema_sum[...] = state
+
+    def fit_prior(self, X):
+        """P per codebook: the training images' code counts plus one, normalised."""
+        codes = self.codes(X)
+        for m in range(self.M):
+            counts = np.bincount(codes[:, m], minlength=self.K) + 1.0
+            self.log_prior[m] = np.log(counts / counts.sum())
+        return codes
+
+    def description_length(self, X, codes=None):
+        """Per-image bits {"recon", "code", "total"} of the deterministic code under the
+        fitted prior (call fit_prior on the training images first)."""
+        codes = self.codes(X) if codes is None else codes
+        R = self.decode_codes(codes) - X
+        recon = np.einsum("nd,nd->n", R, R) / (2 * self.sigma_x**2) / LN2
+        code = -self.log_prior[np.arange(self.M), codes].sum(axis=1) / LN2
+        return {"recon": recon, "code": code, "total": recon + code}
+
+    def validation_bits(self, X):
+        """Mean code length on X with the EMA counts as the prior: the stopping criterion."""
+        codes = self.codes(X)
+        log_p = np.log((self.ema_count + 1.0) / (self.ema_count + 1.0).sum(axis=1, keepdims=True))
+        R = self.decode_codes(codes) - X
+        return float(np.mean(np.einsum("nd,nd->n", R, R) / (2 * self.sigma_x**2)
+                             - log_p[np.arange(self.M), codes].sum(axis=1)) / LN2)
+
+    def usage(self, X):
+        """Per codebook: perplexity exp(H) of the code frequencies on X and the number of
+        codes X never uses."""
+        codes = self.codes(X)
+        perplexity, dead = [], []
+        for m in range(self.M):
+            f = np.bincount(codes[:, m], minlength=self.K) / len(X)
+            nz = f[f > 0]
+            perplexity.append(float(np.exp(-np.sum(nz * np.log(nz)))))
+            dead.append(int(np.sum(f == 0)))
+        return {"perplexity": perplexity, "dead_codes": dead}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def flush_subnormals(opt, tiny=1e-30):
+    """Zero Adam's moments below tiny.  A weight whose gradient is zero for a while (a ReLU
+    unit no image in the batches turns on) has its first moment shrink by beta_1 a step into
+    float32's subnormal range, where every arithmetic operation on this CPU is many times
+    slower: left alone they halve the training speed.  Called every 100 steps; from 1e-30
+    the moments need about 175 steps to become subnormal, and a moment this small moves no
+    weight (the update is m / (sqrt(v) + 1e-8))."""
+    for moments in (opt.m, opt.v):
+        for a in moments:
+            a[np.abs(a) < tiny] = 0.0
+
+
+def train_network(model, X, X_val, rng, steps, batch=None, lr=LR, eval_every=EVAL_EVERY,
+                  patience=None, log=None):
+    """Minibatch Adam (the core's) on model.loss_and_grad, the rate warmed up and
+    cosine-decayed (sv.learning_rate_factor).  Every eval_every steps F on the validation
+    images is measured and the best theta so far kept; training stops after `patience`
+    scores with no new best (patience_scores(steps) by default) and ends on the best theta,
+    so a small training set is scored before it overfits.  Minibatches are drawn without
+    replacement, reshuffled every epoch.
+    Returns a history dict (steps run, validation curve, best step, seconds)."""
+    opt = sv.Adam([model.theta], lr=lr)
+    patience = patience_scores(steps, eval_every) if patience is None else patience
+    n = len(X)
+    batch = min(batch or batch_size(n), n)
+    order, pos = rng.permutation(n), 0
+    model.new_epoch(X, rng)
+    best, best_theta, best_step = math.inf, model.theta.copy(), 0
+    best_state = None
+    history = {"step": [], "val": [], "loss": []}
+    start, running = time.perf_counter(), []
+    for t in range(steps):
+        if pos + batch > n:
+            order, pos = rng.permutation(n), 0
+            model.new_epoch(X, rng)
+        idx = order[pos:pos + batch]
+        pos += batch
+        loss, g = model.loss_and_grad(model.minibatch(X, idx, rng), rng)
+        opt.step([g], lr=lr * sv.learning_rate_factor(t, steps))
+        if t % 100 == 0:
+            flush_subnormals(opt)
+        running.append(loss)
+        if (t + 1) % eval_every == 0 or t + 1 == steps:
+            val = float(model.validation_bits(X_val))
+            history["step"].append(t + 1)
+            history["val"].append(val)
+            history["loss"].append(float(np.mean(running)) / LN2)
+            running = []
+            if val < best:
+                best, best_theta, best_step = val, model.theta.copy(), t + 1
+                best_state = model.training_state()
+            if log and (t + 1) % (20 * eval_every) == 0:
+                log(f"  step {t + 1}/{steps}: train {history['loss'][-1]:.2f}, validation "
+                    f"{val:.2f} bits ({time.perf_counter() - start:.0f} s)")
+            if len(history["val"]) - history["step"].index(best_step) - 1 >= patience:
+                break
+    model.theta[...] = best_theta
+    model.restore_training_state(best_state)
+    history.update(best_val=best, best_step=best_step, steps_run=t + 1,
+                   seconds=time.perf_counter() - start)
+    return history
+
+
+def fit_vae(X, X_val, seed=0, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, steps=None,
+            batch=None, lr=LR, log=None):
+    """A GaussianVAE trained in float32 (twice the speed of float64 on this CPU) and returned
+    in float64 for scoring, with its training history."""
+    rng = np.random.default_rng([seed, 12])
+    model = GaussianVAE(n_latent, hidden, sigma_x, rng=rng).astype(np.float32)
+    steps = training_steps(len(X)) if steps is None else steps
+    history = train_network(model, X.astype(np.float32), X_val.astype(np.float32), rng, steps,
+                            batch, lr, log=log)
+    return model.astype(np.float64), history
+
+
+def pixel_rate(n):
+    """The 8-bit VAE's Adam rate for n training images: PIXEL_LR_AT's at the size nearest
+    in log n."""
+    return PIXEL_LR_AT[min(PIXEL_LR_AT, key=lambda size: abs(math.log(size / n)))]
+
+
+def fit_pixel_vae(V, V_val, seed=0, n_latent=LATENTS, hidden=HIDDEN, steps=None, batch=None,
+                  lr=None, log=None):
+    """A PixelVAE trained on 8-bit images V (N, 96) uint8 (validation V_val), in float32,
+    by its own recipe (PIXEL_STEPS_AT, PIXEL_BATCH, pixel_rate), returned in float64 with
+    its training history."""
+    lr = pixel_rate(len(V)) if lr is None else lr
+    rng = np.random.default_rng([seed, 14])
+    model = PixelVAE(n_latent, hidden, rng=rng).astype(np.float32)
+    x = lambda A: (A / np.float32(bbc.PIXEL_LEVELS - 1)).astype(np.float32)
+    steps = training_steps(len(V), PIXEL_STEPS_AT) if steps is None else steps
+    batch = batch_size(len(V), PIXEL_BATCH) if batch is None else batch
+    history = train_network(model, x(V), x(V_val), rng, steps, batch, lr, PIXEL_EVAL_EVERY,
+                            log=log)
+    return model.astype(np.float64), history
+
+
+def fit_acn(X, X_val, seed=0, vae=None, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15,
+            steps=None, batch=None, lr=LR, log=None):
+    """An ACN trained in float32 and returned in float64, with its training history.  Given
+    a trained VAE it starts from the VAE's encoder and decoder (and the prior N(0, I)) and
+    trains ACN_FINE_TUNE of the VAE's steps at ACN_FINE_TUNE_LR; otherwise the VAE's recipe
+    from scratch."""
+    rng = np.random.default_rng([seed, 15])
+    if vae is None:
+        model = ACN(n_latent, hidden, sigma_x, rng=rng).astype(np.float32)
+        steps = training_steps(len(X)) if steps is None else steps
+    else:
+        model = ACN.from_vae(vae.astype(np.float32), rng=rng)
+        steps = int(ACN_FINE_TUNE * training_steps(len(X))) if steps is None else steps
+        lr = lr * ACN_FINE_TUNE_LR
+    history = train_network(model, X.astype(np.float32), X_val.astype(np.float32), rng, steps,
+                            batch, lr, log=log)
+    return model.astype(np.float64), history
+
+
+def fit_vqvae(X, X_val, seed=0, n_codebooks=4, n_codes=6, form="product", hidden=HIDDEN,
+              sigma_x=0.15, steps=None, batch=None, lr=LR, log=None):
+    """A VQVAE trained in float32, codebooks seeded by k-means++ on the first encoder
+    outputs; returned in float64 with its prior fitted on the training codes."""
+    rng = np.random.default_rng([seed, 13])
+    model = VQVAE(n_codebooks, n_codes, form, hidden, sigma_x, rng=rng, dtype=np.float32)
+    X32 = X.astype(np.float32)
+    model.init_codebooks(X32[:2000], rng)
+    steps = training_steps(len(X)) if steps is None else steps
+    history = train_network(model, X32, X_val.astype(np.float32), rng, steps, batch, lr, log=log)
+    model = model.astype(np.float64)
+    model.fit_prior(X)
+    return model, history
+
+
+# ----------------------------------------------------------------------------- the VAE's code
+#
+# Bits-back coding with a continuous latent, BB-ANS style: each latent is cut into
+# LATENT_BINS bins of equal prior mass; the sender pops bin k_l ~ Q(k_l | v) (the posterior's
+# mass in each bin), pushes the pixels under the decoder's mean at the bins' centres, pushes
+# k under the prior.  The core's coder runs the chain; the class below gives it the tables.
+#
+# Every table is computed in integers, so that the receiver, running the networks on other
+# batches than the sender did, gets the very same tables: weights and activations are fixed
+# point, and every matrix product is a float64 BLAS product of integer-valued arrays whose
+# partial sums stay below 2^53, which makes it exact in any order of summation.  The normal
+# CDF is the core's integer table, the exponential the core's exp table.
+
+LATENT_BITS = 10
+LATENT_BINS = 1 << LATENT_BITS
+FIX = 12                          # activations and weights in units of 2^-12
+Z_UNIT = 8192                     # latent values on the grid 1/8192, over +-4 ...
+Z_SIGMA = Z_UNIT / (bbc.PHI_STEPS * (bbc.PIXEL_LEVELS - 1))  # ... which phi_table(Z_SIGMA) steps
+EXACT = 2.0**52                   # partial sums of an exact float64 product stay below this
+
+
+def _fixed_layers(mlp, in_unit):
+    """An MLP's weights in fixed point: per layer (W, b) integer-valued float64 with the
+    products in units 2^-2*FIX; in_unit is the value of one input step (1/255 for 8-bit
+    pixels, 2^-FIX for activations)."""
+    layers = []
+    for i in range(len(mlp.sizes) - 1):
+        unit = in_unit if i == 0 else 2.0**-FIX
+        W = np.rint(mlp.p[f"W{i}"] * unit * 2.0**(2 * FIX))
+        b = np.rint(mlp.p[f"b{i}"] * 2.0**(2 * FIX))
+        layers.append((W, b))
+    return layers
+
+
+def _fixed_forward(layers, act, H):
+    """The fixed-point MLP on integer inputs H (N, n_in): integer outputs in units 2^-FIX.
+    Raises if a product could leave the exact range."""
+    for i, (W, b) in enumerate(layers):
+        if float(np.abs(H).max(initial=0)) * float(np.abs(W).sum(axis=0).max()) >= EXACT:
+            raise ValueError("activations too large for the exact fixed-point network")
+        A = np.floor((H @ W + b) / 2.0**FIX)                  # exact: integers, power-of-2 step
+        H = A if i == len(layers) - 1 else (np.maximum(A, 0.0) if act == "relu" else None)
+        if H is None:
+            raise ValueError("the fixed-point network takes ReLU networks")
+    return H.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=1)
+def latent_grid():
+    """(phi, edges, centres): the integer normal CDF on the grid z = j / Z_UNIT (index
+    j + PHI_HALF; values up to 2^24 - 256), the LATENT_BINS + 1 bin edges and the bin
+    centres as grid integers: edge i is where the CDF first reaches i / LATENT_BINS of its
+    range (the ends are the ends of the grid), the centre of a bin the median of its mass."""
+    phi = bbc.phi_table(Z_SIGMA)
+    top = (1 << bbc.PRECISION) - bbc.PIXEL_LEVELS
+    j = np.searchsorted(phi, (np.arange(2 * LATENT_BINS + 1) * top) // (2 * LATENT_BINS))
+    j = np.clip(j, 0, len(phi) - 1) - bbc.PHI_HALF
+    edges, centres = j[0::2].copy(), j[1::2]
+    edges[0], edges[-1] = -bbc.PHI_HALF, bbc.PHI_HALF
+    return phi, edges, centres
+
+
+class VAECodingModel:
+    """A GaussianVAE as the bits-back coder sees it (bits_back_coder's coding-model
+    protocol): n_dims latents of n_codes = LATENT_BINS bins each, every part's posterior
+    table at once; prior_table, posterior_table, reconstruct and pixel_weights, all in
+    integers (see above)."""
+
+    sequential, n_pixels = False, D
+    kind = "vae"
+
+    def __init__(self, n_latent, sigma_x, nets):
+        """nets: {"enc", "dec"}: the fixed-point layers (_fixed_layers) of each network,
+        which is all the coder needs; a file holds exactly these (write_vae_bitstream)."""
+        self.n_dims, self.n_codes, self.sigma_x = int(n_latent), LATENT_BINS, sigma_x
+        self.nets = nets
+        self.enc, self.dec = nets["enc"], nets["dec"]
+
+    @classmethod
+    def fixed_nets(cls, vae):
+        """The fixed-point layers of a trained model's networks."""
+        units = {"enc": 1.0 / (bbc.PIXEL_LEVELS - 1), "dec": 1.0 / Z_UNIT, "prior": 2.0**-FIX}
+        if any(net.act != "relu" for net in vae.nets.values()):
+            raise ValueError("the VAE coder takes ReLU networks")
+        return {name: _fixed_layers(net, units[name]) for name, net in vae.nets.items()}
+
+    @classmethod
+    def of(cls, vae):
+        """The coder's view of a trained GaussianVAE."""
+        return cls(vae.n_latent, vae.sigma_x, cls.fixed_nets(vae))
+
+    def prior_table(self):
+        """Frequencies (L, B): the grid's mass in each bin (equal to within rounding)."""
+        phi, edges, _ = latent_grid()
+        masses = np.diff(phi[edges + bbc.PHI_HALF])
+        return np.tile(bbc.int_table(masses), (self.n_dims, 1))
+
+    def gaussian_table(self, out):
+        """Frequencies (N, L, B) of each bin's mass under N(mu, s^2) from a network's integer
+        outputs out (N, 2L) = (mu, log s) in units 2^-FIX."""
+        phi, edges, _ = latent_grid()
+        L = self.n_dims
+        mu = out[:, :L] * Z_UNIT >> FIX                                  # grid units
+        # s = exp(log s) from the exp table, log s clipped to [-EXP_RANGE, 0] nats
+        e = bbc.exp_table()
+        i = np.clip((-out[:, L:] * bbc.EXP_STEPS) >> FIX, 0, len(e) - 2)
+        s = e[i]                                                         # units 2^-30
+        z = ((edges[None, None, :] - mu[..., None]) << 30) // s[..., None]
+        cdf = phi[np.clip(z, -bbc.PHI_HALF, bbc.PHI_HALF) + bbc.PHI_HALF]
+        return bbc.int_table(np.diff(cdf, axis=-1))
+
+    def encoder_out(self, V):
+        """The fixed-point encoder's outputs (N, 2L), units 2^-FIX, for 8-bit images V (N, 96)."""
+        return _fixed_forward(self.enc, "relu", V.astype(np.float64))
+
+    def posterior_table(self, V):
+        """Frequencies (N, L, B) of q's mass in each bin for 8-bit images V (N, 96)."""
+        return self.gaussian_table(self.encoder_out(V))
+
+    def reconstruct(self, codes):
+        """Decoder means (N, 96) in units 2^-12 at the bin centres of codes (N, L)."""
+        _, _, centres = latent_grid()
+        return _fixed_forward(self.dec, "relu", centres[codes].astype(np.float64))
+
+    def pixel_weights(self, codes):
+        rows = bbc.pixel_rows(self.sigma_x)
+        return rows[bbc.edge_shift(self.reconstruct(codes)) - bbc.SHIFT_LOW]
+
+    def pixel_bits(self, V, codes):
+        """-log2 of the coder's table probability of every pixel of V (N, 96) given codes."""
+        return bbc.pixel_table_bits(self.reconstruct(codes), self.sigma_x, V)
+
+    def bound(self, V, n_draws=64, rng=None, chunk=250, priors=None):
+        """The coder's own bound of V (N, 96) under its integer tables, by Monte Carlo
+        (bits_back_coder.sampled_bound): (F_t (N,), its standard error (N,))."""
+        return bbc.sampled_bound(self, V, n_draws, rng, chunk, priors)
+
+
+@functools.lru_cache(maxsize=1)
+def scale_tables():
+    """The normal CDF tables (N_SCALES, 2 J + 1) of the core's pixel grid, one per scale
+    exp((SCALE_LOW + i SCALE_STEP) / 4096) of SCALE_GRID; the scales are computed in decimal,
+    so that every machine builds the same tables."""
+    from decimal import Decimal
+    scales = [float((Decimal(SCALE_LOW + i * SCALE_STEP) / 4096).exp()) for i in range(N_SCALES)]
+    return np.stack([bbc.phi_table(s) for s in scales])
+
+
+class PixelVAECodingModel(VAECodingModel):
+    """A PixelVAE as the coder sees it: the VAE's tables, with each pixel's table taken from
+    the scale grid at its decoded log-scale (rounded to the nearest grid step)."""
+
+    kind = "pixel_vae"
+
+    @classmethod
+    def of(cls, vae):
+        if not isinstance(vae, PixelVAE):
+            raise ValueError("PixelVAECodingModel takes a PixelVAE")
+        return cls(vae.n_latent, None, cls.fixed_nets(vae))
+
+    def pixel_cdf(self, codes, levels):
+        """The pixel tables' CDF at each of `levels` (tuple of integer arrays broadcast with
+        (N, 96, ...)) given codes (N, L): the decoder runs once for all of them."""
+        out = self.reconstruct(codes)                       # (N, 192), units 2^-12
+        means, raw = out[:, :D], out[:, D:]
+        row = np.clip((raw - SCALE_LOW + SCALE_STEP // 2) // SCALE_STEP, 0, N_SCALES - 1)
+        extra = (1,) * (np.ndim(levels[0]) - 2)
+        row, means = row.reshape(row.shape + extra), means.reshape(means.shape + extra)
+        return [bbc.table_cdf(lambda idx: scale_tables()[row, idx], means, v) for v in levels]
+
+    def pixel_weights(self, codes):
+        cdf, = self.pixel_cdf(codes, (np.arange(bbc.PIXEL_LEVELS + 1)[None, None],))  # (N, 96, 257)
+        return (np.diff(cdf, axis=-1) - 1).astype(np.float32)
+
+    def pixel_bits(self, V, codes):
+        v = V.astype(np.int64)
+        upper, lower = self.pixel_cdf(codes, (v + 1, v))
+        return bbc.PRECISION - np.log2(upper - lower)
+
+
+class ACNCodingModel(VAECodingModel):
+    """An ACN as the coder sees it: the VAE's tables, and the prior of an image's code given
+    the image sent before it (context_prior_table: the fixed-point prior network fed the
+    fixed-point encoder's mean of that image, which the receiver has decoded).
+
+    Each latent's table is the mixture (1 - 1/ACN_CODER_MIX) p(z | mu(v_ctx)) + 1/ACN_CODER_MIX
+    N(0, 1), and the bound prices codes under the same tables.  The mixture is there for the
+    actual bits more than for the bound: the next image's posterior pop reads the low bits
+    that pushing this code k left, which lie at the prior CDF's value of k.  A greedy tour
+    now and then jumps far (when an image's neighbours have all been sent), its code lands
+    in the far tail of the conditional prior, the bits it leaves sit near 0 or 1, and the
+    next image's code is popped from the far tail of its posterior, at a cost well above
+    the bound's average.  With 1/16 of the mass on N(0, 1) such a code costs at most 4 bits
+    more than under N(0, 1) and leaves bits no nearer the ends than the posterior's outer
+    sixteenth; codes that fit the conditional prior pay log2(16/15) = 0.09 bits a latent.
+    ACN_CODER_MIX is the mixture --choose picks on seed 0's validation tour (run_choices)."""
+
+    kind = "acn"
+
+    def __init__(self, n_latent, sigma_x, nets, mix=ACN_CODER_MIX):
+        super().__init__(n_latent, sigma_x, nets)
+        self.prior_net = nets["prior"]
+        self.mix = mix                  # 1/mix of each latent's mass on N(0, 1); None: none
+
+    @classmethod
+    def of(cls, acn, mix=ACN_CODER_MIX):
+        if not isinstance(acn, ACN):
+            raise ValueError("ACNCodingModel takes an ACN")
+        return cls(acn.n_latent, acn.sigma_x, cls.fixed_nets(acn), mix)
+
+    def context_prior_table(self, V_ctx):
+        """Frequencies (N, L, B) of each bin's mass under the coder's prior given the 8-bit
+        images V_ctx (N, 96) sent before: p(z | mu(v_ctx)) mixed with N(0, 1) (see above)."""
+        mu = self.encoder_out(V_ctx)[:, :self.n_dims].astype(np.float64)
+        table = self.gaussian_table(_fixed_forward(self.prior_net, "relu", mu))
+        if self.mix is None:
+            return table
+        return bbc.int_table(table * (self.mix - 1) + self.prior_table()[None])
+
+    def bound(self, V, n_draws=64, rng=None, chunk=250, priors=None):
+        """The coder's bound (VAECodingModel.bound) of V (N, 96) sent as one sequence in this
+        order: every image's code priced given the image before it, the first's under N(0, I)."""
+        if priors is None:
+            priors = np.concatenate([self.prior_table()[None], self.context_prior_table(V[:-1])])
+        return super().bound(V, n_draws, rng, chunk, priors)
+
+
+def coding_model(vae, mix=ACN_CODER_MIX):
+    """The coder's view of a trained VAE, 8-bit VAE or ACN (its prior mixed as `mix` says)."""
+    if isinstance(vae, ACN):
+        return ACNCodingModel.of(vae, mix)
+    return PixelVAECodingModel.of(vae) if isinstance(vae, PixelVAE) else VAECodingModel.of(vae)
+
+
+def code_vae(vae, V, seed=0, lanes=bbc.CODER_LANES, dl=None, draws=1, mix=ACN_CODER_MIX):
+    """Bits-back code the 8-bit images V (N, 96) with the VAE, decode, check: one row of
+    the coder table (actual bits, the coder's bound, overhead, round trip), as the core's
+    code_and_check gives for a discrete model.  An ACN sends V as one sequence in the order
+    given, on one lane: the coder is handed V reversed, since a stack's receiver decodes
+    the last image pushed first, and each code is pushed under the prior given the image
+    pushed after it, so that the receiver decodes V[0] (under N(0, I)), then V[1] given
+    V[0], and so on.  dl: the VAE's description_length of V / 255, if the caller has it;
+    draws: sets of initial bits the actual bits are averaged over (bits_back_coder.round_trip);
+    mix: an ACN coder's prior mixture (ACNCodingModel)."""
+    cm = coding_model(vae, mix)
+    W, lanes = (V[::-1], 1) if isinstance(cm, ACNCodingModel) else (V, lanes)
+    row, _ = bbc.round_trip(cm, W, lambda: cm.bound(V), seed, lanes, draws)
+    dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1)) if dl is None else dl
+    density = float(dl["total"].mean())
+    if not isinstance(vae, PixelVAE):         # from the t-convention to 8-bit levels
+        density += sv.t_to_8bit(vae.sigma_x)
+    return {**row, "density_bound": density, "latent_bins": LATENT_BINS, "lanes": lanes}
+
+
+# --- the VAE's file ---------------------------------------------------------------------------
+#
+# A coded set of images with the fixed-point networks that code it, in the coder's container
+# (bits_back_coder.pack_stream): the receiver needs nothing but the file.  An ACN's set is
+# sent as one sequence on one lane, in the order given (its tour).
+
+VAE_CODERS = {"vae": VAECodingModel, "pixel_vae": PixelVAECodingModel, "acn": ACNCodingModel}
+VAE_NETS = {"vae": ("enc", "dec"), "pixel_vae": ("enc", "dec"), "acn": ("enc", "dec", "prior")}
+
+
+def _sizes(v):
+    return (isinstance(v, list) and 2 <= len(v) <= 2 + 4
+            and all(bbc.whole(1, MAX_HIDDEN)(s) for s in v))
+
+
+VAE_HEADER = {
+    "model": lambda v: v in VAE_CODERS,
+    "seed": bbc.whole(0, sv.MAX_SEED),
+    "n_test": bbc.whole(1, sv.MAX_IMAGES),
+    "n_images": bbc.whole(1, sv.MAX_IMAGES),
+    "lanes": bbc.whole(1, 10_000),
+    "n_latent": bbc.whole(1, MAX_LATENTS),
+    "sigma_x": lambda v: v is None or (isinstance(v, float)
+                                       and sv.SIGMA_RANGE[0] <= v <= sv.SIGMA_RANGE[1]),
+    "mix": lambda v: v is None or bbc.whole(2, 1 << 16)(v),
+    "nets": lambda v: isinstance(v, dict) and all(_sizes(s) for s in v.values()),
+    "order": lambda v: v in ("held-out", "tour"),
+    "n_params": bbc.whole(1, 2**31),
+    "images_sha256": bbc.is_sha256,
+}
+
+
+def _layer_shapes(kind, nets):
+    """[(net, W shape)] in the order a file stores the layers (each W, then its bias):
+    the networks in VAE_NETS order (a header's JSON keeps no order)."""
+    return [(name, (a, b)) for name in VAE_NETS[kind]
+            for a, b in zip(nets[name][:-1], nets[name][1:])]
+
+
+def write_vae_bitstream(path, cm, words, V, seed, n_test, order="held-out"):
+    """Write the message words of the 8-bit images V (N, 96) as coded by cm (a
+    VAECodingModel and kin; for an ACN, one lane with V sent in its order) with cm's
+    fixed-point networks.  Returns the file's size in bytes."""
+    import hashlib
+    nets = {name: [cm.nets[name][0][0].shape[0]] + [W.shape[1] for W, _ in cm.nets[name]]
+            for name in VAE_NETS[cm.kind]}
+    params = np.concatenate([np.concatenate([W.ravel(), b.ravel()])
+                             for name in VAE_NETS[cm.kind] for W, b in cm.nets[name]])
+    params = params.astype(np.int64)
+    header = {"model": cm.kind, "seed": int(seed), "n_test": int(n_test), "n_images": len(V),
+              "lanes": len(words), "n_latent": cm.n_dims, "sigma_x": cm.sigma_x,
+              "mix": getattr(cm, "mix", None), "nets": nets, "order": order,
+              "n_params": int(params.size),
+              "images_sha256": hashlib.sha256(V.tobytes()).hexdigest()}
+    blob = bbc.pack_stream(header, params, words)
+    kit.atomic_write(path, lambda tmp: open(tmp, "wb").write(blob))
+    return len(blob)
+
+
+def _check_vae_header(path, header):
+    """ValueError unless a file's networks and fields fit its model and latents."""
+    kind, L, nets = header["model"], header["n_latent"], header["nets"]
+    out = {"vae": D, "pixel_vae": 2 * D, "acn": D}[kind]
+    want = {"enc": (D, 2 * L), "dec": (L, out), "prior": (L, 2 * L)}
+    if set(nets) != set(VAE_NETS[kind]) or any((s[0], s[-1]) != want[n] for n, s in nets.items()):
+        raise ValueError(f"{path}: header field 'nets' does not fit model {kind} with "
+                         f"{L} latents")
+    if (header["sigma_x"] is None) != (kind == "pixel_vae") or (
+            header["mix"] is not None and kind != "acn"):
+        raise ValueError(f"{path}: header fields 'sigma_x' and 'mix' do not fit model {kind}")
+
+
+def _vae_coding_model(header, flat):
+    """The coding model a checked file's header and parameters describe."""
+    kind, L, nets = header["model"], header["n_latent"], header["nets"]
+    layers, at = {n: [] for n in nets}, 0
+    for name, (a, b) in _layer_shapes(kind, nets):
+        W = flat[at:at + a * b].reshape(a, b).astype(np.float64)
+        layers[name].append((W, flat[at + a * b:at + a * b + b].astype(np.float64)))
+        at += a * b + b
+    extra = (header["mix"],) if kind == "acn" else ()
+    return VAE_CODERS[kind](L, header["sigma_x"], layers, *extra)
+
+
+def read_vae_bitstream(path):
+    """Decode a file of write_vae_bitstream: (header, images (N, 96) uint8 in the order
+    sent).  ValueError with a plain message on any damage; images are only returned when
+    the checksum, the decoded images' hash and the recovered initial bits all agree."""
+    import hashlib
+    with open(path, "rb") as f:
+        blob = f.read()
+    header, rest = bbc.unpack_stream(path, blob, VAE_HEADER, elsewhere={
+        m: "spline_images_factorial_vq.py --decode" for m in sv.CODER_MODELS})
+    _check_vae_header(path, header)
+    n_params = sum(a * b + b for _, (a, b) in _layer_shapes(header["model"], header["nets"]))
+    if header["n_params"] != n_params or header["n_images"] > header["n_test"]:
+        raise ValueError(f"{path}: header fields 'n_params' or 'n_images' do not fit the "
+                         f"networks and the held-out set")
+    flat, words = bbc.split_payload(path, rest, n_params, header["lanes"])
+    cm = _vae_coding_model(header, flat)
+    try:
+        W, left = bbc.bits_back_decode(cm, words, header["n_images"])
+    except Exception as err:          # whatever the coder raises on a message it cannot read
+        raise ValueError(f"{path}: the message does not decode ({err})") from None
+    V = W[::-1] if header["model"] == "acn" else W
+    initial = bbc.initial_words(header["lanes"], cm.n_dims, header["seed"])
+    same = all(np.array_equal(a, b) for a, b in zip(left, initial))
+    if hashlib.sha256(V.tobytes()).hexdigest() != header["images_sha256"] or not same:
+        raise ValueError(f"{path}: decoding did not reproduce the encoded images")
+    return header, V
+
+
+def write_vae_code(path, vae, V, seed, n_test, order="held-out"):
+    """Code the 8-bit images V (N, 96) with a trained VAE, 8-bit VAE or ACN (an ACN's set
+    as one sequence in the order given) and write the file; returns its size in bytes."""
+    cm = coding_model(vae)
+    W, lanes = (V[::-1], 1) if cm.kind == "acn" else (V, bbc.CODER_LANES)
+    words, _ = bbc.bits_back_encode(cm, W, lanes, seed)
+    return write_vae_bitstream(path, cm, words, V, seed, n_test, order)
