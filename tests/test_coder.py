@@ -1,45 +1,13 @@
-"""The bits-back coder: integer tables, constriction, model round trips, the file."""
+"""Coding the 1994 models: their fixed-point tables, round trips, bounds and files."""
 
 import numpy as np
 import pytest
-from scipy.stats import norm
 
 import spline_images_factorial_vq as sv
 import bits_back_coder as bbc
 import compressors
 from tests.helpers import NO_AVX512, ROOT, rewrite, run_python, run_script
 
-
-
-def random_tables(rng, n, S, precision=bbc.PRECISION, alpha=0.3):
-    return bbc.softmax_table(np.log(rng.dirichlet(np.full(S, alpha), size=n)), precision)
-
-
-@pytest.mark.parametrize("precision", [8, 15, 24])
-def test_softmax_tables_sum_to_2_to_the_precision_with_no_zero(precision):
-    rng = np.random.default_rng(0)
-    logits = np.concatenate([rng.normal(0, 20, (200, 12)),                  # spiky
-                             np.where(np.eye(12)[:5] > 0, 0.0, -1e6),       # one-hot
-                             np.zeros((1, 12))])                             # flat
-    f = bbc.softmax_table(logits, precision)
-    assert np.all(f >= 1) and np.all(f.sum(axis=1) == 1 << precision)
-    assert np.all(np.argmax(f, axis=1) == np.argmax(logits, axis=1))
-    # close to the exact softmax where the table has room
-    p = sv.softmax(logits[:200])
-    assert np.abs(f[:200] / 2.0**precision - p).max() < 0.01 + 2.0 ** (6 - precision)
-
-
-def test_exp_and_phi_tables_match_the_functions():
-    e = bbc.exp_table()
-    i = np.arange(0, len(e) - 1, 97)
-    assert np.abs(e[i] / 2.0**30 - np.exp(-i / 256)).max() < 1e-9 and e[-1] == 0
-    for sigma in (0.01, 0.15, 3.0):
-        T = bbc.phi_table(sigma)
-        j = np.arange(0, len(T), 101)
-        z = (j - bbc.PHI_HALF) / (bbc.PHI_STEPS * 255 * sigma)
-        assert np.all(np.diff(T) >= 0)
-        h = 1 / (bbc.PHI_STEPS * 255 * sigma)             # the trapezoid rule's step in z
-        assert np.abs(T[j] / (2.0**24 - 256) - norm.cdf(z)).max() < h**2 / 24 + 1e-6
 
 
 def test_pixel_tables_sum_to_2_to_the_24_with_no_zero_and_agree_with_the_cdf():
@@ -55,34 +23,6 @@ def test_pixel_tables_sum_to_2_to_the_24_with_no_zero_and_agree_with_the_cdf():
         assert np.all(w >= 1) and np.all(w.sum(axis=-1) == 1 << 24)
         C = bbc.pixel_cdf(cm.reconstruct(codes)[..., None], sigma, np.arange(257))
         np.testing.assert_array_equal(np.diff(C, axis=-1), w)
-
-
-def test_constriction_codes_the_integer_tables_exactly():
-    """Weights f - 1 make constriction's categorical model the table f itself: the message
-    grows by the information content under f, to within the words the states hold."""
-    import constriction
-    rng = np.random.default_rng(3)
-    for S in (2, 6, 256):
-        f = random_tables(rng, 4000, S, alpha=0.2)
-        s = np.array([rng.choice(S, p=row / row.sum()) for row in f])
-        s[::50] = np.argmin(f[::50], axis=1)             # include the rarest symbols
-        info = np.sum(24 - np.log2(f[np.arange(len(f)), s]))
-        coder = constriction.stream.stack.AnsCoder(bbc.initial_words(1, 1, 0)[0])
-        start = coder.num_bits()
-        bbc._push(coder, s, bbc.weights(f))
-        assert abs(coder.num_bits() - start - info) < 64
-        np.testing.assert_array_equal(bbc._pop(coder, bbc.weights(f)), s)
-
-
-def test_pop_then_push_returns_the_initial_words():
-    import constriction
-    rng = np.random.default_rng(4)
-    initial = bbc.initial_words(3, 4, seed=5)
-    coders = [constriction.stream.stack.AnsCoder(w) for w in initial]
-    f = random_tables(rng, 4, 6)
-    for c in coders:
-        bbc._push(c, bbc._pop(c, bbc.weights(f)), bbc.weights(f))
-    assert all(np.array_equal(c.get_compressed(), w) for c, w in zip(coders, initial))
 
 
 @pytest.fixture(scope="module")
