@@ -45,15 +45,22 @@ def start(script, *args, workers=True):
 
 
 def group_gone_within(pgid, seconds):
-    """True once no process of the group is left, polled for up to `seconds`."""
+    """True once no process of the group is left running, polled for up to `seconds` (a
+    dead process waiting for init to reap it runs nothing and does not count)."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if group_size(pgid) == 0:
             return True
         time.sleep(0.05)
     return False
+
+
+def kill_group(pgid):
+    """End whatever is left of a group after a failed check."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def signalled(proc, sig, target, script):
@@ -62,7 +69,7 @@ def signalled(proc, sig, target, script):
     try:
         _, err = proc.communicate(timeout=15)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid)
         pytest.fail(f"{script} hung after signal {sig}")
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     return proc.returncode, err
@@ -104,5 +111,5 @@ def test_workers_die_with_a_killed_parent():
                                                     # while a worker lives)
     gone = group_gone_within(proc.pid, 2.0)
     if not gone:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid)
     assert gone, "a worker outlived its killed parent"
