@@ -326,8 +326,8 @@ def sampled_bound(cm, V, n_draws=64, rng=None, chunk=250, priors=None):
     F, se = np.empty(len(V)), np.empty(len(V))
     for i in range(0, len(V), chunk):
         v, log2_prior = V[i:i + chunk], log2_prior_all[i:i + chunk]
+        vr = np.repeat(v, n_draws, axis=0)                          # each image per draw
         if cm.sequential:                        # stage d's table needs the codes before it
-            vr = np.repeat(v, n_draws, axis=0)
             codes = np.zeros((len(vr), M), dtype=np.int64)
             log2_q = np.zeros(len(vr))
             for d in range(M):
@@ -342,7 +342,7 @@ def sampled_bound(cm, V, n_draws=64, rng=None, chunk=250, priors=None):
                       - P).sum(axis=-1)                                       # (n, S)
             codes = codes.reshape(-1, M)
         rows = np.repeat(np.arange(len(v)), n_draws)[:, None]
-        cost = (cm.pixel_bits(np.repeat(v, n_draws, axis=0), codes).sum(axis=1)
+        cost = (cm.pixel_bits(vr, codes).sum(axis=1)
                 - log2_prior[rows, np.arange(M), codes].sum(axis=1)).reshape(len(v), n_draws)
         cost += log2_q
         F[i:i + chunk] = cost.mean(axis=1)
@@ -443,6 +443,23 @@ def unpack_stream(where, blob, fields, elsewhere=None):
             raise ValueError(f"{where}: header field {field!r} has an invalid value "
                              f"{header[field]!r}")
     return header, body[4 + n:]
+
+
+def decode_checked(where, cm, words, n_images, seed, images_sha256, reverse=False):
+    """Decode a file's message under cm: the images (n_images, n_pixels) uint8, reversed
+    back if the sender handed them to the coder reversed, once the recovered initial bits
+    and the images' SHA-256 both agree with what was sent; ValueError naming `where`
+    otherwise (never wrong images)."""
+    try:
+        V, left = bits_back_decode(cm, words, n_images)
+    except Exception as err:          # whatever the coder raises on a message it cannot read
+        raise ValueError(f"{where}: the message does not decode ({err})") from None
+    V = V[::-1] if reverse else V
+    initial = initial_words(len(words), cm.n_dims, seed)
+    same = all(np.array_equal(a, b) for a, b in zip(left, initial))
+    if hashlib.sha256(V.tobytes()).hexdigest() != images_sha256 or not same:
+        raise ValueError(f"{where}: decoding did not reproduce the encoded images")
+    return V
 
 
 def split_payload(where, rest, n_params, lanes):

@@ -1199,18 +1199,23 @@ def coding_model(vae, mix=ACN_CODER_MIX):
     return PixelVAECodingModel.of(vae) if isinstance(vae, PixelVAE) else VAECodingModel.of(vae)
 
 
+def as_sent(cm, V, lanes=bbc.CODER_LANES):
+    """(images, lanes) as the coder is handed them: an ACN's set is one sequence on one
+    lane, reversed, since a stack's receiver decodes the last image pushed first (so that
+    it decodes V[0] first, then V[1] given V[0], and so on)."""
+    return (V[::-1], 1) if cm.kind == "acn" else (V, lanes)
+
+
 def code_vae(vae, V, seed=0, lanes=bbc.CODER_LANES, dl=None, draws=1, mix=ACN_CODER_MIX):
     """Bits-back code the 8-bit images V (N, 96) with the VAE, decode, check: one row of
     the coder table (actual bits, the coder's bound, overhead, round trip), as the core's
     code_and_check gives for a discrete model.  An ACN sends V as one sequence in the order
-    given, on one lane: the coder is handed V reversed, since a stack's receiver decodes
-    the last image pushed first, and each code is pushed under the prior given the image
-    pushed after it, so that the receiver decodes V[0] (under N(0, I)), then V[1] given
-    V[0], and so on.  dl: the VAE's description_length of V / 255, if the caller has it;
+    given (as_sent), each code priced given the image before it, the first under N(0, I).
+    dl: the VAE's description_length of V / 255, if the caller has it;
     draws: sets of initial bits the actual bits are averaged over (bits_back_coder.round_trip);
     mix: an ACN coder's prior mixture (ACNCodingModel)."""
     cm = coding_model(vae, mix)
-    W, lanes = (V[::-1], 1) if isinstance(cm, ACNCodingModel) else (V, lanes)
+    W, lanes = as_sent(cm, V, lanes)
     row, _ = bbc.round_trip(cm, W, lambda: cm.bound(V), seed, lanes, draws)
     dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1)) if dl is None else dl
     density = float(dl["total"].mean())
@@ -1307,7 +1312,6 @@ def read_vae_bitstream(path):
     """Decode a file of write_vae_bitstream: (header, images (N, 96) uint8 in the order
     sent).  ValueError with a plain message on any damage; images are only returned when
     the checksum, the decoded images' hash and the recovered initial bits all agree."""
-    import hashlib
     with open(path, "rb") as f:
         blob = f.read()
     header, rest = bbc.unpack_stream(path, blob, VAE_HEADER, elsewhere={
@@ -1319,15 +1323,8 @@ def read_vae_bitstream(path):
                          f"networks and the held-out set")
     flat, words = bbc.split_payload(path, rest, n_params, header["lanes"])
     cm = _vae_coding_model(header, flat)
-    try:
-        W, left = bbc.bits_back_decode(cm, words, header["n_images"])
-    except Exception as err:          # whatever the coder raises on a message it cannot read
-        raise ValueError(f"{path}: the message does not decode ({err})") from None
-    V = W[::-1] if header["model"] == "acn" else W
-    initial = bbc.initial_words(header["lanes"], cm.n_dims, header["seed"])
-    same = all(np.array_equal(a, b) for a, b in zip(left, initial))
-    if hashlib.sha256(V.tobytes()).hexdigest() != header["images_sha256"] or not same:
-        raise ValueError(f"{path}: decoding did not reproduce the encoded images")
+    V = bbc.decode_checked(path, cm, words, header["n_images"], header["seed"],
+                           header["images_sha256"], reverse=cm.kind == "acn")
     return header, V
 
 
@@ -1335,6 +1332,5 @@ def write_vae_code(path, vae, V, seed, n_test, order="held-out"):
     """Code the 8-bit images V (N, 96) with a trained VAE, 8-bit VAE or ACN (an ACN's set
     as one sequence in the order given) and write the file; returns its size in bytes."""
     cm = coding_model(vae)
-    W, lanes = (V[::-1], 1) if cm.kind == "acn" else (V, bbc.CODER_LANES)
-    words, _ = bbc.bits_back_encode(cm, W, lanes, seed)
+    words, _ = bbc.bits_back_encode(cm, *as_sent(cm, V), seed)
     return write_vae_bitstream(path, cm, words, V, seed, n_test, order)
