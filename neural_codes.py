@@ -582,8 +582,8 @@ def format_results(summary, cfg, n_seeds, markdown=False):
     for name, s in summary.items():
         if name == "vae":
             extra = (f"IW bound {kit.num(s['iw_bound'])} (se {s['iw_se']:.3f}, "
-                     f"{nm.IW_REPEATS} x {nm.IW_SAMPLES} samples), {s['active_latents']:.4g} active "
-                     f"latents")
+                     f"{s['iw_repeats']:.0f} x {s['iw_samples']:.0f} samples), "
+                     f"{s['active_latents']:.4g} active latents")
         elif name in VQ_VARIANTS:
             extra = f"perplexity {s['perplexity_mean']:.2f}, {s['dead_codes_total']:.3g} dead codes"
         else:

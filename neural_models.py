@@ -42,7 +42,7 @@ MAX_HIDDEN = 4096
 EVAL_SAMPLES = 32              # reparameterised samples per image behind a reported recon term
 TRAVERSAL = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)   # latent values, prior sds
 IW_SAMPLES = 64                # importance samples per image behind the importance-weighted bound
-IW_REPEATS = 4                 # independent sets of them, whose spread gives its standard error
+IW_REPEATS = 2                 # independent sets of them, whose spread gives its standard error
 
 
 # Adam steps against training-set size, interpolated linearly in log N between these points
