@@ -33,14 +33,12 @@ constriction's categorical model (perfect=False) turns weights w into the table
 floor(cumsum(w) * (2^24 - S) / sum(w)) + i; given the integer weights f - 1, whose sums
 are exact, that is exactly the table f.
 
-The file container (pack_stream / unpack_stream): magic, format version, SHA-256 of the
-rest, a JSON header whose every field the caller validates, int32 parameters, then the
-message (each lane's word count, then all lanes' 32-bit words).
+A file's message is decoded and checked by decode_checked; the file around it is
+file_container.py's.
 """
 
 import functools
 import hashlib
-import json
 import math
 import time
 
@@ -53,7 +51,7 @@ PARAM_BITS = 12                        # pixel means in units of 2^-12 of the [0
 EXP_STEPS, EXP_RANGE = 256, 48         # exp(-i/256) for i/256 < 48 nats; 0 beyond
 PHI_STEPS, PHI_HALF = 16, 16 * 2048    # normal CDF: 16 steps per 8-bit level, +-2048 levels
 MEAN_RANGE = (-4, 5)                   # pixel means are clipped to this, in units of the range
-STREAM_MAGIC, STREAM_VERSION = b"SVQB", 2
+
 
 # ----------------------------------------------------------------------------- integer tables
 
@@ -379,70 +377,7 @@ def round_trip(cm, V, bound, seed=0, lanes=CODER_LANES, draws=1):
     return row, first
 
 
-# ----------------------------------------------------------------------------- the file container
-
-
-def whole(lo, hi):
-    """A header-field validator: a whole number (not a bool) in [lo, hi]."""
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-
-
-def is_sha256(v):
-    """A header-field validator: a SHA-256 in lower-case hex."""
-    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
-
-
-def pack_stream(header, params, words):
-    """The bytes of a file: magic, format version, SHA-256 of the rest, then the JSON
-    header, the parameters (int32; ValueError for one outside that range) and the message
-    (per lane: its word count, then all lanes' 32-bit words)."""
-    params = np.asarray(params, dtype=np.int64)
-    if params.size and np.abs(params).max() >= 2**31:
-        raise ValueError("model parameters too large for the file's 32-bit integers")
-    head = json.dumps(header, sort_keys=True).encode()
-    counts = np.array([len(w) for w in words], dtype="<u4")
-    body = (len(head).to_bytes(4, "little") + head + np.asarray(params).astype("<i4").tobytes()
-            + counts.tobytes() + np.concatenate(words).astype("<u4").tobytes())
-    return STREAM_MAGIC + bytes([STREAM_VERSION]) + hashlib.sha256(body).digest() + body
-
-
-def unpack_stream(where, blob, fields, elsewhere=None):
-    """Header and the bytes after it of a file's bytes blob.  fields: {name: validator}, every
-    field the header must hold and nothing else; elsewhere: {model: the program that reads
-    files of that "model"}.  Raises ValueError naming `where` and what is wrong: bad magic,
-    another version, truncation, a checksum mismatch, a header that is not a JSON object, a
-    model another program reads, an unknown, missing or invalid field."""
-    if blob[:4] != STREAM_MAGIC:
-        raise ValueError(f"{where} is not a bitstream of this program (bad magic)")
-    if len(blob) > 4 and blob[4] != STREAM_VERSION:
-        raise ValueError(f"{where}: unsupported format version {blob[4]} (this program reads "
-                         f"version {STREAM_VERSION})")
-    if len(blob) < 41:
-        raise ValueError(f"{where} is truncated ({len(blob)} bytes, shorter than the fixed "
-                         f"header)")
-    body = blob[37:]
-    if hashlib.sha256(body).digest() != blob[5:37]:
-        raise ValueError(f"{where} is damaged or truncated (checksum mismatch)")
-    n = int.from_bytes(body[:4], "little")
-    try:
-        header = json.loads(body[4:4 + n])
-    except ValueError:
-        raise ValueError(f"{where}: the header is not valid JSON") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{where}: the header is not a JSON object")
-    model = header.get("model")
-    if isinstance(model, str) and model in (elsewhere or {}):
-        raise ValueError(f"{where} holds a {model} code: decode it with {elsewhere[model]}")
-    unknown = sorted(set(header) - set(fields))
-    if unknown:                        # an edit there would change nothing: say so
-        raise ValueError(f"{where}: header field {unknown[0]!r} is not one of this format's")
-    for field, valid in fields.items():
-        if field not in header:
-            raise ValueError(f"{where}: header field {field!r} is missing")
-        if not valid(header[field]):
-            raise ValueError(f"{where}: header field {field!r} has an invalid value "
-                             f"{header[field]!r}")
-    return header, body[4 + n:]
+# ----------------------------------------------------------------------------- decoding a file's message
 
 
 def decode_checked(where, cm, words, n_images, seed, images_sha256, reverse=False):
@@ -460,21 +395,3 @@ def decode_checked(where, cm, words, n_images, seed, images_sha256, reverse=Fals
     if hashlib.sha256(V.tobytes()).hexdigest() != images_sha256 or not same:
         raise ValueError(f"{where}: decoding did not reproduce the encoded images")
     return V
-
-
-def split_payload(where, rest, n_params, lanes):
-    """The parameters (n_params,) int64 and the message (one uint32 array per lane) of the
-    bytes after a header; ValueError naming `where` if they do not fit."""
-    if len(rest) < 4 * (n_params + lanes):
-        raise ValueError(f"{where}: header field 'n_params' does not fit the model, or the "
-                         f"file is truncated")
-    params = np.frombuffer(rest[:4 * n_params], dtype="<i4").astype(np.int64)
-    rest = rest[4 * n_params:]
-    if len(rest) % 4:
-        raise ValueError(f"{where}: the message is not a whole number of 32-bit words")
-    counts = np.frombuffer(rest[:4 * lanes], dtype="<u4").astype(np.int64)
-    words = np.frombuffer(rest[4 * lanes:], dtype="<u4")
-    if counts.sum() != len(words) or np.any(counts == 0):
-        raise ValueError(f"{where}: header field 'lanes' does not fit the message's lane "
-                         f"lengths, or the file is truncated")
-    return params, np.split(words, np.cumsum(counts)[:-1])

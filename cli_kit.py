@@ -103,6 +103,14 @@ def write_json(path, payload):
     atomic_write(path, write)
 
 
+def write_bytes(path, blob):
+    """Write bytes atomically."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(blob)
+    atomic_write(path, write)
+
+
 def versions():
     """The software a JSON result was made with."""
     import platform
@@ -205,6 +213,44 @@ class CLIParser(argparse.ArgumentParser):
             open(path, "rb").close()
         except OSError as err:
             self.error(f"{flag} {path!r}: cannot be read ({err.strerror})")
+
+    def add_model_folders(self, what):
+        """--save-models DIR and --load-models DIR (one or the other) for the models `what`
+        names; see model_folder."""
+        group = self.add_mutually_exclusive_group()
+        group.add_argument("--save-models", metavar="DIR",
+                           help=f"save {what} in DIR after training, one file each")
+        group.add_argument("--load-models", metavar="DIR",
+                           help=f"load {what} from DIR (--save-models) instead of training "
+                                f"them; a file trained with other settings is refused")
+
+    def model_folder(self, args, make):
+        """make(path, "save" or "load") for the folder given, after checking, before any
+        work, that it can be written or read; None if neither flag is given."""
+        if args.save_models is not None:
+            self.output_file("--save-models", args.save_models, folder=True)
+            return make(args.save_models, "save")
+        if args.load_models is not None:
+            if not os.path.isdir(args.load_models):
+                self.error(f"--load-models {args.load_models!r}: no such folder")
+            return make(args.load_models, "load")
+        return None
+
+    def add_merge(self):
+        """--merge FILE [FILE ...]: the runs' JSON files to put together."""
+        self.add_argument("--merge", nargs="+", metavar="FILE",
+                          help="merge the --json files of runs that differ only in their "
+                               "seeds (one run a seed, on any machines) into the single "
+                               "run's tables and JSON (--json)")
+
+    def refuse_with_merge(self, args, given):
+        """Error if --merge comes with a flag of a run; check its files can be read."""
+        if args.merge:
+            self.refuse_together(given, "merge", tuple(sorted(
+                self.dests() - {"merge", "json", "markdown", "quiet"})), "reads its runs")
+            for path in args.merge:
+                self.input_file("--merge", path)
+            self.each_once("--merge", args.merge, "file")
 
     def each_once(self, flag, values, noun):
         """Error if a list-valued flag names a value twice."""
@@ -310,6 +356,79 @@ def _worker_start(parent):
         os._exit(1)
 
 
+# ----------------------------------------------------------------------------- merging split runs
+#
+# A run over several seeds can run as one run a seed, on as many machines, each writing its
+# JSON; the merge reads those and makes the JSON and tables of the single run.  These check
+# the parts; each script puts their numbers together.
+
+
+def plain(value):
+    """value with its numpy arrays and numbers as lists and floats, and tuples as lists: what
+    a JSON file gives back, so that a run and a merge of its parts see the same values."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist"):                       # a numpy array or number
+        return value.tolist()
+    return value
+
+
+def read_parts(paths, kinds):
+    """[(path, payload)] of JSON files written with --json by runs of one of `kinds` (keys
+    of a payload: the kind of run); ValueError in one line naming the file otherwise, or if
+    the parts are runs of different kinds."""
+    parts = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                payload = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: cannot be read as JSON ({err})") from None
+        if not (isinstance(payload, dict) and isinstance(payload.get("config"), dict)
+                and isinstance(payload["config"].get("seeds"), list)):
+            raise ValueError(f"{path}: not the --json file of a run of this program")
+        kind = [k for k in kinds if k in payload]
+        if not kind:
+            raise ValueError(f"{path}: a run that does not merge (the runs that do: "
+                             f"{', '.join(kinds)})")
+        if parts and kind[0] != parts[0][2]:
+            raise ValueError(f"{path} and {parts[0][0]} are runs of different kinds "
+                             f"({kind[0]}, {parts[0][2]})")
+        parts.append((path, payload, kind[0]))
+    return [(path, payload) for path, payload, _ in parts]
+
+
+def merge_config(parts, split="seeds"):
+    """The config of the single run the parts make: their configs must agree but for the
+    `split` key (a list: each part's own seeds, or models), which must not overlap; the
+    merged list holds them all, ascending for seeds.  ValueError naming a part otherwise."""
+    (first, head), seen = parts[0], {}
+    for path, payload in parts:
+        config = payload["config"]
+        for key in sorted((set(config) | set(head["config"])) - {split}):
+            if config.get(key) != head["config"].get(key):
+                raise ValueError(f"{path} was run with {key} = {config.get(key)}, {first} with "
+                                 f"{head['config'].get(key)}: only runs that differ in their "
+                                 f"{split} merge")
+        for item in config[split]:
+            if item in seen:
+                raise ValueError(f"{path}: {split[:-1]} {item} is in {seen[item]} too: give each "
+                                 f"part once")
+            seen[item] = path
+    items = sorted(seen) if split == "seeds" else list(seen)
+    return {**head["config"], split: items}
+
+
+def merged_payload(parts, config):
+    """The merged JSON's frame: config, the first part's versions, the parts' summed wall
+    time, and the files merged."""
+    return {"config": config, "versions": parts[0][1].get("versions"),
+            "wall_seconds": sum(p.get("wall_seconds", 0.0) for _, p in parts),
+            "merged_from": [path for path, _ in parts]}
+
+
 # ----------------------------------------------------------------------------- tables
 
 
@@ -353,15 +472,20 @@ def round_trip_cell(ok):
 # ----------------------------------------------------------------------------- main
 
 
-def run_main(main, prog, argv=None):
+def run_main(main, prog, argv=None, refused=()):
     """Run a script's main(argv); Ctrl-C ends it with one line on stderr and status 130,
     SIGTERM with one line and status 143.  Worker processes end with it (see map_workers)
     and no file is left half-written (atomic_write).  A reader that closes the pipe early
-    (`| head`) ends it quietly with status 141, as a shell tool."""
+    (`| head`) ends it quietly with status 141, as a shell tool.  An exception of the
+    classes `refused` (an input file found wrong during the run) ends it with its message
+    on one line and status 2, as a bad flag does."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(argv)
+    except refused as err:
+        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130

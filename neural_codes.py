@@ -38,6 +38,7 @@ import spline_images_factorial_vq as sv  # noqa: E402  (sets the BLAS thread cou
 
 import bits_back_coder as bbc  # noqa: E402
 import compressors  # noqa: E402
+import file_container as fc  # noqa: E402
 import mlp  # noqa: E402
 import neural_models as nm  # noqa: E402
 
@@ -67,13 +68,23 @@ def vae_alignment(vae, X, controls, n_bins=8):
     return {"mi_controls": mi.tolist(), "score": sv.alignment_score(mi)}
 
 
+def vae_config(seed, n_train, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=None, batch=None):
+    """What trains the Gaussian VAE (nm.fit_vae) at (seed, N)."""
+    return nm.network_config(seed, n_train, steps, batch, model="vae", n_latent=n_latent,
+                             hidden=list(hidden), lr=nm.LR, sigma_x=0.15)
+
+
 def run_model(name, data, seed, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=None, batch=None,
-              compress=False, log=None):
-    """Train one model on data = (train, validation, held-out, held-out controls) and score
-    it on the held-out images: a dict of bits per image and diagnostics."""
+              compress=False, log=None, folder=None):
+    """Train one model on data = (train, validation, held-out, held-out controls) (or load
+    it from a ModelFolder `folder`) and score it on the held-out images: a dict of bits
+    per image and diagnostics."""
     X, V, T, controls = data
+    key = sv.model_key(name, seed, len(X))
     if name == "vae":
-        model, hist = nm.fit_vae(X, V, seed, n_latent, hidden, steps=steps, batch=batch, log=log)
+        model, hist, _ = fc.fit_or_load(
+            folder, key, vae_config(seed, len(X), n_latent, hidden, steps, batch),
+            lambda: nm.fit_vae(X, V, seed, n_latent, hidden, steps=steps, batch=batch, log=log))
         dl = model.description_length(T)
         iw, iw_se = model.importance_bound(T)
         out = {"recon": dl["recon"].mean(), "code": dl["code"].mean(), "total": dl["total"].mean(),
@@ -86,7 +97,10 @@ def run_model(name, data, seed, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=Non
             out["compress"] = nm.code_vae(model, sv.quantise_images(T), seed)
     else:
         form, M, K = VQ_VARIANTS[name]
-        model, hist = nm.fit_vqvae(X, V, seed, M, K, form, hidden, steps=steps, batch=batch, log=log)
+        config = nm.network_config(seed, len(X), steps, batch, model=name, hidden=list(hidden),
+                                   lr=nm.LR, sigma_x=0.15)
+        model, hist, _ = fc.fit_or_load(folder, key, config, lambda: nm.fit_vqvae(
+            X, V, seed, M, K, form, hidden, steps=steps, batch=batch, log=log))
         dl = model.description_length(T)
         out = {"recon": dl["recon"].mean(), "code": dl["code"].mean(),
                "total": dl["total"].mean(), **model.usage(X), "restarts": model.restarts}
@@ -103,12 +117,25 @@ SWEEP_MODELS = ("vae", "vq_vae_4x6", "factorial_vq", "pca24")
 LIMIT_IMAGES = 200             # held-out images behind the generator's limit (as the core's)
 
 
-def run_core(name, data, seed):
+# the core's default recipe, by which its models train beside the networks
+CORE_TRAINING = {"n_dims": 4, "n_units_per_dim": 6, "steps": sv.STEPS, "sigma_x": 0.15,
+                 "objective": "bits-back", "schedule": "sigma", "init": "band", "refine": 50}
+
+
+def fit_core(name, X, seed, folder=None, sigma_x=0.15):
+    """One of the core's models by its default recipe (at sigma_x), or loaded from folder."""
+    cfg = {**CORE_TRAINING, "n_samples": len(X), "sigma_x": sigma_x}
+    key = sv.model_key(name, seed, len(X)) + ("" if sigma_x == 0.15 else f"_sigma{sigma_x:g}")
+    return fc.fit_or_load(folder, key, sv.training_config(name, seed, cfg), lambda: sv.fit_model(
+        name, X, seed, **{k: cfg[k] for k in sv.TRAINING_KEYS[1:]}))[0]
+
+
+def run_core(name, data, seed, folder=None):
     """One of the core's models (its default recipe) on the same split, scored as the core
     scores it."""
     X, _, T, _ = data
     t0 = time.perf_counter()
-    model, _ = sv.fit_model(name, X, seed)
+    model = fit_core(name, X, seed, folder)
     out = sv.evaluate(model, T)
     out = {k: out[k] for k in ("recon", "code", "total")}
     if name == "factorial_vq":
@@ -117,18 +144,20 @@ def run_core(name, data, seed):
     return out | {"train_seconds": time.perf_counter() - t0}
 
 
-def run_all(seed, n_train, models, n_test=2000, compress=False, log=None, on_model=None, **kw):
-    """{name: result} for neural and core models at one seed and training-set size;
-    on_model(name, model, data) is called with each trained network, if given."""
+def run_all(seed, n_train, models, n_test=2000, compress=False, log=None, on_model=None,
+            folder=None, **kw):
+    """{name: result} for neural and core models at one seed and training-set size, each
+    saved to or loaded from a ModelFolder `folder` if given; on_model(name, model, data)
+    is called with each trained network, if given."""
     log = log or kit.progress_logger(True)
     data = nm.load_split(seed, n_train, n_test=n_test)
     out = {}
     for name in models:
         t0 = time.perf_counter()
         if name in CORE_MODELS:
-            out[name] = run_core(name, data, seed)
+            out[name] = run_core(name, data, seed, folder)
         else:
-            out[name], model = run_model(name, data, seed, log=log, **kw,
+            out[name], model = run_model(name, data, seed, log=log, folder=folder, **kw,
                                          compress=compress and name == "vae")
             if on_model:
                 on_model(name, model, data)
@@ -175,10 +204,16 @@ def set_saving(n):
 def _acn_task(task):
     """Worker: the VAE and the ACN fine-tuned from it at one (seed, N), scored on the
     held-out set: (seed, N, result)."""
-    seed, n_train, n_test, bitstream = task
+    seed, n_train, n_test, bitstream, folder = task
     X, X_val, T, _ = nm.load_split(seed, n_train, n_test=n_test)
-    vae, h_vae = nm.fit_vae(X, X_val, seed)
-    acn, h_acn = nm.fit_acn(X, X_val, seed, vae=vae)
+    config = vae_config(seed, n_train)
+    vae, h_vae, _ = fc.fit_or_load(folder, sv.model_key("vae", seed, n_train), config,
+                                   lambda: nm.fit_vae(X, X_val, seed))
+    config = {**config, "model": "acn", "neighbours": nm.ACN_NEIGHBOURS,
+              "prior_hidden": list(nm.PRIOR_HIDDEN), "fine_tune": nm.ACN_FINE_TUNE,
+              "fine_tune_lr": nm.ACN_FINE_TUNE_LR}
+    acn, h_acn, _ = fc.fit_or_load(folder, sv.model_key("acn", seed, n_train), config,
+                                   lambda: nm.fit_acn(X, X_val, seed, vae=vae))
     tour = acn.tour(T)
     if bitstream:
         nm.write_vae_code(bitstream, acn, sv.quantise_images(T)[tour], seed, n_test, "tour")
@@ -198,12 +233,13 @@ def _acn_task(task):
     return seed, n_train, out
 
 
-def run_acn(seeds=(0,), sizes=ACN_SIZES, n_test=2000, workers=2, log=None, bitstream=None):
+def run_acn(seeds=(0,), sizes=ACN_SIZES, n_test=2000, workers=2, log=None, bitstream=None,
+            folder=None):
     """The ACN experiment: {str(N): {str(seed): result}} for every size and seed, the
     (seed, N) runs in `workers` processes.  bitstream: a path to write the coded tour to,
-    for a single (seed, N)."""
+    for a single (seed, N); folder: an fc.ModelFolder for the VAEs and ACNs."""
     log = log or kit.progress_logger(True)
-    tasks = [(s, n, n_test, bitstream) for n in sizes for s in seeds]
+    tasks = [(s, n, n_test, bitstream, folder) for n in sizes for s in seeds]
     out = {str(n): {} for n in sizes}
     t0 = time.perf_counter()
     for seed, n, r in kit.map_workers(_acn_task, tasks, workers):
@@ -319,13 +355,13 @@ def scoreboard_row(row, params, n_images, baselines):
             "break_even_vs_lzma": break_even(params, row["actual_bits"], baselines["lzma"])}
 
 
-def _score_core(name, seed, V, baselines, log):
+def _score_core(name, seed, V, baselines, log, folder=None):
     """One 1994 model refitted at every sigma of SCORE_SIGMAS, the sigma whose 8-bit
     training images the coder codes shortest kept, and its held-out images V coded."""
     X = sv.load_data(seed)[0]
     fits = {}
     for sigma in SCORE_SIGMAS:
-        model, _ = sv.fit_model(name, X, seed=seed, sigma_x=sigma)
+        model = fit_core(name, X, seed, folder, sigma_x=sigma)
         fits[sigma] = (model, training_bits(name, model, sv.quantise_images(X)))
     sigma = min(SCORE_SIGMAS, key=lambda s: fits[s][1])
     model = fits[sigma][0]
@@ -340,13 +376,17 @@ def _score_core(name, seed, V, baselines, log):
             "n_train": len(X)}
 
 
-def _score_vae(n, seed, V, baselines, log, bitstream=None, **kw):
-    """The 8-bit VAE trained on n images, its held-out images V coded (and written to the
-    file bitstream, if given)."""
+def _score_vae(n, seed, V, baselines, log, bitstream=None, folder=None, **kw):
+    """The 8-bit VAE trained on n images (or loaded from folder), its held-out images V
+    coded (and written to the file bitstream, if given)."""
     t0 = time.perf_counter()
     Xn, Xv, _, _ = nm.load_split(seed, n, n_test=1)
     q = sv.quantise_images
-    vae, hist = nm.fit_pixel_vae(q(Xn), q(Xv), seed, log=log, **kw)
+    config = nm.network_config(seed, n, kw.get("steps"), kw.get("batch"), nm.PIXEL_BATCH,
+                               nm.PIXEL_STEPS_AT, model="pixel_vae", n_latent=nm.LATENTS,
+                               hidden=list(kw.get("hidden") or nm.HIDDEN), lr=nm.pixel_rate(n))
+    vae, hist, _ = fc.fit_or_load(folder, sv.model_key("pixel_vae", seed, n), config,
+                                  lambda: nm.fit_pixel_vae(q(Xn), q(Xv), seed, log=log, **kw))
     dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1))
     row = nm.code_vae(vae, V, seed, dl=dl, draws=CODER_DRAWS)
     if bitstream:
@@ -377,7 +417,7 @@ def _score_task(task):
 
 
 def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, quiet=True,
-                   limit_images=LIMIT_IMAGES, bitstream=None, **kw):
+                   limit_images=LIMIT_IMAGES, bitstream=None, folder=None, **kw):
     """The 8-bit scoreboard at one seed: {"rows": {label key: row}, "baselines", "limit",
     "n_test"}; rows of the 1994 models carry their sigma profile on the training images.
     bitstream: a path to write the code of the 8-bit VAE on the most images to.
@@ -388,9 +428,10 @@ def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, quiet=Tr
     baselines = compressors.baseline_bits(V, sv.HEIGHT, sv.WIDTH)
     common = (seed, V, baselines)
     vaes = sorted(SCORE_VAE_SIZES, reverse=True) if "pixel_vae" in models else []
+    kw = {**kw, "folder": folder}
     tasks = ([(f"pixel_vae_{n}", _score_vae, (n, *common), {**kw, "bitstream": bitstream},
                quiet) for n in vaes[:1]] +
-             [(name, _score_core, (name, *common), {}, quiet) for name in models
+             [(name, _score_core, (name, *common), {"folder": folder}, quiet) for name in models
               if name in SCORE_CORE] +
              [(f"pixel_vae_{n}", _score_vae, (n, *common), kw, quiet) for n in vaes[1:]] +
              [("limit", _score_limit, (seed, limit_images), {}, quiet)])
@@ -491,9 +532,14 @@ COLLAPSE_SCHEDULES = ("kl", "none")
 
 def _one_bit_task(task):
     """Worker: one OneBitVAE fitted and scored: (n_dims, layers, seed, bits dict)."""
-    n_dims, layers, seed = task
+    n_dims, layers, seed, folder = task
     t0 = time.perf_counter()
-    loss, recon, code = nm.fit_one_bit(n_dims, layers, seed).bits()
+    config = {"model": "one_bit", "n_dims": n_dims, "layers": layers, "seed": seed,
+              "steps": nm.ONE_BIT_STEPS, "draws": nm.ONE_BIT_DRAWS, "lr": nm.ONE_BIT_LR,
+              "hidden": nm.ONE_BIT_HIDDEN}
+    model = fc.fit_or_load(folder, f"one_bit_{layers}layer_{n_dims}dims_seed{seed}", config,
+                           lambda: (nm.fit_one_bit(n_dims, layers, seed), {}))[0]
+    loss, recon, code = model.bits()
     return n_dims, layers, seed, {"loss": loss, "recon": recon, "code": code,
                                   "seconds": time.perf_counter() - t0}
 
@@ -515,14 +561,14 @@ def collapse_run(schedule, seed, steps=COLLAPSE_STEPS):
             "perplexity": perplexity.tolist()}
 
 
-def run_one_bit(seeds=tuple(range(5)), dims=nm.ONE_BIT_DIMS, workers=2, log=None):
+def run_one_bit(seeds=tuple(range(5)), dims=nm.ONE_BIT_DIMS, workers=2, log=None, folder=None):
     """The one-bit VAE at every ndims for both models, and the collapse claim, over seeds:
     {"one_bit": {str(layers): {str(n): {str(seed): bits}}}, "collapse": {schedule:
     {str(seed): result}}}."""
     log = log or kit.progress_logger(True)
     t0 = time.perf_counter()
     out = {"one_bit": {str(k): {str(n): {} for n in dims} for k in (1, 2)}, "collapse": {}}
-    tasks = [(n, k, s) for n in sorted(dims, reverse=True) for k in (1, 2) for s in seeds]
+    tasks = [(n, k, s, folder) for n in sorted(dims, reverse=True) for k in (1, 2) for s in seeds]
     for n, k, s, r in kit.map_workers(_one_bit_task, tasks, workers):
         out["one_bit"][str(k)][str(n)][str(s)] = r
     for k in out["one_bit"].values():
@@ -863,10 +909,15 @@ def parse_args(argv=None):
                     help="decode a --bitstream file and check it against the held-out set; "
                          "everything else is read from the file")
     ap.add_argument("--json", metavar="PATH", help="write config, versions and all numbers here")
+    ap.add_model_folders("every network and 1994 model trained")
+    ap.add_merge()
     ap.add_argument("--markdown", action="store_true", help="print tables as Markdown")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     given = ap.given(argv)
+    ap.refuse_with_merge(args, given)
+    if args.merge:
+        return args
     if args.decode is not None:
         ap.refuse_together(given, "decode", tuple(sorted(ap.dests() - {"decode", "quiet"})),
                            "reads everything from the file")
@@ -885,7 +936,8 @@ def parse_args(argv=None):
                                           "n_test"), "has its own data and models")
     ap.refuse_together(given, "choose", ("models", "compress", "sweep", "scoreboard", "acn",
                                          "one_bit", "latents", "hidden", "steps", "batch",
-                                         "n_samples", "n_test", "seed", "seeds"),
+                                         "n_samples", "n_test", "seed", "seeds", "save_models",
+                                         "load_models"),
                        "runs its own candidates on seed 0")
     if args.acn and "n_samples" in given and args.n_samples <= nm.ACN_NEIGHBOURS:
         ap.error(f"--n-samples: the ACN needs more than {nm.ACN_NEIGHBOURS} training images "
@@ -930,10 +982,55 @@ def parse_args(argv=None):
             ap.error("--bitstream writes one code: a run with vae at one seed, --scoreboard "
                      "with pixel_vae, or --acn at one seed and one --n-samples")
         ap.output_file("--bitstream", args.bitstream)
+    args.folder = ap.model_folder(args, nm.model_folder)
     n = max(SWEEP_SIZES) if args.sweep else max((args.n_samples,) + args.acn_sizes)
     kit.check_memory(ap, memory_needed(n, args.n_test, args.hidden, args.latents),
                      "--n-samples or --n-test")
     return args
+
+
+MERGE_KINDS = ("results", "sweep", "acn", "one_bit", "scoreboard")
+
+
+def by_seed(runs):
+    """{str(seed): run} in ascending seed order."""
+    return dict(sorted(runs.items(), key=lambda kv: int(kv[0])))
+
+
+def merge_main(args, log):
+    """--merge: the tables and JSON of one run from runs split by seed (the scoreboard: by
+    model), from their JSON files."""
+    parts = kit.read_parts(args.merge, MERGE_KINDS)
+    kind = next(k for k in MERGE_KINDS if k in parts[0][1])
+    config = kit.merge_config(parts, "models" if kind == "scoreboard" else "seeds")
+    payload, runs = kit.merged_payload(parts, config), [p for _, p in parts]
+    log(f"merging {len(parts)} {kind} runs")
+    if kind == "results":
+        results = sorted((r for p in runs for r in p["results"]), key=lambda r: r["seed"])
+        flat = {r["seed"]: {name: flatten(v) for name, v in r["models"].items()} for r in results}
+        payload.update(results=results, summary=summarise(flat, config["models"]))
+    elif kind == "sweep":
+        payload["sweep"] = sorted((r for p in runs for r in p["sweep"]), key=lambda r: r["seed"])
+    elif kind == "acn":
+        payload["acn"] = {n: by_seed({s: r for p in runs for s, r in p["acn"][n].items()})
+                          for n in runs[0]["acn"]}
+    elif kind == "one_bit":
+        merged = lambda get: by_seed({s: r for p in runs for s, r in get(p).items()})
+        one_bit = {k: {n: merged(lambda p: p["one_bit"]["one_bit"][k][n]) for n in dims}
+                   for k, dims in runs[0]["one_bit"]["one_bit"].items()}
+        payload["one_bit"] = {"one_bit": one_bit, "collapse": {
+            sched: merged(lambda p: p["one_bit"]["collapse"][sched])
+            for sched in runs[0]["one_bit"]["collapse"]}}
+    else:
+        rows = {k: r for p in runs for k, r in p["scoreboard"]["rows"].items()}
+        order = [n for n in SCORE_CORE] + [f"pixel_vae_{n}" for n in SCORE_VAE_SIZES]
+        config["models"] = [m for m in SCORE_MODELS if m in config["models"]]
+        payload["scoreboard"] = {**runs[0]["scoreboard"],
+                                 "rows": {k: rows[k] for k in order if k in rows}}
+    print(report(payload, markdown=args.markdown))
+    if args.json:
+        kit.write_json(args.json, payload)
+    return 0
 
 
 def decode_main(path):
@@ -963,6 +1060,12 @@ def main(argv=None):
     log = kit.progress_logger(args.quiet)
     if args.decode:
         return decode_main(args.decode)
+    if args.merge:
+        try:
+            return merge_main(args, log)
+        except ValueError as err:
+            print(f"neural_codes.py: error: {err}", file=sys.stderr)
+            return 2
     kit.warn_long_run(estimate_seconds(args), log)
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds else [args.seed]
@@ -989,21 +1092,23 @@ def main(argv=None):
     elif args.scoreboard:
         payload["scoreboard"] = run_scoreboard(args.seed, args.models, quiet=args.quiet,
                                                hidden=args.hidden, steps=args.steps,
-                                               batch=args.batch, bitstream=args.bitstream)
+                                               batch=args.batch, bitstream=args.bitstream,
+                                               folder=args.folder)
     elif args.one_bit:
-        payload["one_bit"] = run_one_bit(seeds, log=log)
+        payload["one_bit"] = run_one_bit(seeds, log=log, folder=args.folder)
     elif args.acn:
         payload["acn"] = run_acn(seeds, args.acn_sizes, args.n_test, log=log,
-                                 bitstream=args.bitstream)
+                                 bitstream=args.bitstream, folder=args.folder)
     elif args.sweep:
-        payload["sweep"] = [{"seed": s, **run_sweep(s, log=log, **kw)} for s in seeds]
+        payload["sweep"] = [{"seed": s, **run_sweep(s, log=log, folder=args.folder, **kw)}
+                            for s in seeds]
     else:
         def keep(name, model, data):          # the VAE's code of the held-out set, as a file
             if name == "vae" and args.bitstream:
                 nm.write_vae_code(args.bitstream, model, sv.quantise_images(data[2]),
                                   seeds[0], args.n_test)
         results = {s: run_all(s, args.n_samples, args.models, args.n_test, args.compress, log,
-                              on_model=keep, **kw) for s in seeds}
+                              on_model=keep, folder=args.folder, **kw) for s in seeds}
         flat = {s: {name: flatten(r) for name, r in res.items()} for s, res in results.items()}
         payload.update(results=[{"seed": s, "models": results[s]} for s in seeds],
                        summary=summarise(flat, args.models))
@@ -1037,4 +1142,4 @@ def flatten(result):
 
 
 if __name__ == "__main__":
-    sys.exit(kit.run_main(main, "neural_codes.py"))
+    sys.exit(kit.run_main(main, "neural_codes.py", refused=(fc.FileError,)))

@@ -28,6 +28,7 @@ import spline_images_factorial_vq as sv  # first: it sets the BLAS thread count
 
 import bits_back_coder as bbc  # noqa: E402
 import cli_kit as kit  # noqa: E402
+import file_container as fc  # noqa: E402
 import mlp  # noqa: E402
 
 np = sv.np
@@ -965,6 +966,26 @@ def fit_vqvae(X, X_val, seed=0, n_codebooks=4, n_codes=6, form="product", hidden
     return model, history
 
 
+# --- saved networks ---------------------------------------------------------------------------
+
+SAVED_CLASSES = {**sv.SAVED_CLASSES, **{c.__name__: c for c in (GaussianVAE, PixelVAE, ACN,
+                                                                OneBitVAE, VQVAE)}}
+
+
+def model_folder(path, mode):
+    """A ModelFolder for every model of both scripts."""
+    return fc.ModelFolder(path, mode, SAVED_CLASSES)
+
+
+def network_config(seed, n_train, steps=None, batch=None, largest=BATCH, table=STEPS_AT,
+                   **settings):
+    """What trains a network on the first n_train training images of a seed: its settings,
+    with the recipe's steps, minibatch and validation size resolved."""
+    return {"seed": seed, "n_samples": n_train, "n_val": validation_size(n_train),
+            "steps": training_steps(n_train, table) if steps is None else steps,
+            "batch": min(batch or batch_size(n_train, largest), n_train), **settings}
+
+
 # ----------------------------------------------------------------------------- the VAE's code
 #
 # Bits-back coding with a continuous latent, BB-ANS style: each latent is cut into
@@ -1236,23 +1257,23 @@ VAE_NETS = {"vae": ("enc", "dec"), "pixel_vae": ("enc", "dec"), "acn": ("enc", "
 
 def _sizes(v):
     return (isinstance(v, list) and 2 <= len(v) <= 2 + 4
-            and all(bbc.whole(1, MAX_HIDDEN)(s) for s in v))
+            and all(fc.whole(1, MAX_HIDDEN)(s) for s in v))
 
 
 VAE_HEADER = {
     "model": lambda v: v in VAE_CODERS,
-    "seed": bbc.whole(0, sv.MAX_SEED),
-    "n_test": bbc.whole(1, sv.MAX_IMAGES),
-    "n_images": bbc.whole(1, sv.MAX_IMAGES),
-    "lanes": bbc.whole(1, 10_000),
-    "n_latent": bbc.whole(1, MAX_LATENTS),
+    "seed": fc.whole(0, sv.MAX_SEED),
+    "n_test": fc.whole(1, sv.MAX_IMAGES),
+    "n_images": fc.whole(1, sv.MAX_IMAGES),
+    "lanes": fc.whole(1, 10_000),
+    "n_latent": fc.whole(1, MAX_LATENTS),
     "sigma_x": lambda v: v is None or (isinstance(v, float)
                                        and sv.SIGMA_RANGE[0] <= v <= sv.SIGMA_RANGE[1]),
-    "mix": lambda v: v is None or bbc.whole(2, 1 << 16)(v),
+    "mix": lambda v: v is None or fc.whole(2, 1 << 16)(v),
     "nets": lambda v: isinstance(v, dict) and all(_sizes(s) for s in v.values()),
     "order": lambda v: v in ("held-out", "tour"),
-    "n_params": bbc.whole(1, 2**31),
-    "images_sha256": bbc.is_sha256,
+    "n_params": fc.whole(1, 2**31),
+    "images_sha256": fc.is_sha256,
 }
 
 
@@ -1278,8 +1299,8 @@ def write_vae_bitstream(path, cm, words, V, seed, n_test, order="held-out"):
               "mix": getattr(cm, "mix", None), "nets": nets, "order": order,
               "n_params": int(params.size),
               "images_sha256": hashlib.sha256(V.tobytes()).hexdigest()}
-    blob = bbc.pack_stream(header, params, words)
-    kit.atomic_write(path, lambda tmp: open(tmp, "wb").write(blob))
+    blob = fc.pack_stream(header, params, words)
+    kit.write_bytes(path, blob)
     return len(blob)
 
 
@@ -1314,14 +1335,14 @@ def read_vae_bitstream(path):
     the checksum, the decoded images' hash and the recovered initial bits all agree."""
     with open(path, "rb") as f:
         blob = f.read()
-    header, rest = bbc.unpack_stream(path, blob, VAE_HEADER, elsewhere={
+    header, rest = fc.unpack_stream(path, blob, VAE_HEADER, elsewhere={
         m: "spline_images_factorial_vq.py --decode" for m in sv.CODER_MODELS})
     _check_vae_header(path, header)
     n_params = sum(a * b + b for _, (a, b) in _layer_shapes(header["model"], header["nets"]))
     if header["n_params"] != n_params or header["n_images"] > header["n_test"]:
         raise ValueError(f"{path}: header fields 'n_params' or 'n_images' do not fit the "
                          f"networks and the held-out set")
-    flat, words = bbc.split_payload(path, rest, n_params, header["lanes"])
+    flat, words = fc.split_payload(path, rest, n_params, header["lanes"])
     cm = _vae_coding_model(header, flat)
     V = bbc.decode_checked(path, cm, words, header["n_images"], header["seed"],
                            header["images_sha256"], reverse=cm.kind == "acn")

@@ -15,7 +15,7 @@ energy -> hard codes (the deterministic search every model starts from) -> optim
 training -> models -> the model registry -> evaluation -> the open questions the paper
 leaves (factor counts, alignment, warm-up, the generator's own description length, sigma_x,
 data movement) -> coding the 1994 models with the bits-back coder -> the CLI.  The leaf
-modules bits_back_coder, data_movement, mlp and cli_kit know no model.  docs/architecture.md
+modules bits_back_coder, file_container, data_movement, mlp and cli_kit know no model.  docs/architecture.md
 is the map.  Run `python3 spline_images_factorial_vq.py --help`.
 """
 
@@ -29,6 +29,7 @@ if __name__ == "__main__":
 
 import copy  # noqa: E402
 import functools  # noqa: E402
+import itertools  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 from typing import Callable, NamedTuple  # noqa: E402
@@ -44,6 +45,7 @@ import numpy as np  # noqa: E402  (after the thread settings, which numpy reads 
 import bits_back_coder as bbc  # noqa: E402
 import compressors  # noqa: E402
 import data_movement as dm  # noqa: E402
+import file_container as fc  # noqa: E402
 
 HEIGHT, WIDTH = 8, 12
 D = HEIGHT * WIDTH                      # 96 pixels, flattened row-major
@@ -1403,6 +1405,30 @@ def fit_model(name, X, seed=0, steps=STEPS, schedule="sigma", objective="bits-ba
     return model, model.fit(X, X_eval=X_eval, eval_every=eval_every, **kw)
 
 
+# --- saved models ----------------------------------------------------------------------------
+#
+# A trained model and its history can be kept in a file and loaded instead of trained.  The
+# file's header holds the settings that trained it; a run that loads it names the settings it
+# would train with, and the file is refused unless they are the same, so that a loaded model
+# is the very model the run would have trained and every number it gives is the same.
+
+SAVED_CLASSES = {c.__name__: c for c in (HardCode, FactorialVQ, StochasticVQ, ResidualVQ, PCA)}
+# what trains a 1994 model besides its name and seed (a PCA: the first and the noise alone)
+TRAINING_KEYS = ("n_samples", "n_dims", "n_units_per_dim", "steps", "sigma_x", "objective",
+                 "schedule", "init", "refine")
+
+
+def model_key(name, seed, n_samples):
+    """The name a model's file is saved under (the folder adds .svqm)."""
+    return f"{name}_N{n_samples}_seed{seed}"
+
+
+def training_config(name, seed, cfg):
+    """The settings that train model `name` at `seed` under a run's cfg."""
+    keys = ("n_samples", "sigma_x") if name.startswith("pca") else TRAINING_KEYS
+    return {"seed": seed, **{k: cfg[k] for k in keys}}
+
+
 def evaluate(model, X, legacy=False, rng=None):
     """Mean bits per image on X: recon, code, total, exact (None if skipped), and where they
     apply total_amortised (recognition network alone), total_se (Monte Carlo), legacy (the
@@ -1437,7 +1463,8 @@ def load_data(seed, n_samples=200, n_test=2000):
 
 def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=2000, steps=STEPS,
                    sigma_x=0.15, objective="bits-back", schedule="sigma", init="band", refine=50,
-                   models=MODEL_NAMES, eval_every=0, snapshot_every=0, score=False, workers=1):
+                   models=MODEL_NAMES, eval_every=0, snapshot_every=0, score=False, workers=1,
+                   folder=None):
     """Train the paper's comparison at one seed.
 
     Returns {"models": {NAME: fitted model}, "histories": {NAME: history},
@@ -1445,13 +1472,14 @@ def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=20
     "scores": {NAME: evaluate(model, heldout)}.  With eval_every > 0 the histories hold F
     on both sets every eval_every steps, with snapshot_every > 0 copies of the parameters
     (for the figures and the animation).  workers > 1 fits the models in parallel
-    processes; the results are the same.
+    processes; the results are the same.  folder: an fc.ModelFolder the models are saved to or
+    loaded from (a loaded model has an empty history).
     """
     X, Xt = load_data(seed, n_samples, n_test)
     kw = dict(seed=seed, steps=steps, schedule=schedule, objective=objective, init=init,
               X_eval=Xt, eval_every=eval_every, snapshot_every=snapshot_every, n_dims=n_dims,
               n_units_per_dim=n_units_per_dim, sigma_x=sigma_x, refine=refine)
-    tasks = [(name, X, Xt, kw, score) for name in by_cost(models)]
+    tasks = [(name, X, Xt, kw, score, folder) for name in by_cost(models)]
     fitted = {name: rest for name, *rest in kit.map_workers(_fit_task, tasks, workers)}
     out = {"models": {n: fitted[n][0] for n in models},
            "histories": {n: fitted[n][1] for n in models}, "train": X, "heldout": Xt}
@@ -1461,9 +1489,12 @@ def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=20
 
 
 def _fit_task(task):
-    """Worker: fit one model (and score it on the held-out set if asked)."""
-    name, X, Xt, kw, score = task
-    model, history = fit_model(name, X, **kw)
+    """Worker: fit (or load) one model, and score it on the held-out set if asked."""
+    name, X, Xt, kw, score, folder = task
+    config = training_config(name, kw["seed"], {**kw, "n_samples": len(X)})
+    config |= {k: kw[k] for k in ("eval_every", "snapshot_every") if kw[k]}  # in its history
+    model, history, _ = fc.fit_or_load(folder, model_key(name, kw["seed"], len(X)), config,
+                                    lambda: fit_model(name, X, **kw))
     return name, model, history, evaluate(model, Xt) if score else None
 
 
@@ -1471,18 +1502,19 @@ def _run_task(task):
     """Worker: train and score one (seed, model) and, when it is asked for too, the hard
     code that the model started from (the same search, so it is not run twice).
     Returns (seed, [(NAME, result)]) in plain numbers."""
-    seed, name, cfg = task
-    t0 = time.perf_counter()
+    seed, name, cfg, folder = task
     X, Xt = load_data(seed, cfg["n_samples"], cfg["n_test"])
-    model, _ = fit_model(name, X, seed=seed, steps=cfg["steps"], schedule=cfg["schedule"],
-                         objective=cfg["objective"], init=cfg["init"], n_dims=cfg["n_dims"],
-                         n_units_per_dim=cfg["n_units_per_dim"], sigma_x=cfg["sigma_x"],
-                         refine=cfg["refine"])
+    fit = lambda: fit_model(name, X, seed=seed, **{k: cfg[k] for k in TRAINING_KEYS[1:]})
+    model, _, seconds = fc.fit_or_load(folder, model_key(name, seed, cfg["n_samples"]),
+                                    training_config(name, seed, cfg), fit)
     legacy = cfg["objective"] == "meanfield"
-    out = [(name, model, time.perf_counter() - t0)]
-    if _shared_hard_code(name, cfg["models"]):
-        out.append((_shared_hard_code(name, cfg["models"]), model.hard_code(),
-                    model.search_seconds))
+    out = [(name, model, seconds)]
+    hard = _shared_hard_code(name, cfg["models"])
+    if hard:
+        out.append((hard, model.hard_code(), model.search_seconds))
+        if folder and folder.mode == "save":
+            folder.save(model_key(hard, seed, cfg["n_samples"]), training_config(hard, seed, cfg),
+                        model.hard_code(), {}, model.search_seconds)
     results = []
     for label, fitted, seconds in out:
         rng = np.random.default_rng([seed, 2000 + MODELS[label].stream])
@@ -1502,13 +1534,14 @@ def _shared_hard_code(name, models):
     return None
 
 
-def run_seeds(cfg, seeds, workers=1, log=kit.progress_logger(True)):
-    """Run every model of cfg["models"] at every seed, in `workers` processes.
+def run_seeds(cfg, seeds, workers=1, log=kit.progress_logger(True), folder=None):
+    """Run every model of cfg["models"] at every seed, in `workers` processes, each saved to
+    or loaded from the fc.ModelFolder `folder` if given.
 
     Returns {seed: {NAME: result}}; results are identical whatever the worker count.
     """
     shared = {_shared_hard_code(name, cfg["models"]) for name in cfg["models"]}
-    tasks = [(s, name, cfg) for s in seeds
+    tasks = [(s, name, cfg, folder) for s in seeds
              for name in by_cost(cfg["models"]) if name not in shared]
     results = {s: {} for s in seeds}
 
@@ -1565,6 +1598,7 @@ RECIPE_STEPS = (
 )
 ADAM_ALONE_STEPS, ADAM_ALONE_LR = 400, 0.02   # sigma annealed over the first half
 POOR_OPTIMUM_BITS = 5.0        # a run this much worse than the best at its seed is "poor"
+LIMIT_CHUNK = 25               # images of the limit a task samples, from its own stream
 
 
 def segment_heights(controls, n_points=64):
@@ -1736,7 +1770,8 @@ def experiment_task(task):
 
 def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
                     limit_samples=1000, log=None):
-    """Run the open-question experiments; returns the JSON-ready dict, one key per name."""
+    """Run the open-question experiments; returns the JSON-ready dict, one key per name, and
+    every task's result under "experiment_runs" (for --merge)."""
     log = log or kit.progress_logger(True)
     fits = {}
     if "sweep" in names:
@@ -1757,7 +1792,7 @@ def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
     if "sigma" in names:                    # the smallest sigma_x trains longest
         tasks += [("sigma", s, sigma) for sigma in SIGMA_SWEEP for s in seeds]
     if "limit" in names:
-        chunk = max(1, limit_images // (4 * max(workers, 1)))
+        chunk = LIMIT_CHUNK                  # fixed: each chunk draws from its own stream
         tasks += [("limit", seeds[0], (a, min(a + chunk, limit_images), limit_samples))
                   for a in range(0, limit_images, chunk)]
     for s in seeds:
@@ -1771,7 +1806,8 @@ def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
                 f"sigma_x = {arg}" if kind == "sigma" else
                 f"{kind}: {arg}" if kind in ("recipe", "movement") else "%dx%d %s/%s" % arg[:4])
         log(f"[{done}/{len(tasks)}] seed {seed} {what}  ({time.perf_counter() - t0:.1f} s)")
-    return summarise_experiments(names, results, seeds)
+    runs = sorted(kit.plain(results), key=lambda r: (r[0], r[1], str(r[2])))   # as JSON holds them
+    return {**summarise_experiments(names, runs, seeds), "experiment_runs": runs}
 
 
 # The paper's findings, each as a held-out difference in bits that is > 0 where it holds:
@@ -1869,8 +1905,8 @@ def summarise_experiments(names, results, seeds):
             first = runs[seeds[0]]["alignment"]
             out["alignment"][f"{M}x{K}"] = {
                 "score": score, "score_sd": sd, "score_segments": seg, "score_segments_sd": seg_sd,
-                "seed": seeds[0], "mi_controls": first["mi_controls"].tolist(),
-                "mi_segments": first["mi_segments"].tolist()}
+                "seed": seeds[0], "mi_controls": first["mi_controls"],
+                "mi_segments": first["mi_segments"]}
     if "annealing" in names:
         out["annealing"] = {}
         best = {s: min(fit[(4, 6) + r][s]["total"] for r in ANNEALING_RUNS) for s in seeds}
@@ -1886,11 +1922,12 @@ def summarise_experiments(names, results, seeds):
         runs = {(arg, seed): res for kind, seed, arg, res in results if kind == "sigma"}
         out["sigma"] = sigma_summary({sigma: [runs[(sigma, s)] for s in seeds]
                                       for sigma in SIGMA_SWEEP})
-    if "limit" in names:
-        parts = sorted((arg, res) for kind, _, arg, res in results if kind == "limit")
+    if "limit" in names:                    # on one seed: the first run's, or a merge's least
+        seed = min(seed for kind, seed, _, _ in results if kind == "limit")
+        parts = sorted((arg, res) for kind, s, arg, res in results if kind == "limit" and s == seed)
         out["limit"] = {**limit_summary(np.concatenate([res["bits"] for _, res in parts]),
                                         np.concatenate([res["se"] for _, res in parts])),
-                        "n_samples": parts[0][0][2], "seed": seeds[0]}
+                        "n_samples": parts[0][0][2], "seed": seed}
     return out
 
 
@@ -2232,7 +2269,7 @@ def code_and_check(model, V, seed=0, lanes=bbc.CODER_LANES, draws=1):
 
 
 def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log=None,
-                        **fit_kw):
+                        folder=None, **fit_kw):
     """Train the discrete models, then code the 8-bit held-out set with each.
 
     Returns ({NAME: coder row, "baselines": {...}, "seconds": encode + decode wall time of
@@ -2240,7 +2277,8 @@ def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log
     """
     log = log or kit.progress_logger(True)
     fitted = sorted({m.replace("_amortised", "") for m in models})
-    out = run_comparison(seed=seed, n_test=n_test, models=fitted, workers=workers, **fit_kw)
+    out = run_comparison(seed=seed, n_test=n_test, models=fitted, workers=workers, folder=folder,
+                         **fit_kw)
     V = quantise_images(out["heldout"])
     rows, streams = {}, {}
     for name in models:
@@ -2256,17 +2294,17 @@ def compress_comparison(seed=0, n_test=2000, models=CODER_MODELS, workers=2, log
 # every header field of a bitstream file, and what a valid value is
 HEADER_FIELDS = {
     "model": lambda v: v in CODER_MODELS,
-    "seed": bbc.whole(0, MAX_SEED),
-    "n_dims": bbc.whole(1, MAX_DIMS),
-    "n_units_per_dim": bbc.whole(2, MAX_CODES),
+    "seed": fc.whole(0, MAX_SEED),
+    "n_dims": fc.whole(1, MAX_DIMS),
+    "n_units_per_dim": fc.whole(2, MAX_CODES),
     "sigma_x": lambda v: isinstance(v, float) and SIGMA_RANGE[0] <= v <= SIGMA_RANGE[1],
-    "refine": bbc.whole(0, 10_000),
-    "n_test": bbc.whole(1, MAX_IMAGES),
-    "n_images": bbc.whole(1, MAX_IMAGES),
-    "lanes": bbc.whole(1, 10_000),
+    "refine": fc.whole(0, 10_000),
+    "n_test": fc.whole(1, MAX_IMAGES),
+    "n_images": fc.whole(1, MAX_IMAGES),
+    "lanes": fc.whole(1, 10_000),
     "form": lambda v: v in CODER_FORMS,
-    "n_params": bbc.whole(1, 2**31),
-    "images_sha256": bbc.is_sha256,
+    "n_params": fc.whole(1, 2**31),
+    "images_sha256": fc.is_sha256,
 }
 
 
@@ -2279,14 +2317,14 @@ def write_bitstream(path, name, cm, words, config, V):
     header = {**config, "model": name, "n_images": len(V), "lanes": len(words),
               "form": cm.form, "n_params": int(params.size),
               "images_sha256": hashlib.sha256(V.tobytes()).hexdigest()}
-    blob = bbc.pack_stream(header, params, words)
-    kit.atomic_write(path, lambda tmp: open(tmp, "wb").write(blob))
+    blob = fc.pack_stream(header, params, words)
+    kit.write_bytes(path, blob)
     return len(blob)
 
 
 def _parse_bitstream(path, blob):
     """Header (checked field by field), CodingModel and per-lane words of a file's bytes."""
-    header, rest = bbc.unpack_stream(path, blob, HEADER_FIELDS, elsewhere={
+    header, rest = fc.unpack_stream(path, blob, HEADER_FIELDS, elsewhere={
         m: "neural_codes.py --decode" for m in ("vae", "pixel_vae", "acn")})
     if header["n_images"] != header["n_test"]:
         raise ValueError(f"{path}: header fields 'n_images' and 'n_test' disagree")
@@ -2300,7 +2338,7 @@ def _parse_bitstream(path, blob):
     if header["n_params"] != sum(sizes):
         raise ValueError(f"{path}: header field 'n_params' does not fit the model, or the "
                          f"file is truncated")
-    flat, words = bbc.split_payload(path, rest, sum(sizes), header["lanes"])
+    flat, words = fc.split_payload(path, rest, sum(sizes), header["lanes"])
     parts = np.split(flat, np.cumsum(sizes)[:-1])
     params = {k: v.reshape(shape) for (k, shape), v in zip(shapes.items(), parts)}
     refine = 0 if header["model"].endswith("_amortised") else header["refine"]
@@ -2639,18 +2677,21 @@ def parse_args(argv=None):
                          "annealing (warm-up schedules), limit (the true generator's DL), "
                          "movement (data movement of training), sigma (every model against "
                          "sigma_x), or all; over --seeds (default 0 1 2 3 4)")
+    ap.add_model_folders("every model trained")
+    ap.add_merge()
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     given = ap.given(argv)
+    ap.refuse_with_merge(args, given)
     training = ("seed", "seeds", "n_dims", "n_units_per_dim", "n_samples", "n_test", "steps",
                 "sigma_x", "objective", "schedule", "init", "refine", "models")
     ap.refuse_together(given, "decode", training + ("json", "compress", "bitstream",
                                                     "bitstream_model", "experiment", "markdown",
-                                                    "workers"),
+                                                    "workers", "save_models", "load_models"),
                        "reads everything from the file")
-    ap.refuse_together(given, "experiment", tuple(t for t in training if t != "seeds"),
-                       "runs fixed configurations over --seeds")
+    ap.refuse_together(given, "experiment", tuple(t for t in training if t != "seeds") +
+                       ("save_models", "load_models"), "runs fixed configurations over --seeds")
     ap.refuse_together(given, "compress", ("models",), "codes with every discrete model")
     if "bitstream_model" in given and not args.bitstream:
         ap.error("--bitstream-model chooses what --bitstream writes: give --bitstream PATH too")
@@ -2672,7 +2713,38 @@ def parse_args(argv=None):
         ap.output_file("--bitstream", args.bitstream)
     if args.decode is not None:
         ap.input_file("--decode", args.decode)
+    args.folder = ap.model_folder(args, lambda path, mode: fc.ModelFolder(
+        path, mode, SAVED_CLASSES))
     return args, ap
+
+
+def merge_main(args, ap, log):
+    """--merge: the tables and JSON of one run over the seeds of runs split by seed (the
+    default comparison, or the same --experiment), from their JSON files."""
+    try:
+        parts = kit.read_parts(args.merge, ("results", "experiment_runs"))
+        config = kit.merge_config(parts)
+    except ValueError as err:
+        ap.error(str(err))
+    payload, seeds = kit.merged_payload(parts, config), config["seeds"]
+    log(f"merging {len(parts)} runs: seeds {', '.join(map(str, seeds))}")
+    if "results" in parts[0][1]:
+        results = {r["seed"]: r["models"] for _, p in parts for r in p["results"]}
+        results = {s: results[s] for s in seeds}
+        payload.update(results=[{"seed": s, "models": results[s]} for s in seeds],
+                       summary=summarise(results, config["models"]))
+        print(format_table(results, config, markdown=args.markdown))
+    else:
+        runs = [run for _, p in parts for run in p["experiment_runs"]]
+        limit = min((r[1] for r in runs if r[0] == "limit"), default=None)   # one seed's, as
+        runs = sorted((r for r in runs if r[0] != "limit" or r[1] == limit),  # a single run's
+                      key=lambda r: (r[0], r[1], str(r[2])))
+        payload.update(summarise_experiments(config["experiments"], runs, seeds),
+                       experiment_runs=runs)
+        print(format_experiments(payload, seeds, markdown=args.markdown))
+    if args.json:
+        kit.write_json(args.json, payload)
+    return 0
 
 
 def decode_main(path):
@@ -2701,7 +2773,7 @@ def compress_main(args, cfg, log):
     fit_kw = {k: cfg[k] for k in ("n_dims", "n_units_per_dim", "n_samples", "steps", "sigma_x",
                                   "objective", "schedule", "init", "refine")}
     rows, streams = compress_comparison(args.seed, cfg["n_test"], models, args.workers, log,
-                                        **fit_kw)
+                                        args.folder, **fit_kw)
     print(format_compress_table(rows, {**cfg, "seed": args.seed}, markdown=args.markdown))
     if args.bitstream:
         cm, words = streams[args.bitstream_model]
@@ -2723,6 +2795,8 @@ def main(argv=None):
     log = kit.progress_logger(args.quiet)
     if args.decode:
         return decode_main(args.decode)
+    if args.merge:
+        return merge_main(args, ap, log)
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds else [args.seed]
     cfg = {k: getattr(args, k) for k in ("n_dims", "n_units_per_dim", "n_samples", "n_test",
@@ -2733,12 +2807,22 @@ def main(argv=None):
     if not args.experiment:
         check_resources(ap, cfg, len(seeds), args.workers, log,
                         compress=bool(args.compress or args.bitstream))
+    if args.folder and args.folder.mode == "load":        # every file checked before any work
+        shared = {_shared_hard_code(name, cfg["models"]) for name in cfg["models"]}
+        for seed, name in itertools.product(seeds, cfg["models"]):
+            try:
+                if name not in shared:
+                    args.folder.load(model_key(name, seed, cfg["n_samples"]),
+                                     training_config(name, seed, cfg))
+            except fc.FileError as err:
+                ap.error(str(err))
     compress = results = experiments = None
     if args.experiment:
         names = EXPERIMENTS if args.experiment == ["all"] else tuple(
             n for n in EXPERIMENTS if n in args.experiment)
         seeds = args.seeds or [0, 1, 2, 3, 4]
         log(f"experiments {', '.join(names)} over seeds {seeds}, {args.workers} worker(s)")
+        cfg["experiments"] = list(names)
         experiments = run_experiments(names, seeds, workers=args.workers, log=log)
         print(format_experiments(experiments, seeds, markdown=args.markdown))
     elif args.compress or args.bitstream:
@@ -2746,7 +2830,7 @@ def main(argv=None):
     else:
         log(f"training {len(cfg['models'])} models x {len(seeds)} seed(s), {args.steps} steps "
             f"each, {min(args.workers, len(seeds) * len(cfg['models']))} worker(s)")
-        results = run_seeds(cfg, seeds, workers=args.workers, log=log)
+        results = run_seeds(cfg, seeds, workers=args.workers, log=log, folder=args.folder)
         print(format_table(results, cfg, markdown=args.markdown))
     wall = time.perf_counter() - t0
     if results and args.objective == "meanfield":
@@ -2773,4 +2857,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(kit.run_main(main, "spline_images_factorial_vq.py"))
+    sys.exit(kit.run_main(main, "spline_images_factorial_vq.py", refused=(fc.FileError,)))

@@ -23,6 +23,7 @@ if __name__ == "__main__":
 import spline_images_factorial_vq as sv  # noqa: E402
 
 import compressors  # noqa: E402
+import file_container as fc  # noqa: E402
 
 import matplotlib  # noqa: E402
 
@@ -886,11 +887,13 @@ def parse_args(argv=None):
                          "the --json output of neural_codes.py --sweep, one_bit_vae.png from "
                          "that of --one-bit, acn.png from that of --acn, scoreboard.png from "
                          "that of --scoreboard")
+    ap.add_model_folders("the models trained, with their training curves,")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     given = ap.given(argv)
     for source in ("experiments", "neural"):
-        ap.refuse_together(given, source, ("seed", "steps", "n_test", "eval_every"),
+        ap.refuse_together(given, source, ("seed", "steps", "n_test", "eval_every",
+                                           "save_models", "load_models"),
                            "draws from the file alone")
         if getattr(args, source) is not None:
             ap.input_file(f"--{source}", getattr(args, source))
@@ -899,6 +902,8 @@ def parse_args(argv=None):
     if args.steps // args.eval_every > 10_000:
         ap.error(f"--eval-every {args.eval_every}: at most 10000 points per curve")
     ap.output_file("--outdir", args.outdir, folder=True)
+    args.folder = ap.model_folder(args, lambda path, mode: fc.ModelFolder(path, mode,
+                                                                          sv.SAVED_CLASSES))
     return args
 
 
@@ -918,7 +923,8 @@ def main(argv=None):
            "sigma_x": 0.15}
     log(f"training {len(sv.MODEL_NAMES)} models ({args.steps} steps, seed {args.seed}) ...")
     out = sv.run_comparison(seed=args.seed, n_test=args.n_test, steps=args.steps,
-                            eval_every=args.eval_every, score=True, workers=2)
+                            eval_every=args.eval_every, score=True, workers=2,
+                            folder=args.folder)
     models, heldout, scores = out["models"], out["heldout"], out["scores"]
     log(f"trained and scored in {time.perf_counter() - t0:.2f} s; drawing figures")
     images, controls = sv.generate_spline_images(16, args.seed)
@@ -942,4 +948,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(kit.run_main(main, "visualize_spline_images_factorial_vq.py"))
+    sys.exit(kit.run_main(main, "visualize_spline_images_factorial_vq.py",
+                          refused=(fc.FileError,)))

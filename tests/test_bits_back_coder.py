@@ -7,6 +7,7 @@ from scipy.special import softmax
 from scipy.stats import norm
 
 import bits_back_coder as bbc
+import file_container as fc
 import compressors
 
 
@@ -131,22 +132,22 @@ def test_the_chain_round_trips_a_toy_model_and_pays_its_bound(sequential):
 
 
 def test_the_container_round_trips_and_names_what_is_wrong():
-    fields = {"model": lambda v: v == "toy", "n": bbc.whole(1, 10), "h": bbc.is_sha256}
+    fields = {"model": lambda v: v == "toy", "n": fc.whole(1, 10), "h": fc.is_sha256}
     header = {"model": "toy", "n": 3, "h": "0" * 64}
     words = [np.array([1, 2, 3], np.uint32), np.array([4], np.uint32)]
-    blob = bbc.pack_stream(header, np.array([-5, 7, 2**31 - 1]), words)
-    got, rest = bbc.unpack_stream("f", blob, fields)
-    params, lanes = bbc.split_payload("f", rest, 3, 2)
+    blob = fc.pack_stream(header, np.array([-5, 7, 2**31 - 1]), words)
+    got, rest = fc.unpack_stream("f", blob, fields)
+    params, lanes = fc.split_payload("f", rest, 3, 2)
     assert got == header and params.tolist() == [-5, 7, 2**31 - 1]
     assert all(np.array_equal(a, b) for a, b in zip(lanes, words))
     for bad, reason in ((blob[:3] + b"X" + blob[4:], "bad magic"), (blob[:-4], "checksum"),
                         (blob[:20], "truncated")):
         with pytest.raises(ValueError, match=reason):
-            bbc.unpack_stream("f", bad, fields)
+            fc.unpack_stream("f", bad, fields)
     with pytest.raises(ValueError, match="decode it with other"):
-        bbc.unpack_stream("f", blob, fields, elsewhere={"toy": "other"})
+        fc.unpack_stream("f", blob, fields, elsewhere={"toy": "other"})
     with pytest.raises(ValueError, match="32-bit"):
-        bbc.pack_stream(header, np.array([2**31]), words)
+        fc.pack_stream(header, np.array([2**31]), words)
 
 
 def test_each_compressor_keeps_its_best_layout():

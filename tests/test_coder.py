@@ -5,6 +5,7 @@ import pytest
 
 import spline_images_factorial_vq as sv
 import bits_back_coder as bbc
+import file_container as fc
 import compressors
 from tests.helpers import NO_AVX512, ROOT, rewrite, run_python, run_script
 
@@ -138,8 +139,8 @@ def test_short_files_are_called_truncated_and_other_versions_named(small_models,
     path.write_bytes(blob[:30])
     with pytest.raises(ValueError, match="truncated"):
         sv.read_bitstream(path)
-    path.write_bytes(blob[:4] + bytes([bbc.STREAM_VERSION + 1]) + blob[5:])
-    with pytest.raises(ValueError, match=f"version {bbc.STREAM_VERSION + 1} "):
+    path.write_bytes(blob[:4] + bytes([fc.STREAM_VERSION + 1]) + blob[5:])
+    with pytest.raises(ValueError, match=f"version {fc.STREAM_VERSION + 1} "):
         sv.read_bitstream(path)
 
 
