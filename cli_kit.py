@@ -37,6 +37,11 @@ def _terminate(signum, frame):
 # ----------------------------------------------------------------------------- files
 
 
+class InputError(ValueError):
+    """Input found wrong once a run has begun (a file, parts to merge): run_main ends the
+    run with its message, which is one line, and status 2, as a bad flag does."""
+
+
 def check_output_path(path, folder=False):
     """Raise OSError with a plain reason unless `path` can be written (a file, or with
     folder=True a folder), without creating anything that stays.
@@ -252,6 +257,19 @@ class CLIParser(argparse.ArgumentParser):
                 self.input_file("--merge", path)
             self.each_once("--merge", args.merge, "file")
 
+    def parse_run(self, argv, models, markdown):
+        """The flags every run of a script takes last (--save-models and --load-models for
+        `models`, --merge, --markdown with its help, --quiet), then parse_args: (args, the
+        dests given), --merge checked."""
+        self.add_model_folders(models)
+        self.add_merge()
+        self.add_argument("--markdown", action="store_true", help=markdown)
+        self.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+        args = self.parse_args(argv)
+        given = self.given(argv)
+        self.refuse_with_merge(args, given)
+        return args, given
+
     def each_once(self, flag, values, noun):
         """Error if a list-valued flag names a value twice."""
         if values and len(set(values)) != len(values):
@@ -385,16 +403,16 @@ def read_parts(paths, kinds):
             with open(path) as f:
                 payload = json.load(f)
         except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: cannot be read as JSON ({err})") from None
+            raise InputError(f"{path}: cannot be read as JSON ({err})") from None
         if not (isinstance(payload, dict) and isinstance(payload.get("config"), dict)
                 and isinstance(payload["config"].get("seeds"), list)):
-            raise ValueError(f"{path}: not the --json file of a run of this program")
+            raise InputError(f"{path}: not the --json file of a run of this program")
         kind = [k for k in kinds if k in payload]
         if not kind:
-            raise ValueError(f"{path}: a run that does not merge (the runs that do: "
+            raise InputError(f"{path}: a run that does not merge (the runs that do: "
                              f"{', '.join(kinds)})")
         if parts and kind[0] != parts[0][2]:
-            raise ValueError(f"{path} and {parts[0][0]} are runs of different kinds "
+            raise InputError(f"{path} and {parts[0][0]} are runs of different kinds "
                              f"({kind[0]}, {parts[0][2]})")
         parts.append((path, payload, kind[0]))
     return [(path, payload) for path, payload, _ in parts]
@@ -409,24 +427,35 @@ def merge_config(parts, split="seeds"):
         config = payload["config"]
         for key in sorted((set(config) | set(head["config"])) - {split}):
             if config.get(key) != head["config"].get(key):
-                raise ValueError(f"{path} was run with {key} = {config.get(key)}, {first} with "
+                raise InputError(f"{path} was run with {key} = {config.get(key)}, {first} with "
                                  f"{head['config'].get(key)}: only runs that differ in their "
                                  f"{split} merge")
         for item in config[split]:
             if item in seen:
-                raise ValueError(f"{path}: {split[:-1]} {item} is in {seen[item]} too: give each "
+                raise InputError(f"{path}: {split[:-1]} {item} is in {seen[item]} too: give each "
                                  f"part once")
             seen[item] = path
     items = sorted(seen) if split == "seeds" else list(seen)
     return {**head["config"], split: items}
 
 
-def merged_payload(parts, config):
-    """The merged JSON's frame: config, the first part's versions, the parts' summed wall
-    time, and the files merged."""
-    return {"config": config, "versions": parts[0][1].get("versions"),
-            "wall_seconds": sum(p.get("wall_seconds", 0.0) for _, p in parts),
-            "merged_from": [path for path, _ in parts]}
+def merge_runs(args, kinds, combine, log, split=lambda kind: "seeds"):
+    """--merge: read the --json files args.merge, runs of one of `kinds` (payload keys) that
+    differ only in their split(kind) (seeds, or models); combine(kind, payloads, config) ->
+    (the single run's entries, its tables).  Prints the tables, writes the JSON (--json):
+    the config, the first part's versions, the parts' summed wall time, the files merged."""
+    parts = read_parts(args.merge, kinds)
+    kind = next(k for k in kinds if k in parts[0][1])
+    config = merge_config(parts, split(kind))
+    log(f"merging {len(parts)} {kind} runs: {split(kind)} "
+        f"{', '.join(map(str, config[split(kind)]))}")
+    entries, tables = combine(kind, [payload for _, payload in parts], config)
+    print(tables)
+    if args.json:
+        write_json(args.json, {"config": config, "versions": parts[0][1].get("versions"),
+                               "wall_seconds": sum(p.get("wall_seconds", 0.0) for _, p in parts),
+                               "merged_from": [path for path, _ in parts], **entries})
+    return 0
 
 
 # ----------------------------------------------------------------------------- tables
@@ -472,18 +501,17 @@ def round_trip_cell(ok):
 # ----------------------------------------------------------------------------- main
 
 
-def run_main(main, prog, argv=None, refused=()):
+def run_main(main, prog, argv=None):
     """Run a script's main(argv); Ctrl-C ends it with one line on stderr and status 130,
     SIGTERM with one line and status 143.  Worker processes end with it (see map_workers)
     and no file is left half-written (atomic_write).  A reader that closes the pipe early
-    (`| head`) ends it quietly with status 141, as a shell tool.  An exception of the
-    classes `refused` (an input file found wrong during the run) ends it with its message
-    on one line and status 2, as a bad flag does."""
+    (`| head`) ends it quietly with status 141, as a shell tool; an InputError with its
+    line and status 2."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(argv)
-    except refused as err:
+    except InputError as err:
         print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:

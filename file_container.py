@@ -37,7 +37,7 @@ MODEL_MAGIC, MODEL_VERSION = b"SVQM", 1
 # ----------------------------------------------------------------------------- the container
 
 
-class FileError(ValueError):
+class FileError(kit.InputError):
     """A file refused: the message is one line that names it and says what is wrong."""
 
 
@@ -281,6 +281,11 @@ def unpack_model(where, blob, classes, expect):
 # file's header holds the settings that trained it; a run that loads it names the settings it
 # would train with, and the file is refused unless they are the same, so that a loaded model
 # is the very model the run would have trained and every number it gives is the same.
+
+
+def model_key(name, seed, n_samples):
+    """The name a model trained on n_samples images of a seed is saved under (+ .svqm)."""
+    return f"{name}_N{n_samples}_seed{seed}"
 
 
 class ModelFolder(NamedTuple):

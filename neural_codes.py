@@ -80,7 +80,7 @@ def run_model(name, data, seed, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=Non
     it from a ModelFolder `folder`) and score it on the held-out images: a dict of bits
     per image and diagnostics."""
     X, V, T, controls = data
-    key = sv.model_key(name, seed, len(X))
+    key = fc.model_key(name, seed, len(X))
     if name == "vae":
         model, hist, _ = fc.fit_or_load(
             folder, key, vae_config(seed, len(X), n_latent, hidden, steps, batch),
@@ -125,7 +125,7 @@ CORE_TRAINING = {"n_dims": 4, "n_units_per_dim": 6, "steps": sv.STEPS, "sigma_x"
 def fit_core(name, X, seed, folder=None, sigma_x=0.15):
     """One of the core's models by its default recipe (at sigma_x), or loaded from folder."""
     cfg = {**CORE_TRAINING, "n_samples": len(X), "sigma_x": sigma_x}
-    key = sv.model_key(name, seed, len(X)) + ("" if sigma_x == 0.15 else f"_sigma{sigma_x:g}")
+    key = fc.model_key(name, seed, len(X)) + ("" if sigma_x == 0.15 else f"_sigma{sigma_x:g}")
     return fc.fit_or_load(folder, key, sv.training_config(name, seed, cfg), lambda: sv.fit_model(
         name, X, seed, **{k: cfg[k] for k in sv.TRAINING_KEYS[1:]}))[0]
 
@@ -207,12 +207,12 @@ def _acn_task(task):
     seed, n_train, n_test, bitstream, folder = task
     X, X_val, T, _ = nm.load_split(seed, n_train, n_test=n_test)
     config = vae_config(seed, n_train)
-    vae, h_vae, _ = fc.fit_or_load(folder, sv.model_key("vae", seed, n_train), config,
+    vae, h_vae, _ = fc.fit_or_load(folder, fc.model_key("vae", seed, n_train), config,
                                    lambda: nm.fit_vae(X, X_val, seed))
     config = {**config, "model": "acn", "neighbours": nm.ACN_NEIGHBOURS,
               "prior_hidden": list(nm.PRIOR_HIDDEN), "fine_tune": nm.ACN_FINE_TUNE,
               "fine_tune_lr": nm.ACN_FINE_TUNE_LR}
-    acn, h_acn, _ = fc.fit_or_load(folder, sv.model_key("acn", seed, n_train), config,
+    acn, h_acn, _ = fc.fit_or_load(folder, fc.model_key("acn", seed, n_train), config,
                                    lambda: nm.fit_acn(X, X_val, seed, vae=vae))
     tour = acn.tour(T)
     if bitstream:
@@ -385,7 +385,7 @@ def _score_vae(n, seed, V, baselines, log, bitstream=None, folder=None, **kw):
     config = nm.network_config(seed, n, kw.get("steps"), kw.get("batch"), nm.PIXEL_BATCH,
                                nm.PIXEL_STEPS_AT, model="pixel_vae", n_latent=nm.LATENTS,
                                hidden=list(kw.get("hidden") or nm.HIDDEN), lr=nm.pixel_rate(n))
-    vae, hist, _ = fc.fit_or_load(folder, sv.model_key("pixel_vae", seed, n), config,
+    vae, hist, _ = fc.fit_or_load(folder, fc.model_key("pixel_vae", seed, n), config,
                                   lambda: nm.fit_pixel_vae(q(Xn), q(Xv), seed, log=log, **kw))
     dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1))
     row = nm.code_vae(vae, V, seed, dl=dl, draws=CODER_DRAWS)
@@ -909,13 +909,8 @@ def parse_args(argv=None):
                     help="decode a --bitstream file and check it against the held-out set; "
                          "everything else is read from the file")
     ap.add_argument("--json", metavar="PATH", help="write config, versions and all numbers here")
-    ap.add_model_folders("every network and 1994 model trained")
-    ap.add_merge()
-    ap.add_argument("--markdown", action="store_true", help="print tables as Markdown")
-    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    args = ap.parse_args(argv)
-    given = ap.given(argv)
-    ap.refuse_with_merge(args, given)
+    args, given = ap.parse_run(argv, "every network and 1994 model trained",
+                               "print tables as Markdown")
     if args.merge:
         return args
     if args.decode is not None:
@@ -997,14 +992,10 @@ def by_seed(runs):
     return dict(sorted(runs.items(), key=lambda kv: int(kv[0])))
 
 
-def merge_main(args, log):
-    """--merge: the tables and JSON of one run from runs split by seed (the scoreboard: by
-    model), from their JSON files."""
-    parts = kit.read_parts(args.merge, MERGE_KINDS)
-    kind = next(k for k in MERGE_KINDS if k in parts[0][1])
-    config = kit.merge_config(parts, "models" if kind == "scoreboard" else "seeds")
-    payload, runs = kit.merged_payload(parts, config), [p for _, p in parts]
-    log(f"merging {len(parts)} {kind} runs")
+def merged(kind, runs, config, markdown=False):
+    """--merge (kit.merge_runs): the entries and tables of one run from runs split by seed
+    (the scoreboard: by model)."""
+    payload = {}
     if kind == "results":
         results = sorted((r for p in runs for r in p["results"]), key=lambda r: r["seed"])
         flat = {r["seed"]: {name: flatten(v) for name, v in r["models"].items()} for r in results}
@@ -1015,11 +1006,11 @@ def merge_main(args, log):
         payload["acn"] = {n: by_seed({s: r for p in runs for s, r in p["acn"][n].items()})
                           for n in runs[0]["acn"]}
     elif kind == "one_bit":
-        merged = lambda get: by_seed({s: r for p in runs for s, r in get(p).items()})
-        one_bit = {k: {n: merged(lambda p: p["one_bit"]["one_bit"][k][n]) for n in dims}
+        union = lambda get: by_seed({s: r for p in runs for s, r in get(p).items()})
+        one_bit = {k: {n: union(lambda p: p["one_bit"]["one_bit"][k][n]) for n in dims}
                    for k, dims in runs[0]["one_bit"]["one_bit"].items()}
         payload["one_bit"] = {"one_bit": one_bit, "collapse": {
-            sched: merged(lambda p: p["one_bit"]["collapse"][sched])
+            sched: union(lambda p: p["one_bit"]["collapse"][sched])
             for sched in runs[0]["one_bit"]["collapse"]}}
     else:
         rows = {k: r for p in runs for k, r in p["scoreboard"]["rows"].items()}
@@ -1027,10 +1018,7 @@ def merge_main(args, log):
         config["models"] = [m for m in SCORE_MODELS if m in config["models"]]
         payload["scoreboard"] = {**runs[0]["scoreboard"],
                                  "rows": {k: rows[k] for k in order if k in rows}}
-    print(report(payload, markdown=args.markdown))
-    if args.json:
-        kit.write_json(args.json, payload)
-    return 0
+    return payload, report({"config": config, **payload}, markdown)
 
 
 def decode_main(path):
@@ -1061,11 +1049,9 @@ def main(argv=None):
     if args.decode:
         return decode_main(args.decode)
     if args.merge:
-        try:
-            return merge_main(args, log)
-        except ValueError as err:
-            print(f"neural_codes.py: error: {err}", file=sys.stderr)
-            return 2
+        split = lambda kind: "models" if kind == "scoreboard" else "seeds"
+        return kit.merge_runs(args, MERGE_KINDS, lambda kind, runs, config: merged(
+            kind, runs, config, args.markdown), log, split)
     kit.warn_long_run(estimate_seconds(args), log)
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds else [args.seed]
@@ -1142,4 +1128,4 @@ def flatten(result):
 
 
 if __name__ == "__main__":
-    sys.exit(kit.run_main(main, "neural_codes.py", refused=(fc.FileError,)))
+    sys.exit(kit.run_main(main, "neural_codes.py"))

@@ -1418,11 +1418,6 @@ TRAINING_KEYS = ("n_samples", "n_dims", "n_units_per_dim", "steps", "sigma_x", "
                  "schedule", "init", "refine")
 
 
-def model_key(name, seed, n_samples):
-    """The name a model's file is saved under (the folder adds .svqm)."""
-    return f"{name}_N{n_samples}_seed{seed}"
-
-
 def training_config(name, seed, cfg):
     """The settings that train model `name` at `seed` under a run's cfg."""
     keys = ("n_samples", "sigma_x") if name.startswith("pca") else TRAINING_KEYS
@@ -1493,7 +1488,7 @@ def _fit_task(task):
     name, X, Xt, kw, score, folder = task
     config = training_config(name, kw["seed"], {**kw, "n_samples": len(X)})
     config |= {k: kw[k] for k in ("eval_every", "snapshot_every") if kw[k]}  # in its history
-    model, history, _ = fc.fit_or_load(folder, model_key(name, kw["seed"], len(X)), config,
+    model, history, _ = fc.fit_or_load(folder, fc.model_key(name, kw["seed"], len(X)), config,
                                     lambda: fit_model(name, X, **kw))
     return name, model, history, evaluate(model, Xt) if score else None
 
@@ -1505,7 +1500,7 @@ def _run_task(task):
     seed, name, cfg, folder = task
     X, Xt = load_data(seed, cfg["n_samples"], cfg["n_test"])
     fit = lambda: fit_model(name, X, seed=seed, **{k: cfg[k] for k in TRAINING_KEYS[1:]})
-    model, _, seconds = fc.fit_or_load(folder, model_key(name, seed, cfg["n_samples"]),
+    model, _, seconds = fc.fit_or_load(folder, fc.model_key(name, seed, cfg["n_samples"]),
                                     training_config(name, seed, cfg), fit)
     legacy = cfg["objective"] == "meanfield"
     out = [(name, model, seconds)]
@@ -1513,7 +1508,7 @@ def _run_task(task):
     if hard:
         out.append((hard, model.hard_code(), model.search_seconds))
         if folder and folder.mode == "save":
-            folder.save(model_key(hard, seed, cfg["n_samples"]), training_config(hard, seed, cfg),
+            folder.save(fc.model_key(hard, seed, cfg["n_samples"]), training_config(hard, seed, cfg),
                         model.hard_code(), {}, model.search_seconds)
     results = []
     for label, fitted, seconds in out:
@@ -2677,13 +2672,7 @@ def parse_args(argv=None):
                          "annealing (warm-up schedules), limit (the true generator's DL), "
                          "movement (data movement of training), sigma (every model against "
                          "sigma_x), or all; over --seeds (default 0 1 2 3 4)")
-    ap.add_model_folders("every model trained")
-    ap.add_merge()
-    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    args = ap.parse_args(argv)
-    given = ap.given(argv)
-    ap.refuse_with_merge(args, given)
+    args, given = ap.parse_run(argv, "every model trained", "print the table as Markdown")
     training = ("seed", "seeds", "n_dims", "n_units_per_dim", "n_samples", "n_test", "steps",
                 "sigma_x", "objective", "schedule", "init", "refine", "models")
     ap.refuse_together(given, "decode", training + ("json", "compress", "bitstream",
@@ -2718,33 +2707,22 @@ def parse_args(argv=None):
     return args, ap
 
 
-def merge_main(args, ap, log):
-    """--merge: the tables and JSON of one run over the seeds of runs split by seed (the
-    default comparison, or the same --experiment), from their JSON files."""
-    try:
-        parts = kit.read_parts(args.merge, ("results", "experiment_runs"))
-        config = kit.merge_config(parts)
-    except ValueError as err:
-        ap.error(str(err))
-    payload, seeds = kit.merged_payload(parts, config), config["seeds"]
-    log(f"merging {len(parts)} runs: seeds {', '.join(map(str, seeds))}")
-    if "results" in parts[0][1]:
-        results = {r["seed"]: r["models"] for _, p in parts for r in p["results"]}
+def merged(kind, parts, config, markdown=False):
+    """--merge (kit.merge_runs): the entries and tables of one run over the seeds of runs
+    split by seed, the default comparison or the same --experiment."""
+    seeds = config["seeds"]
+    if kind == "results":
+        results = {r["seed"]: r["models"] for p in parts for r in p["results"]}
         results = {s: results[s] for s in seeds}
-        payload.update(results=[{"seed": s, "models": results[s]} for s in seeds],
-                       summary=summarise(results, config["models"]))
-        print(format_table(results, config, markdown=args.markdown))
-    else:
-        runs = [run for _, p in parts for run in p["experiment_runs"]]
-        limit = min((r[1] for r in runs if r[0] == "limit"), default=None)   # one seed's, as
-        runs = sorted((r for r in runs if r[0] != "limit" or r[1] == limit),  # a single run's
-                      key=lambda r: (r[0], r[1], str(r[2])))
-        payload.update(summarise_experiments(config["experiments"], runs, seeds),
-                       experiment_runs=runs)
-        print(format_experiments(payload, seeds, markdown=args.markdown))
-    if args.json:
-        kit.write_json(args.json, payload)
-    return 0
+        return ({"results": [{"seed": s, "models": results[s]} for s in seeds],
+                 "summary": summarise(results, config["models"])},
+                format_table(results, config, markdown))
+    runs = [run for p in parts for run in p["experiment_runs"]]
+    limit = min((r[1] for r in runs if r[0] == "limit"), default=None)    # one seed's, as
+    runs = sorted((r for r in runs if r[0] != "limit" or r[1] == limit),   # a single run's
+                  key=lambda r: (r[0], r[1], str(r[2])))
+    out = summarise_experiments(config["experiments"], runs, seeds)
+    return {**out, "experiment_runs": runs}, format_experiments(out, seeds, markdown)
 
 
 def decode_main(path):
@@ -2796,7 +2774,8 @@ def main(argv=None):
     if args.decode:
         return decode_main(args.decode)
     if args.merge:
-        return merge_main(args, ap, log)
+        return kit.merge_runs(args, ("results", "experiment_runs"),
+                              functools.partial(merged, markdown=args.markdown), log)
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds else [args.seed]
     cfg = {k: getattr(args, k) for k in ("n_dims", "n_units_per_dim", "n_samples", "n_test",
@@ -2809,13 +2788,9 @@ def main(argv=None):
                         compress=bool(args.compress or args.bitstream))
     if args.folder and args.folder.mode == "load":        # every file checked before any work
         shared = {_shared_hard_code(name, cfg["models"]) for name in cfg["models"]}
-        for seed, name in itertools.product(seeds, cfg["models"]):
-            try:
-                if name not in shared:
-                    args.folder.load(model_key(name, seed, cfg["n_samples"]),
-                                     training_config(name, seed, cfg))
-            except fc.FileError as err:
-                ap.error(str(err))
+        for seed, name in itertools.product(seeds, [n for n in cfg["models"] if n not in shared]):
+            args.folder.load(fc.model_key(name, seed, cfg["n_samples"]),
+                             training_config(name, seed, cfg))
     compress = results = experiments = None
     if args.experiment:
         names = EXPERIMENTS if args.experiment == ["all"] else tuple(
@@ -2857,4 +2832,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(kit.run_main(main, "spline_images_factorial_vq.py", refused=(fc.FileError,)))
+    sys.exit(kit.run_main(main, "spline_images_factorial_vq.py"))

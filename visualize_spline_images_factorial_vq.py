@@ -948,5 +948,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(kit.run_main(main, "visualize_spline_images_factorial_vq.py",
-                          refused=(fc.FileError,)))
+    sys.exit(kit.run_main(main, "visualize_spline_images_factorial_vq.py"))

@@ -55,7 +55,7 @@ def test_every_1994_model_scores_exactly_as_saved(tmp_path, name):
     X, T = sv.load_data(0, 200, 100)
     cfg = {**nc.CORE_TRAINING, "steps": 20, "n_samples": 200}
     fit = lambda: sv.fit_model(name, X, 0, **{k: cfg[k] for k in sv.TRAINING_KEYS[1:]})
-    model, loaded = save_then_load(tmp_path, sv.model_key(name, 0, 200),
+    model, loaded = save_then_load(tmp_path, fc.model_key(name, 0, 200),
                                    sv.training_config(name, 0, cfg), fit, sv.SAVED_CLASSES)
     rng = lambda: np.random.default_rng(5)
     assert sv.evaluate(model, T, rng=rng()) == sv.evaluate(loaded, T, rng=rng())
