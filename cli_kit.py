@@ -259,9 +259,10 @@ class CLIParser(argparse.ArgumentParser):
 
     def parse_run(self, argv, models, markdown):
         """The flags every run of a script takes last (--save-models and --load-models for
-        `models`, --merge, --markdown with its help, --quiet), then parse_args: (args, the
-        dests given), --merge checked."""
-        self.add_model_folders(models)
+        `models`, if any, --merge, --markdown with its help, --quiet), then parse_args:
+        (args, the dests given), --merge checked."""
+        if models:
+            self.add_model_folders(models)
         self.add_merge()
         self.add_argument("--markdown", action="store_true", help=markdown)
         self.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

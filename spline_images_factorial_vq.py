@@ -67,6 +67,7 @@ MAX_DIMS = D                           # at most one factor per pixel
 MAX_CODES = 4096                       # per factor
 MAX_IMAGES = 1_000_000                 # training or held-out images
 MAX_SEED = 2**63 - 1                   # a bitstream header stores the seed as a JSON int64
+BLUR_RANGE, HEIGHTS_RANGE = (0.05, 10.0), (-20.0, 30.0)   # pixels; heights in pixel rows
 
 
 # ----------------------------------------------------------------------------- data
@@ -115,18 +116,37 @@ def render_splines(controls, blur_sigma=BLUR_SIGMA):
     return images / images.max(axis=1, keepdims=True)
 
 
-def generate_spline_images(n, seed=0, stream=0, blur_sigma=BLUR_SIGMA):
+def generate_spline_images(n, seed=0, stream=0, blur_sigma=BLUR_SIGMA, heights=CONTROL_RANGE,
+                           heights_dist="uniform"):
     """Draw n spline images.  Returns (images (n, 96), controls (n, 5)).
 
     stream 0 is the training stream, np.random.default_rng(seed), drawn exactly as the
     earlier public reproduction draws it; stream s > 0 is the independent stream
-    np.random.default_rng([seed, s]) (stream 1 is the held-out set).
+    np.random.default_rng([seed, s]) (stream 1 is the held-out set).  The paper states
+    neither the blur nor how the heights are drawn: blur_sigma (pixels), heights (low,
+    high) and heights_dist are this generator's reading, the earlier reproduction's by
+    default: uniform on [low, high]; "normal": mean (low + high) / 2, sd (high - low) / 4.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     rng = np.random.default_rng(seed if stream == 0 else [seed, stream])
-    controls = rng.uniform(*CONTROL_RANGE, size=(n, N_CONTROL))
+    low, high = heights
+    controls = (rng.uniform(low, high, size=(n, N_CONTROL)) if heights_dist == "uniform" else
+                rng.normal((low + high) / 2, (high - low) / 4, size=(n, N_CONTROL)))
     return render_splines(controls, blur_sigma), controls
+
+
+def heights_text(reading):
+    low, high = reading["heights"]
+    return (f"uniform on [{low:g}, {high:g}]" if reading["heights_dist"] == "uniform" else
+            f"normal, mean {(low + high) / 2:g}, sd {(high - low) / 4:g}")
+
+
+def data_reading(cfg):
+    """The generator's reading in a run's cfg (the default where it names none)."""
+    return {"blur_sigma": cfg.get("blur_sigma", BLUR_SIGMA),
+            "heights": list(cfg.get("heights", CONTROL_RANGE)),
+            "heights_dist": cfg.get("heights_dist", "uniform")}
 
 
 def quantise_images(X):
@@ -1419,9 +1439,10 @@ TRAINING_KEYS = ("n_samples", "n_dims", "n_units_per_dim", "steps", "sigma_x", "
 
 
 def training_config(name, seed, cfg):
-    """The settings that train model `name` at `seed` under a run's cfg."""
+    """The settings that train model `name` at `seed` under a run's cfg, with the reading
+    of the generator its images come from."""
     keys = ("n_samples", "sigma_x") if name.startswith("pca") else TRAINING_KEYS
-    return {"seed": seed, **{k: cfg[k] for k in keys}}
+    return {"seed": seed, **{k: cfg[k] for k in keys}, **data_reading(cfg)}
 
 
 def evaluate(model, X, legacy=False, rng=None):
@@ -1447,19 +1468,29 @@ def evaluate(model, X, legacy=False, rng=None):
 
 
 @functools.lru_cache(maxsize=16)
-def load_data(seed, n_samples=200, n_test=2000):
-    """(train (n_samples, 96), held-out (n_test, 96)) for a seed; cached, so read-only."""
-    data = (generate_spline_images(n_samples, seed)[0],
-            generate_spline_images(n_test, seed, stream=1)[0])
+def load_data(seed, n_samples=200, n_test=2000, *reading):
+    """(train (n_samples, 96), held-out (n_test, 96)) for a seed and a reading of the
+    generator (blur_sigma, heights as a tuple, heights_dist; the default if none); cached,
+    so read-only."""
+    data = (generate_spline_images(n_samples, seed, 0, *reading)[0],
+            generate_spline_images(n_test, seed, 1, *reading)[0])
     for array in data:
         array.flags.writeable = False
     return data
 
 
+def load_run_data(seed, cfg):
+    """load_data for a seed under a run's cfg, at its reading of the generator."""
+    r = data_reading(cfg)
+    return load_data(seed, cfg["n_samples"], cfg["n_test"], r["blur_sigma"],
+                     tuple(r["heights"]), r["heights_dist"])
+
+
 def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=2000, steps=STEPS,
                    sigma_x=0.15, objective="bits-back", schedule="sigma", init="band", refine=50,
                    models=MODEL_NAMES, eval_every=0, snapshot_every=0, score=False, workers=1,
-                   folder=None):
+                   folder=None, blur_sigma=BLUR_SIGMA, heights=CONTROL_RANGE,
+                   heights_dist="uniform"):
     """Train the paper's comparison at one seed.
 
     Returns {"models": {NAME: fitted model}, "histories": {NAME: history},
@@ -1470,11 +1501,12 @@ def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=20
     processes; the results are the same.  folder: an fc.ModelFolder the models are saved to or
     loaded from (a loaded model has an empty history).
     """
-    X, Xt = load_data(seed, n_samples, n_test)
+    X, Xt = load_data(seed, n_samples, n_test, blur_sigma, tuple(heights), heights_dist)
     kw = dict(seed=seed, steps=steps, schedule=schedule, objective=objective, init=init,
               X_eval=Xt, eval_every=eval_every, snapshot_every=snapshot_every, n_dims=n_dims,
               n_units_per_dim=n_units_per_dim, sigma_x=sigma_x, refine=refine)
-    tasks = [(name, X, Xt, kw, score, folder) for name in by_cost(models)]
+    reading = {"blur_sigma": blur_sigma, "heights": heights, "heights_dist": heights_dist}
+    tasks = [(name, X, Xt, kw, score, folder, reading) for name in by_cost(models)]
     fitted = {name: rest for name, *rest in kit.map_workers(_fit_task, tasks, workers)}
     out = {"models": {n: fitted[n][0] for n in models},
            "histories": {n: fitted[n][1] for n in models}, "train": X, "heldout": Xt}
@@ -1485,8 +1517,8 @@ def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=20
 
 def _fit_task(task):
     """Worker: fit (or load) one model, and score it on the held-out set if asked."""
-    name, X, Xt, kw, score, folder = task
-    config = training_config(name, kw["seed"], {**kw, "n_samples": len(X)})
+    name, X, Xt, kw, score, folder, reading = task
+    config = training_config(name, kw["seed"], {**kw, **reading, "n_samples": len(X)})
     config |= {k: kw[k] for k in ("eval_every", "snapshot_every") if kw[k]}  # in its history
     model, history, _ = fc.fit_or_load(folder, fc.model_key(name, kw["seed"], len(X)), config,
                                     lambda: fit_model(name, X, **kw))
@@ -1498,7 +1530,7 @@ def _run_task(task):
     code that the model started from (the same search, so it is not run twice).
     Returns (seed, [(NAME, result)]) in plain numbers."""
     seed, name, cfg, folder = task
-    X, Xt = load_data(seed, cfg["n_samples"], cfg["n_test"])
+    X, Xt = load_run_data(seed, cfg)
     fit = lambda: fit_model(name, X, seed=seed, **{k: cfg[k] for k in TRAINING_KEYS[1:]})
     model, _, seconds = fc.fit_or_load(folder, fc.model_key(name, seed, cfg["n_samples"]),
                                     training_config(name, seed, cfg), fit)
@@ -1550,7 +1582,7 @@ def run_seeds(cfg, seeds, workers=1, log=kit.progress_logger(True), folder=None)
 
     if workers > 1:
         for s in seeds:                 # render once here; forked workers inherit the cache
-            load_data(s, cfg["n_samples"], cfg["n_test"])
+            load_run_data(s, cfg)
     for item in kit.map_workers(_run_task, tasks, workers):
         collect(item)
     return {s: {name: results[s][name] for name in cfg["models"]} for s in seeds}
@@ -2384,8 +2416,11 @@ def format_table(results, cfg, markdown=False):
         row += [f"{np.mean([results[s][name]['seconds'] for s in seeds]):.2f}"]
         rows.append(row)
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (mean ± sd)"
+    reading = data_reading(cfg)
     head = (f"Bits-back description length, bits per image, {cfg['n_test']} held-out images, "
-            f"{seed_text}; sigma_x = {cfg['sigma_x']}, t = sigma_x*sqrt(2 pi)")
+            f"{seed_text}; sigma_x = {cfg['sigma_x']}, t = sigma_x*sqrt(2 pi)" +
+            ("" if reading == data_reading({}) else f"; images blurred by "
+             f"{reading['blur_sigma']:g} pixels, heights {heights_text(reading)}"))
     table = kit.table(head, cols, rows, markdown)
     pairs = [(name, hard) for hard, name in HARD_CODES.items()
              if name in cfg["models"] and hard in cfg["models"]]
@@ -2639,6 +2674,15 @@ def parse_args(argv=None):
                     "hard-code start and EM (one step is one epoch)")
     ap.add_argument("--sigma-x", type=kit.float_between(*SIGMA_RANGE), default=0.15,
                     help="std of the Gaussian pixel noise model")
+    ap.add_argument("--blur", dest="blur_sigma", type=kit.float_between(*BLUR_RANGE),
+                    default=BLUR_SIGMA, help="the generator's Gaussian blur, std in pixels "
+                    "(the paper does not state it)")
+    ap.add_argument("--heights", nargs=2, type=kit.float_between(*HEIGHTS_RANGE),
+                    default=list(CONTROL_RANGE), metavar=("LOW", "HIGH"), help="the range "
+                    "of the control heights, in pixel rows (the paper does not state it)")
+    ap.add_argument("--heights-dist", choices=("uniform", "normal"), default="uniform",
+                    help="how the heights are drawn: uniform on the range, or normal with "
+                         "its centre as mean and a quarter of its width as sd")
     ap.add_argument("--objective", choices=("bits-back", "meanfield"), default="bits-back",
                     help="train on the valid free energy, or on the earlier reproduction's loss "
                          "without the code variance")
@@ -2674,7 +2718,8 @@ def parse_args(argv=None):
                          "sigma_x), or all; over --seeds (default 0 1 2 3 4)")
     args, given = ap.parse_run(argv, "every model trained", "print the table as Markdown")
     training = ("seed", "seeds", "n_dims", "n_units_per_dim", "n_samples", "n_test", "steps",
-                "sigma_x", "objective", "schedule", "init", "refine", "models")
+                "sigma_x", "blur_sigma", "heights", "heights_dist", "objective", "schedule",
+                "init", "refine", "models")
     ap.refuse_together(given, "decode", training + ("json", "compress", "bitstream",
                                                     "bitstream_model", "experiment", "markdown",
                                                     "workers", "save_models", "load_models"),
@@ -2686,11 +2731,16 @@ def parse_args(argv=None):
         ap.error("--bitstream-model chooses what --bitstream writes: give --bitstream PATH too")
     ap.each_once("--seeds", args.seeds, "seed")
     ap.each_once("--models", args.models, "model")
+    if args.heights[0] >= args.heights[1]:
+        ap.error(f"--heights {args.heights[0]:g} {args.heights[1]:g}: LOW must be below HIGH")
     if "separate_slices" in args.models and args.n_dims > WIDTH:
         ap.error(f"--n-dims {args.n_dims}: separate_slices needs at most {WIDTH} bands")
     check_models_fit(ap, args.models, args.n_samples)
     if (args.compress or args.bitstream) and args.seeds:
         ap.error("--compress and --bitstream code one seed: use --seed")
+    if (args.compress or args.bitstream) and {"blur_sigma", "heights", "heights_dist"} & given:
+        ap.error("--compress and --bitstream code the default generator's images: leave out "
+                 "--blur, --heights and --heights-dist")
     if args.experiment and (args.compress or args.bitstream):
         ap.error("--experiment runs on its own: leave out --compress and --bitstream")
     ap.each_once("--experiment", args.experiment, "name")
@@ -2779,7 +2829,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     seeds = args.seeds if args.seeds else [args.seed]
     cfg = {k: getattr(args, k) for k in ("n_dims", "n_units_per_dim", "n_samples", "n_test",
-                                         "steps", "sigma_x", "objective", "schedule", "init",
+                                         "steps", "sigma_x", "blur_sigma", "heights",
+                                         "heights_dist", "objective", "schedule", "init",
                                          "refine", "models")}
     if args.compress or args.bitstream:
         cfg["models"] = sorted({m.replace("_amortised", "") for m in CODER_MODELS})

@@ -812,6 +812,16 @@ def read_experiments(path):
         raise ValueError("the file must hold a JSON object")
     seeds = data.get("config", {}).get("seeds") if isinstance(data.get("config"), dict) else None
     _check(seeds, ["int", None], "config.seeds")
+    if "readings" in data:                  # paper_table.py's search
+        for key in ("best", "grid", "seeds"):
+            if key not in data:
+                raise ValueError(f"the search's {key!r} is missing")
+        if not (isinstance(data["readings"], list) and data["readings"] and all(
+                isinstance(e, dict) and {"blur", "heights", "heights_dist", "sigma_x",
+                                         "validation", "validation_distance"} <= set(e)
+                for e in data["readings"])):
+            raise ValueError("readings must be a non-empty list of readings")
+        return data
     found = [name for name in EXPERIMENT_SCHEMA if name in data]
     if not found and "sigma" not in data:
         raise ValueError("it holds no training, sweep, alignment, annealing, movement or "
@@ -844,6 +854,51 @@ def read_experiments(path):
     return data
 
 
+def fig_paper_table(v):
+    """The search for the paper's reading: the largest miss over blur x sigma_x at the
+    nearest reading's heights, and every reading's factorial code against the gap between
+    the two reconstructions, beside the paper's (18 bits, 7 bits)."""
+    best = v["readings"][v["best"]]
+    blurs, sigmas = v["grid"]["blur"], v["grid"]["sigma_x"]
+    same = [e for e in v["readings"] if e["heights"] == best["heights"]
+            and e["heights_dist"] == best["heights_dist"]]
+    grid = np.full((len(blurs), len(sigmas)), np.nan)
+    for e in same:
+        grid[blurs.index(e["blur"]), sigmas.index(e["sigma_x"])] = e["validation_distance"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    im = ax1.imshow(grid, origin="lower", cmap="viridis_r", aspect="auto")
+    for (i, j), d in np.ndenumerate(grid):
+        ax1.text(j, i, f"{d:.1f}", ha="center", va="center", fontsize=8,
+                 color="white" if d > np.nanmedian(grid) else "black")
+    ax1.plot(sigmas.index(best["sigma_x"]), blurs.index(best["blur"]), "s", ms=26, mfc="none",
+             mec="red", mew=2)
+    ax1.set_xticks(range(len(sigmas)), [f"{s:g}" for s in sigmas])
+    ax1.set_yticks(range(len(blurs)), [f"{b:g}" for b in blurs])
+    ax1.set_xlabel("pixel noise sigma_x")
+    ax1.set_ylabel("blur (pixels)")
+    fig.colorbar(im, ax=ax1, label="largest miss from the paper (bits per image)")
+    ax1.set_title(f"Largest miss, validation, heights {sv.heights_text(best)}\n(red: the "
+                  f"nearest reading; t chosen per reading)", fontsize=10)
+    for dist, marker in (("uniform", "o"), ("normal", "^")):
+        pts = [e for e in v["readings"] if e["heights_dist"] == dist]
+        gap = [e["validation"]["standard_vq"]["recon_mean"] -
+               e["validation"]["factorial_vq"]["recon_mean"] for e in pts]
+        code = [e["validation"]["factorial_vq"]["code_mean"] for e in pts]
+        dots = ax2.scatter(gap, code, marker=marker, s=18, alpha=0.7, label=f"heights {dist}",
+                           c=[e["sigma_x"] for e in pts], cmap="plasma", vmin=min(sigmas),
+                           vmax=max(sigmas))
+    fig.colorbar(dots, ax=ax2, label="pixel noise sigma_x")
+    ax2.plot(18, 7, "*", ms=18, color="red", mec="black", label="the paper (18, 7)")
+    ax2.set_xlabel("standard VQ's reconstruction minus the factorial VQ's (bits per image)")
+    ax2.set_ylabel("factorial VQ's code cost (bits per image)")
+    ax2.set_title(f"Every reading ({len(v['readings'])}), validation, mean over "
+                  f"{len(v['seeds'])} seed(s), t = sigma_x sqrt(2 pi)", fontsize=10)
+    ax2.legend(fontsize=8, loc="lower right")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def draw_experiments(path, outdir, dpi, log):
     """Draw the figures of the experiments found in a --json file of --experiment."""
     try:
@@ -851,6 +906,8 @@ def draw_experiments(path, outdir, dpi, log):
     except (OSError, ValueError) as err:
         raise OSError(f"cannot draw from {path}: {err}") from None
     seeds = data["config"]["seeds"]
+    if "readings" in data:
+        return write_figures({"paper_table": lambda: fig_paper_table(data)}, outdir, dpi, log)
     makers = {"movement": lambda: fig_data_movement(data["movement"], seeds),
               "training": lambda: fig_training(data["training"], seeds),
               "sweep": lambda: fig_sweep(data["sweep"], data.get("limit"), seeds),
@@ -881,7 +938,8 @@ def parse_args(argv=None):
                     help="resolution of the PNGs, dots per inch")
     ap.add_argument("--experiments", metavar="JSON",
                     help="instead: draw sweep.png, alignment.png and annealing.png from the "
-                         "--json output of spline_images_factorial_vq.py --experiment")
+                         "--json output of spline_images_factorial_vq.py --experiment, or "
+                         "paper_table.png from that of paper_table.py")
     ap.add_argument("--neural", metavar="JSON",
                     help="instead: draw dl_vs_training_size.png and vae_traversals.png from "
                          "the --json output of neural_codes.py --sweep, one_bit_vae.png from "

@@ -31,6 +31,11 @@ times the 8-bit scoreboard (neural_codes.py --scoreboard), without the VAE and w
 time the ACN run at N = 20000 (one seed, target 5 minutes) and the one-bit experiment
 (target 60 s), and check them against the committed viz/acn.json and the pages.
 
+    python3 -m tests.bench --paper-table
+
+times the search for the paper's reading (paper_table.py, target 10 minutes) and checks its
+block in docs/paper.md against the fresh run.
+
     python3 -m tests.bench --neural
 
 instead times the modern codes (neural_codes.py): the default run, a VAE training step at
@@ -282,6 +287,24 @@ def bench_acn_one_bit(which):
     return int(bool(bad))
 
 
+def bench_paper_table():
+    """Wall time of the search for the paper's reading (target < 10 minutes on 2 cores) and
+    its block in docs/paper.md against the fresh run."""
+    import paper_table as pt
+    from tests.helpers import TOL, mismatches, numbers_by_row, readme_block
+    path = os.path.join(TMP, "paper_table.json")
+    t = wall(["paper_table.py", "--json", path])
+    with open(path) as f:
+        data = json.load(f)
+    print(f"paper_table.py ({len(data['readings'])} readings x {len(data['seeds'])} seeds, "
+          f"every 1994 model, 2 workers): {t:.0f} s wall (target < 600 s)")
+    bad = mismatches(numbers_by_row(readme_block("paper_table")),
+                     numbers_by_row(pt.format_search(data, markdown=True)))
+    print(f"block paper_table against the fresh run (tolerance {TOL}): "
+          f"{'ok' if not bad else 'FAIL: ' + ', '.join(bad)}")
+    return int(bool(bad))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -298,12 +321,17 @@ def main():
                     help="time the ACN run at N = 20000 (one seed) and check it (5 minutes)")
     ap.add_argument("--one-bit", action="store_true",
                     help="time the one-bit experiment and check its table (1 minute)")
+    ap.add_argument("--paper-table", action="store_true",
+                    help="time the search for the paper's reading and check its block "
+                         "(10 minutes)")
     ap.add_argument("--times", action="store_true",
                     help="time every command behind an artifact (about 50 minutes) and write "
                          "viz/timings.json and its block in docs/reproduce.md")
     opts = ap.parse_args()
     if opts.times:
         return write_times()
+    if opts.paper_table:
+        return bench_paper_table()
     if opts.acn or opts.one_bit:
         return bench_acn_one_bit("acn" if opts.acn else "one_bit")
     if opts.scoreboard:
