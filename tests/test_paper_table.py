@@ -67,6 +67,14 @@ def test_the_verdict_quotes_the_committed_search(search):
               f"{held['separate_slices']['total_mean'] - held['factorial_vq']['total_mean']:.1f} "
               f"bits behind", f"blur {best['blur']:g} pixels", f"σ_x = {best['sigma_x']:g}",
               f"{factors['code'] - 7:.1f} bits less"]
+    settings = ("blur", "heights", "heights_dist", "sigma_x")
+    spread = {name: np.ptp([e["validation_distance"] for e in search["readings"] if all(
+        e[k] == best[k] for k in settings if k != name)]) for name in settings}
+    caption = page[page.index("*Left: the largest miss"):page.index("What it shows:")]
+    quoted_caption = [f"blur by {spread['blur']:.1f} bits", f"σ_x by {spread['sigma_x']:.1f}",
+                      f"heights by {spread['heights']:.1f}",
+                      f"distribution by {spread['heights_dist']:.1f}"]
+    assert not [q for q in quoted_caption if q not in caption], quoted_caption
     missing = [q for q in quoted if q not in verdict]
     assert not missing, missing
     assert f"{4 * np.log2(6):.2f}" == "10.34"             # four uniform factors of 6 codes
