@@ -56,7 +56,7 @@ def test_the_block_is_the_committed_search(search):
 def test_the_verdict_quotes_the_committed_search(search):
     page = (ROOT / "docs" / "paper.md").read_text()
     verdict = page[page.index("What it shows:", page.index("paper_table:end")):]
-    verdict = verdict[:verdict.index("\n## ")]
+    verdict = " ".join(verdict[:verdict.index("\n## ")].split())
     best = search["readings"][search["best"]]
     factors = {k: sum(f[k] for f in search["factors"]) for k in search["factors"][0]}
     held = best["heldout"]
@@ -70,7 +70,8 @@ def test_the_verdict_quotes_the_committed_search(search):
     settings = ("blur", "heights", "heights_dist", "sigma_x")
     spread = {name: np.ptp([e["validation_distance"] for e in search["readings"] if all(
         e[k] == best[k] for k in settings if k != name)]) for name in settings}
-    caption = page[page.index("*Left: the largest miss"):page.index("What it shows:")]
+    caption = " ".join(page[page.index("*Left: the largest miss"):page.index("What it shows:")]
+                       .split())
     quoted_caption = [f"blur by {spread['blur']:.1f} bits", f"σ_x by {spread['sigma_x']:.1f}",
                       f"heights by {spread['heights']:.1f}",
                       f"distribution by {spread['heights_dist']:.1f}"]
