@@ -530,18 +530,51 @@ COLLAPSE_STEPS = 800           # the earlier reproduction's 800 epochs of joint 
 COLLAPSE_SCHEDULES = ("kl", "none")
 
 
+POSTERIOR_DIMS = (100, 1000)    # where the posterior figure looks at q against p(z|x)
+POSTERIOR_POINTS = 240         # of each curve kept in the JSON
+
+
+def one_bit_posteriors(model, step=0.001):
+    """For each data point (zeros, ones): the trained decoder's exact posterior of the
+    latent next to the VAE's, p(z1|x) and q(z1|x), as densities on a grid: {"z": (G,),
+    "exact": (2, G), "q": (2, G)} over the window that holds both."""
+    half = model.support()
+    z = np.arange(-half, half + step / 2, step)
+    n_grid = len(z)
+    dz = z[1] - z[0]
+    log_post = model.log_joint(z)
+    exact = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+    exact /= exact.sum(axis=1, keepdims=True) * dz
+    enc = model.nets["enc"].forward(nm.one_bit_data(model.n_dims))[0]
+    sd = np.exp(nm.bounded_log_sd(enc[:, 1])[0])
+    q = np.exp(-0.5 * ((z - enc[:, :1]) / sd[:, None]) ** 2) / (sd[:, None] * math.sqrt(2 * math.pi))
+    mass = np.cumsum(exact + q, axis=1) * dz / 2                       # (2, G), up to 1
+    lo = min(z[np.searchsorted(m, 1e-3)] for m in mass)
+    hi = max(z[min(np.searchsorted(m, 1 - 1e-3), n_grid - 1)] for m in mass)
+    keep = np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), POSTERIOR_POINTS)
+    pick = lambda d: np.array([np.interp(keep, z, row) for row in d]).tolist()
+    return {"z": keep.tolist(), "exact": pick(exact), "q": pick(q)}
+
+
 def _one_bit_task(task):
-    """Worker: one OneBitVAE fitted and scored: (n_dims, layers, seed, bits dict)."""
+    """Worker: one OneBitVAE fitted (the best of its starts) and scored: (n_dims, layers,
+    seed, result)."""
     n_dims, layers, seed, folder = task
     t0 = time.perf_counter()
     config = {"model": "one_bit", "n_dims": n_dims, "layers": layers, "seed": seed,
-              "steps": nm.ONE_BIT_STEPS, "draws": nm.ONE_BIT_DRAWS, "lr": nm.ONE_BIT_LR,
-              "hidden": nm.ONE_BIT_HIDDEN}
-    model = fc.fit_or_load(folder, f"one_bit_{layers}layer_{n_dims}dims_seed{seed}", config,
-                           lambda: (nm.fit_one_bit(n_dims, layers, seed), {}))[0]
+              "steps": nm.ONE_BIT_STEPS, "draws": nm.ONE_BIT_DRAWS, "lr": list(nm.ONE_BIT_LR),
+              "hidden": list(nm.ONE_BIT_HIDDEN), "restarts": nm.ONE_BIT_RESTARTS}
+    model, starts, _ = fc.fit_or_load(folder, f"one_bit_{layers}layer_{n_dims}dims_seed{seed}",
+                                      config, lambda: nm.fit_one_bit_best(n_dims, layers, seed))
     loss, recon, code = model.bits()
-    return n_dims, layers, seed, {"loss": loss, "recon": recon, "code": code,
-                                  "seconds": time.perf_counter() - t0}
+    iw = model.neg_log_likelihood()
+    out = {"loss": loss, "recon": recon, "code": code, "neg_log_p": iw, "gap": loss - iw,
+           "neg_log_p_quadrature": model.neg_log_likelihood_quadrature(),
+           "restart": starts["restart"], "restart_losses": starts["losses"],
+           "seconds": time.perf_counter() - t0}
+    if n_dims in POSTERIOR_DIMS:
+        out["posterior"] = one_bit_posteriors(model)
+    return n_dims, layers, seed, out
 
 
 def collapse_run(schedule, seed, steps=COLLAPSE_STEPS):
@@ -569,8 +602,11 @@ def run_one_bit(seeds=tuple(range(5)), dims=nm.ONE_BIT_DIMS, workers=2, log=None
     t0 = time.perf_counter()
     out = {"one_bit": {str(k): {str(n): {} for n in dims} for k in (1, 2)}, "collapse": {}}
     tasks = [(n, k, s, folder) for n in sorted(dims, reverse=True) for k in (1, 2) for s in seeds]
-    for n, k, s, r in kit.map_workers(_one_bit_task, tasks, workers):
+    for done, (n, k, s, r) in enumerate(kit.map_workers(_one_bit_task, tasks, workers), 1):
         out["one_bit"][str(k)][str(n)][str(s)] = r
+        log(f"[{done}/{len(tasks)}] one-bit VAE, {k} layer(s), ndims {n}, seed {s}: "
+            f"{r['loss']:.3f} bits (start {r['restart']} of {nm.ONE_BIT_RESTARTS}), "
+            f"({time.perf_counter() - t0:.0f} s)")
     for k in out["one_bit"].values():
         for n in k:
             k[n] = dict(sorted(k[n].items(), key=lambda kv: int(kv[0])))
@@ -592,11 +628,16 @@ def format_one_bit(result, markdown=False):
         for n, runs in one[k].items():
             get = lambda key: [r[key] for r in runs.values()]
             rows.append([f"{name}, ndims {n}", pm(get("loss")), pm(get("recon")),
-                         pm(get("code")), kit.num(min(get("loss")))])
+                         pm(get("code")), kit.num(min(get("loss"))),
+                         kit.num(max(get("loss")) - min(get("loss"))), pm(get("neg_log_p")),
+                         pm(get("gap"))])
     head = (f"The one-bit VAE: bits per data point (the data's entropy is 1 bit), mean ± sd "
-            f"over seeds {', '.join(seeds)}, each from {nm.ONE_BIT_EVAL} latent draws per point")
-    parts = [kit.table(head, ["model", "loss (-ELBO)", "recon", "KL", "best seed's loss"],
-                             rows, markdown)]
+            f"over seeds {', '.join(seeds)}, each from {nm.ONE_BIT_EVAL} latent draws per "
+            f"point; -log p(x) importance-weighted ({nm.ONE_BIT_IW} draws per point from the "
+            f"mixture of q and the prior), and the gap, the loss minus it: KL(q(z|x) || "
+            f"p(z|x))")
+    parts = [kit.table(head, ["model", "loss (-ELBO)", "recon", "KL", "best seed's loss",
+                              "worst - best seed", "-log p(x)", "gap"], rows, markdown)]
     rows = []
     for sched, runs in result["collapse"].items():
         F = [r["heldout"] for r in runs.values()]
@@ -797,6 +838,7 @@ def memory_needed(n_train, n_test, hidden, n_latent):
 # seconds of one float32 Adam step on 2 cores: a fixed part, and a part per image and
 # network parameter (measured at hidden widths 64 to 1024, batch 128; within 30%)
 STEP_SECONDS = (2e-4, 1.1e-10)
+ONE_BIT_START_SECONDS = (0.7, 0.0052)   # a one-layer one-bit VAE's start: a + b ndims
 NETWORKS = ("vae", "pixel_vae") + tuple(VQ_VARIANTS)
 
 
@@ -816,8 +858,10 @@ def estimate_seconds(args):
     """A rough wall time of the run args asks for (the networks' training dominates)."""
     vae = network_params(args.hidden, D, 2 * args.latents)
     kw = {"steps": args.steps, "batch": args.batch}
-    if args.one_bit:
-        return 60.0
+    if args.one_bit:              # every start of both models at every ndims, two at a time
+        start = lambda n: ONE_BIT_START_SECONDS[0] + ONE_BIT_START_SECONDS[1] * n
+        seeds = len(args.seeds or [0])
+        return seeds * nm.ONE_BIT_RESTARTS * 2.25 * sum(map(start, nm.ONE_BIT_DIMS)) / 2 + 30
     if args.choose:               # the ACN's VAE and fine-tune beside the rates' 8-bit VAEs
         vae = network_params(nm.HIDDEN, D, 2 * nm.LATENTS)
         pixel = network_params(nm.HIDDEN, D, 2 * D)
@@ -1069,8 +1113,10 @@ def main(argv=None):
         cfg = {"pixel_rates": list(PIXEL_RATES), "coder_mixes": list(CODER_MIXES),
                "pixel_sizes": list(SCORE_VAE_SIZES), "acn_size": max(ACN_SIZES)}
     elif args.one_bit:
-        cfg = {"dims": list(nm.ONE_BIT_DIMS), "hidden": nm.ONE_BIT_HIDDEN, "steps": nm.ONE_BIT_STEPS,
-               "draws": nm.ONE_BIT_DRAWS, "lr": nm.ONE_BIT_LR, "eval_draws": nm.ONE_BIT_EVAL,
+        cfg = {"dims": list(nm.ONE_BIT_DIMS), "hidden": list(nm.ONE_BIT_HIDDEN),
+               "steps": nm.ONE_BIT_STEPS, "draws": nm.ONE_BIT_DRAWS, "lr": list(nm.ONE_BIT_LR),
+               "restarts": nm.ONE_BIT_RESTARTS, "eval_draws": nm.ONE_BIT_EVAL,
+               "iw_samples": nm.ONE_BIT_IW,
                "collapse_steps": COLLAPSE_STEPS}
     payload = {}
     if args.choose:

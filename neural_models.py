@@ -502,15 +502,22 @@ class ACN(GaussianVAE):
 # only the latent can make the n dimensions agree.  The one-layer VAE has q(z|x) Gaussian;
 # the two-layer VAE has z2 -> z1 -> x with q(z1|x) and q(z2|z1) Gaussian and a learned
 # p(z1|z2), so that p(z1), a Gaussian mixture over z2, can be shaped to the posterior's
-# (ideally half a Gaussian on either side of a split).  Every network is ELU, one hidden
-# layer of ONE_BIT_HIDDEN units, on 1-D inputs and outputs save x's.
+# (ideally half a Gaussian on either side of a split).  Every network is ELU, hidden layers
+# ONE_BIT_HIDDEN, on 1-D inputs and outputs save x's.
+#
+# The recipe trains at every ndims: three hidden layers, a rate decayed geometrically over
+# the run, and ONE_BIT_RESTARTS starts of which the one with the lowest loss on the two
+# data points (their whole distribution, so the training objective itself; fresh draws)
+# is kept.  A single start at ndims = 1000 ends anywhere between about 1.5 and 8 bits.
 
 ONE_BIT_DIMS = (1, 2, 5, 10, 100, 1000)
-ONE_BIT_HIDDEN = 10
+ONE_BIT_HIDDEN = (10, 10, 10)
 ONE_BIT_STEPS = 3000           # full-batch Adam steps ...
-ONE_BIT_DRAWS = 32             # ... with this many latent draws per data point
-ONE_BIT_LR = 0.01
+ONE_BIT_DRAWS = 64             # ... with this many latent draws per data point
+ONE_BIT_LR = (5e-3, 1e-4)      # the rate, decayed geometrically from the first to the second
+ONE_BIT_RESTARTS = 12          # starts per model, the lowest loss kept
 ONE_BIT_EVAL = 20000           # latent draws per data point behind the reported bits
+ONE_BIT_IW = 10000             # importance samples per data point behind -log p(x)
 LOG_SD_BOUND = 5.0             # every log-std is B tanh(a / B): sd within e^-5 .. e^5, since
                                # the two-layer VAE's best code has q(z1|x) and p(z1|z2) ever
                                # sharper, which overflows without a floor
@@ -542,16 +549,17 @@ class OneBitVAE(Networks):
         if layers not in (1, 2):
             raise ValueError("layers must be 1 or 2")
         self.n_dims, self.layers = int(n_dims), layers
-        h = (int(hidden),)
+        h = tuple(int(w) for w in np.atleast_1d(hidden))
         nets = {"enc": ((self.n_dims, *h, 2), "elu"), "dec": ((1, *h, self.n_dims), "elu")}
         if layers == 2:
             nets.update(enc2=((1, *h, 2), "elu"), prior1=((1, *h, 2), "elu"))
         super().__init__(nets)
         rng = rng if rng is not None else np.random.default_rng(0)
-        # the upper layer starts as the identity on priors: q(z2|z1) = p(z1|z2) = N(0, 1),
-        # so an untrained two-layer VAE is the one-layer VAE
+        # every network starts at random, the upper layer's too: started as the identity on
+        # priors (q(z2|z1) = p(z1|z2) = N(0, 1)) the two-layer VAE is the one-layer VAE,
+        # and most starts stay there
         for name in nets:
-            self.nets[name].init(rng, last_scale=0.0 if name in ("enc2", "prior1") else 1.0)
+            self.nets[name].init(rng)
 
     def terms(self, X, eps):
         """Per-row (recon, code) in nats and what their gradient needs, for data X (N, n)
@@ -628,18 +636,129 @@ class OneBitVAE(Networks):
         recon, code = float(recon.mean()) / LN2, float(code.mean()) / LN2
         return recon + code, recon, code
 
+    def log_weights(self, X, eps):
+        """log p(x, z) - log q(z|x) in nats per row, every latent sampled (the two-layer's
+        q(z2|z1) too, where terms() takes its KL in closed form)."""
+        recon, code, v = self.terms(X, eps)
+        # terms() takes the top latent's KL against N(0, 1) in closed form; here it is sampled
+        top, e = ("1", eps[:, :1]) if self.layers == 1 else ("2", eps[:, 1:])
+        mu, sd = v["mu" + top], v["s" + top]
+        z = mu + sd * e
+        code = code - (0.5 * (mu**2 + sd**2 - 1.0) - np.log(sd))[:, 0] \
+            + (-0.5 * e**2 - np.log(sd) + 0.5 * z**2)[:, 0]
+        return -(recon + code)
 
-def fit_one_bit(n_dims, layers, seed=0, steps=ONE_BIT_STEPS, draws=ONE_BIT_DRAWS, lr=ONE_BIT_LR):
-    """A OneBitVAE trained by full-batch Adam (draws rows per data point, the core's rate
-    schedule)."""
-    rng = np.random.default_rng([seed, 16, n_dims, layers])
-    model = OneBitVAE(n_dims, layers, rng=rng).astype(np.float32)
+    def neg_log_likelihood(self, samples=ONE_BIT_IW, rng=None):
+        """-log2 p(x) in bits per data point, the mean over both points, importance-weighted
+        with `samples` independent draws per point from the defensive mixture of q and the
+        prior, r = (q(z|x) + p(z)) / 2.  q alone as the proposal gives weights with heavy
+        tails wherever the posterior is wider than q, and an estimate below 1 bit at
+        ndims = 1000; against r every weight p(x, z) / r(z) is at most 2 p(x|z) <= 2.  The
+        loss minus it estimates KL(q(z|x) || p(z|x)), the posterior's gap."""
+        rng = rng if rng is not None else np.random.default_rng(1)
+        X = np.repeat(one_bit_data(self.n_dims), samples, axis=0)
+        eps = rng.standard_normal((len(X), self.layers))
+        _, _, v = self.terms(X, eps)                        # q's draws: z1 (and z2)
+        from_q = rng.random(len(X)) < 0.5
+        z2 = rng.standard_normal((len(X), 1))               # the prior's: z2, then z1 | z2
+        m1, sd1 = self._prior1(z2) if self.layers == 2 else (0.0, 1.0)
+        z1 = np.where(from_q[:, None], v["z1"], m1 + sd1 * rng.standard_normal(z2.shape))
+        if self.layers == 2:
+            z2 = np.where(from_q[:, None], v["mu2"] + v["s2"] * eps[:, 1:], z2)
+        log_q, log_prior = self._log_q(X, z1, z2), self._log_prior(z1, z2)
+        log_lik = -bernoulli_nll(X, self.nets["dec"].forward(z1)[0])[0]
+        log_r = np.logaddexp(log_q, log_prior) - math.log(2.0)
+        logw = (log_lik + log_prior - log_r).reshape(2, samples)
+        log_p = sv.logsumexp(logw, axis=1) - math.log(samples)
+        return float(-log_p.mean() / LN2)
+
+    def _prior1(self, z2):
+        """p(z1|z2): (mean, sd), each (N, 1)."""
+        out = self.nets["prior1"].forward(z2)[0]
+        return out[:, :1], np.exp(bounded_log_sd(out[:, 1:])[0])
+
+    def _log_q(self, X, z1, z2):
+        """log q(z1|x) (+ log q(z2|z1) for two layers) per row, nats."""
+        out = self.nets["enc"].forward(X)[0]
+        log_s = bounded_log_sd(out[:, 1:])[0]
+        log_q = (-0.5 * ((z1 - out[:, :1]) / np.exp(log_s)) ** 2 - log_s)[:, 0]
+        if self.layers == 2:
+            out2 = self.nets["enc2"].forward(z1)[0]
+            log_s2 = bounded_log_sd(out2[:, 1:])[0]
+            log_q += (-0.5 * ((z2 - out2[:, :1]) / np.exp(log_s2)) ** 2 - log_s2)[:, 0]
+        return log_q - 0.5 * self.layers * math.log(2 * math.pi)
+
+    def _log_prior(self, z1, z2):
+        """log p(z1) (one layer) or log p(z2) + log p(z1|z2) per row, nats."""
+        if self.layers == 1:
+            return (-0.5 * z1**2)[:, 0] - 0.5 * math.log(2 * math.pi)
+        m1, sd1 = self._prior1(z2)
+        return (-0.5 * z2**2 - 0.5 * ((z1 - m1) / sd1) ** 2 - np.log(sd1))[:, 0] \
+            - math.log(2 * math.pi)
+
+    def support(self):
+        """A half-width that holds q(z1|x) of both points and the prior of z1 (for a grid)."""
+        enc = self.nets["enc"].forward(one_bit_data(self.n_dims))[0]
+        reach = np.abs(enc[:, 0]) + 8.0 * np.exp(bounded_log_sd(enc[:, 1])[0])
+        if self.layers == 2:
+            m1, sd1 = self._prior1(np.linspace(-6.0, 6.0, 2001)[:, None])
+            reach = np.append(reach, np.abs(m1) + 8.0 * sd1)
+        return float(max(8.0, reach.max()))
+
+    def latent_prior(self, z, n_grid=4001, chunk=2000):
+        """log p(z1) at the points z (G,): N(0, 1), or the two-layer's mixture over z2 on a
+        grid of z2 in [-8, 8]."""
+        if self.layers == 1:
+            return -0.5 * z**2 - 0.5 * math.log(2 * math.pi)
+        z2 = np.linspace(-8.0, 8.0, n_grid)
+        m1, sd1 = (a[:, 0] for a in self._prior1(z2[:, None]))
+        log_w = -0.5 * z2**2 - 0.5 * math.log(2 * math.pi) + math.log(z2[1] - z2[0])
+        log_n = lambda x: -0.5 * ((x[:, None] - m1) / sd1) ** 2 - np.log(sd1 * math.sqrt(
+            2 * math.pi))
+        return np.concatenate([sv.logsumexp(log_n(z[i:i + chunk]) + log_w, axis=1)
+                               for i in range(0, len(z), chunk)])
+
+    def log_joint(self, z):
+        """log p(x, z1) of both data points at the points z (G,): (2, G), in nats."""
+        logits = self.nets["dec"].forward(z[:, None])[0]
+        return np.array([-bernoulli_nll(np.broadcast_to(x, logits.shape), logits)[0]
+                         for x in one_bit_data(self.n_dims)]) + self.latent_prior(z)
+
+    def neg_log_likelihood_quadrature(self, step=0.001):
+        """-log2 p(x) in bits per data point, the mean over both points, by quadrature of
+        p(x, z1) over z1 (and z2) on the support: no sampling, the check of the
+        importance-weighted one."""
+        half = self.support()
+        z = np.arange(-half, half + step / 2, step)
+        log_p = sv.logsumexp(self.log_joint(z), axis=1) + math.log(step)
+        return float(-log_p.mean() / LN2)
+
+
+def fit_one_bit(n_dims, layers, seed=0, restart=0, steps=ONE_BIT_STEPS, draws=ONE_BIT_DRAWS,
+                lr=ONE_BIT_LR, hidden=ONE_BIT_HIDDEN):
+    """One start of a OneBitVAE trained by full-batch Adam (draws rows per data point), the
+    rate decayed geometrically from lr[0] to lr[1]."""
+    rng = np.random.default_rng([seed, 16, n_dims, layers, restart])
+    model = OneBitVAE(n_dims, layers, hidden, rng=rng).astype(np.float32)
     X = np.repeat(one_bit_data(n_dims), draws, axis=0).astype(np.float32)
-    opt = sv.Adam([model.theta], lr=lr)
+    opt = sv.Adam([model.theta], lr=lr[0])
     for t in range(steps):
         _, g = model.loss_and_grad(X, rng)
-        opt.step([g], lr=lr * sv.learning_rate_factor(t, steps))
+        opt.step([g], lr=lr[0] * (lr[1] / lr[0]) ** (t / steps))
     return model.astype(np.float64)
+
+
+def fit_one_bit_best(n_dims, layers, seed=0, restarts=ONE_BIT_RESTARTS, **kw):
+    """The OneBitVAE of the start, of `restarts`, whose loss on the two data points (from
+    draws of their own stream, not the reported ones) is lowest: (model, {"restart",
+    "losses"})."""
+    losses, best = [], None
+    for r in range(restarts):
+        model = fit_one_bit(n_dims, layers, seed, r, **kw)
+        losses.append(model.bits(rng=np.random.default_rng([seed, 17, n_dims, layers, r]))[0])
+        if losses[-1] == min(losses):
+            best = model
+    return best, {"restart": int(np.argmin(losses)), "losses": losses}
 
 
 # ----------------------------------------------------------------------------- VQ-VAE

@@ -625,6 +625,35 @@ def fig_one_bit(one):
     return fig
 
 
+def fig_one_bit_posteriors(one):
+    """For trained one-bit VAEs at the largest ndims of the run (the first seed's): the
+    decoder's exact posterior of the first latent beside the VAE's q, for both data points
+    and both models, with the gap KL(q || p(z|x)) of each model over the seeds."""
+    dims = [n for n in one["1"] if "posterior" in next(iter(one["1"][n].values()))]
+    fig, axes = plt.subplots(len(dims), 2, figsize=(12, 3.6 * len(dims)), squeeze=False)
+    for row, n in zip(axes, dims):
+        for ax, k in zip(row, ("1", "2")):
+            seed, r = next(iter(one[k][n].items()))
+            post = r["posterior"]
+            for i, (colour, point) in enumerate((("tab:blue", "all zeros"),
+                                                 ("tab:orange", "all ones"))):
+                ax.plot(post["z"], post["exact"][i], "-", color=colour, lw=2,
+                        label=f"p(z|x), x = {point}")
+                ax.plot(post["z"], post["q"][i], "--", color=colour, lw=1.5,
+                        label=f"q(z|x), x = {point}")
+            gaps = [v["gap"] for v in one[k][n].values()]
+            name = "one-layer: z" if k == "1" else "two-layer: z1"
+            ax.set_title(f"{name}, ndims {n}, seed {seed}: gap KL(q || p(z|x)) "
+                         f"{np.mean(gaps):.2f} bits (mean over {len(gaps)} seeds)", fontsize=9)
+            ax.set_xlabel("latent value")
+            ax.set_ylabel("density")
+            ax.legend(fontsize=7)
+    fig.suptitle("The one-bit VAE's posteriors: the trained decoder's exact posterior "
+                 "(solid, on a grid) against the encoder's Gaussian q (dashed)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def fig_acn(acn):
     """The four order rows at each training-set size, mean ± sd over seeds."""
     rows = (("vae", "VAE, order given"), ("vae_set", "VAE as a set"),
@@ -690,14 +719,18 @@ def fig_scoreboard(board):
 
 def draw_neural(path, outdir, dpi, log):
     """dl_vs_training_size.png and vae_traversals.png (the largest N, first seed) from a
-    sweep, one_bit_vae.png from a one-bit run, acn.png from an ACN run, scoreboard.png from
-    the 8-bit scoreboard."""
+    sweep, one_bit_vae.png and one_bit_posteriors.png from a one-bit run, acn.png from an
+    ACN run, scoreboard.png from the 8-bit scoreboard."""
     try:
         data = read_neural(path)
     except (OSError, ValueError) as err:
         raise OSError(f"cannot draw from {path}: {err}") from None
     if "one_bit" in data:
-        return write_figures({"one_bit_vae": lambda: fig_one_bit(data["one_bit"]["one_bit"])},
+        one = data["one_bit"]["one_bit"]
+        makers = {"one_bit_vae": lambda: fig_one_bit(one)}
+        if any("posterior" in r for runs in one["1"].values() for r in runs.values()):
+            makers["one_bit_posteriors"] = lambda: fig_one_bit_posteriors(one)
+        return write_figures(makers,
                              outdir, dpi, log)
     if "acn" in data:
         return write_figures({"acn": lambda: fig_acn(data["acn"])}, outdir, dpi, log)
@@ -942,9 +975,9 @@ def parse_args(argv=None):
                          "paper_table.png from that of paper_table.py")
     ap.add_argument("--neural", metavar="JSON",
                     help="instead: draw dl_vs_training_size.png and vae_traversals.png from "
-                         "the --json output of neural_codes.py --sweep, one_bit_vae.png from "
-                         "that of --one-bit, acn.png from that of --acn, scoreboard.png from "
-                         "that of --scoreboard")
+                         "the --json output of neural_codes.py --sweep, one_bit_vae.png and "
+                         "one_bit_posteriors.png from that of --one-bit, acn.png from that of "
+                         "--acn, scoreboard.png from that of --scoreboard")
     ap.add_model_folders("the models trained, with their training curves,")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)

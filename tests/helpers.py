@@ -160,6 +160,7 @@ TIMED = (
     ("--experiment movement", ["spline_images_factorial_vq.py", "--experiment", "movement"], 1),
     ("--experiment sigma", ["spline_images_factorial_vq.py", "--experiment", "sigma"], 1),
     ("--experiment all", ["spline_images_factorial_vq.py", "--experiment", "all"], 1),
+    ("the paper's table searched", ["paper_table.py"], 1),
     ("six figures (a fresh training run)", ["visualize_spline_images_factorial_vq.py",
                                             "--outdir", "{tmp}"], 3),
     ("training GIF", ["make_spline_images_factorial_vq_gif.py", "--out", "{tmp}/a.gif"], 3),

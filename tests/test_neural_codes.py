@@ -449,18 +449,57 @@ def test_one_bit_vae_gradient_matches_finite_differences(layers):
 
 def test_one_bit_draws_are_stratified_and_the_sampled_kl_is_the_analytic_one():
     model = nm.OneBitVAE(4, 2, rng=np.random.default_rng(0))
+    for name in ("enc2", "prior1"):        # the upper layer as the identity on priors
+        last = len(model.nets[name].sizes) - 2
+        model.nets[name].p[f"W{last}"][...] = 0.0
+        model.nets[name].p[f"b{last}"][...] = 0.0
     eps = model.stratified_draws(np.random.default_rng(1), 2, 50)
     from scipy.special import ndtr
     for point in range(2):             # one draw in each of the 50 strata, per latent
         strata = np.sort(np.floor(ndtr(eps[point * 50:(point + 1) * 50]) * 50), axis=0)
         np.testing.assert_array_equal(strata, np.repeat(np.arange(50)[:, None], 2, axis=1))
-    # untrained, the upper layer is N(0, 1) on both sides, so the two-layer code is the
-    # one-layer KL: its sampled log q(z1|x) - log N(z1; 0, 1) against the closed form
+    # so the upper layer is N(0, 1) on both sides and the two-layer code is the one-layer
+    # KL: its sampled log q(z1|x) - log N(z1; 0, 1) against the closed form
     one = nm.OneBitVAE(4, 1, rng=np.random.default_rng(0))
     one.theta[...] = model.theta[:one.theta.size]
     _, _, code2 = model.bits(draws=20000)
     _, _, code1 = one.bits(draws=10)
     assert code2 == pytest.approx(code1, abs=0.02)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_one_bit_importance_sampled_likelihood_is_the_quadrature_and_below_the_loss(layers):
+    model = nm.fit_one_bit(10, layers, 0, steps=300)
+    quadrature = model.neg_log_likelihood_quadrature()
+    iw = model.neg_log_likelihood(samples=20000)
+    assert quadrature - 0.01 <= iw <= model.bits()[0] + 0.01
+    assert iw == pytest.approx(quadrature, abs=0.1)
+    # brute force: p(x) = E_{z ~ prior} p(x|z), the prior sampled (z2 first, then z1)
+    rng = np.random.default_rng(4)
+    z2 = rng.standard_normal((200_000, 1))
+    if layers == 1:
+        z1 = z2
+    else:
+        out = model.nets["prior1"].forward(z2)[0]
+        z1 = out[:, :1] + np.exp(nm.bounded_log_sd(out[:, 1:])[0]) * rng.standard_normal(z2.shape)
+    logits = model.nets["dec"].forward(z1)[0]
+    lik = [np.mean(np.exp(-nm.bernoulli_nll(np.broadcast_to(x, logits.shape), logits)[0]))
+           for x in nm.one_bit_data(10)]
+    assert quadrature == pytest.approx(np.mean(-np.log2(lik)), abs=0.02)
+
+
+def test_one_bit_posterior_grid_integrates_to_one_and_its_kl_is_the_gap():
+    from scipy.integrate import trapezoid
+    model = nm.fit_one_bit(10, 1, 0, steps=300)
+    post = nc.one_bit_posteriors(model)
+    z = np.array(post["z"])
+    exact, q = np.array(post["exact"]), np.array(post["q"])
+    assert trapezoid(exact, z, axis=1) == pytest.approx([1, 1], abs=0.01)
+    assert trapezoid(q, z, axis=1) == pytest.approx([1, 1], abs=0.01)
+    # the gap, loss - (-log p(x)), is KL(q(z|x) || p(z|x)) averaged over the two points
+    kl = np.mean([trapezoid(qi * np.log2(np.maximum(qi, 1e-300) / np.maximum(ei, 1e-300)), z)
+                  for qi, ei in zip(q, exact)])
+    assert kl == pytest.approx(model.bits()[0] - model.neg_log_likelihood(), abs=0.03)
 
 
 def test_factorial_vq_collapse_run_reports_codes_in_use():
@@ -547,7 +586,7 @@ def test_training_stops_after_patience_scores_without_a_new_best():
 
 @pytest.mark.parametrize("args,long", [([], False), (["--hidden", "4096,4096,4096,4096"], True),
                                        (["--acn"], True), (["--sweep"], True),
-                                       (["--one-bit"], False)])
+                                       (["--one-bit"], True)])
 def test_long_runs_are_announced_with_an_estimate(args, long, cli):
     """The estimate, before any work, of runs past two minutes (the rates are measured)."""
     assert (nc.estimate_seconds(nc.parse_args(args)) > 120) == long
