@@ -212,7 +212,6 @@ def test_the_scoreboard_split_by_model_merges_back_to_itself(tmp_path):
 @pytest.mark.parametrize("script, args, timed", [
     ("spline_images_factorial_vq.py", ["--models", "factorial_vq", "pca5", "hard_factorial",
                                        "--n-test", "150", "--steps", "20"], True),
-    ("spline_images_factorial_vq.py", ["--experiment", "training"], False),
     ("neural_codes.py", ["--models", "vae", "vq_vae_4x6", "pca24", "--n-test", "80",
                          "--steps", "30", "--hidden", "32"], False)])
 def test_runs_one_seed_each_merge_to_the_two_seed_run(tmp_path, script, args, timed):
