@@ -201,6 +201,22 @@ def set_saving(n):
     return math.lgamma(n + 1) / (n * LN2)
 
 
+DAYDREAM_STARTS, DAYDREAM_STEPS = 6, 10
+
+
+def daydream(acn, starts, steps=DAYDREAM_STEPS, rng=None):
+    """The ACN dreaming on from each start image (N, 96): `steps` times, the image's code
+    (its posterior mean) is handed to the prior network as the neighbour's, and the prior's
+    mean code (or, given rng, a draw from the prior) is decoded into the next image:
+    (N, steps + 1, 96), the starts first."""
+    images = [np.asarray(starts, dtype=float)]
+    for _ in range(steps):
+        m, log_sd, _ = acn.prior(acn.encode(images[-1])[0])
+        z = m if rng is None else m + np.exp(log_sd) * rng.standard_normal(m.shape)
+        images.append(acn.mean_image(acn.decode(z)))
+    return np.stack(images, axis=1)
+
+
 def _acn_task(task):
     """Worker: the VAE and the ACN fine-tuned from it at one (seed, N), scored on the
     held-out set: (seed, N, result)."""
@@ -229,7 +245,12 @@ def _acn_task(task):
            "acn_ordered": float(seq["total"].mean()) + saving,
            "vae_steps": h_vae["steps_run"], "vae_seconds": h_vae["seconds"],
            "acn_steps": h_acn["steps_run"], "acn_best_step": h_acn["best_step"],
-           "acn_seconds": h_acn["seconds"], "n_test": n_test, "coder": coder}
+           "acn_seconds": h_acn["seconds"], "n_test": n_test, "coder": coder,
+           "curves": {name: {"step": h["step"], "val": h["val"]}
+                      for name, h in (("vae", h_vae), ("acn", h_acn))},
+           "daydream": {"mean": daydream(acn, T[:DAYDREAM_STARTS]).round(4).tolist(),
+                        "sample": daydream(acn, T[:DAYDREAM_STARTS], rng=np.random.default_rng(
+                            [seed, 22])).round(4).tolist()}}
     return seed, n_train, out
 
 

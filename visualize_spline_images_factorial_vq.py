@@ -490,6 +490,43 @@ def fig_vae_traversals(result, n_train, seed):
     return fig
 
 
+def fig_acn_daydream(result, n_train, seed):
+    """The ACN's daydreams from held-out starts: each row a start and the images the prior's
+    mean code (left panel) or a draw from the prior (right panel) decodes to, step by step."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 1.0 + 0.42 * len(result["daydream"]["mean"])))
+    for ax, mode, text in zip(axes, ("mean", "sample"), ("the prior's mean code",
+                                                         "a draw from the prior")):
+        images = np.array(result["daydream"][mode])                       # (starts, steps, 96)
+        show_mosaic(ax, images, [f"start {i + 1}" for i in range(len(images))],
+                    ["start"] + [str(t) for t in range(1, images.shape[1])], vmin=0, vmax=1)
+        ax.set_xlabel("daydream step (0: a held-out image)")
+        ax.set_title(f"next image from {text}", fontsize=10)
+    fig.suptitle(f"ACN daydreams: encode, hand the code to the prior network as the "
+                 f"neighbour's, decode, repeat (N = {n_train} training images, seed {seed})",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fig_acn_curves(result, n_train, seed):
+    """Validation F of the VAE and of the ACN fine-tuned from it, against Adam steps."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    vae, acn = result["curves"]["vae"], result["curves"]["acn"]
+    ax.plot(vae["step"], vae["val"], "-", color="tab:blue", label="Gaussian VAE (i.i.d. prior)")
+    ax.plot(np.array(acn["step"]) + vae["step"][-1], acn["val"], "-", color="tab:red",
+            label="ACN, fine-tuned from the VAE (images in tour order)")
+    ax.set_xlabel("Adam steps (the ACN's after the VAE's)")
+    ax.set_ylabel("validation F (bits per image)")
+    top = np.percentile(np.concatenate([vae["val"], acn["val"]]), 95)
+    ax.set_ylim(min(min(vae["val"]), min(acn["val"])) - 1, top)
+    ax.set_title(f"Training curves on validation images, N = {n_train} training images, "
+                 f"seed {seed}", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def read_neural(path):
     """The sweep JSON of neural_codes.py at path, checked; ValueError names the first problem."""
     import json
@@ -733,7 +770,15 @@ def draw_neural(path, outdir, dpi, log):
         return write_figures(makers,
                              outdir, dpi, log)
     if "acn" in data:
-        return write_figures({"acn": lambda: fig_acn(data["acn"])}, outdir, dpi, log)
+        n = max(data["acn"], key=int)                  # the largest N, its first seed
+        seed, first = next(iter(data["acn"][n].items()))
+        # acn.png compares seeds; a one-seed run with daydreams draws those alone
+        makers = ({} if "daydream" in first and len(data["acn"][n]) == 1 else
+                  {"acn": lambda: fig_acn(data["acn"])})
+        if "daydream" in first:
+            makers["acn_daydream"] = lambda: fig_acn_daydream(first, n, seed)
+            makers["acn_curves"] = lambda: fig_acn_curves(first, n, seed)
+        return write_figures(makers, outdir, dpi, log)
     if "scoreboard" in data:
         return write_figures({"scoreboard": lambda: fig_scoreboard(data["scoreboard"])},
                              outdir, dpi, log)

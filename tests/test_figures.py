@@ -216,6 +216,7 @@ def test_committed_neural_json_passes_the_check():
 
 
 @pytest.mark.parametrize("source, figure", [("acn.json", "acn"),
+                                            ("acn_daydream.json", "acn_daydream"),
                                             ("one_bit_vae.json", "one_bit_vae"),
                                             ("scoreboard.json", "scoreboard")])
 def test_acn_one_bit_and_scoreboard_figures_are_drawn_from_their_committed_runs(
@@ -223,7 +224,8 @@ def test_acn_one_bit_and_scoreboard_figures_are_drawn_from_their_committed_runs(
     status, _, err = cli(viz.main, "--neural", str(ROOT / "viz" / source), "--outdir",
                          str(tmp_path), "--quiet", "--dpi", "40")
     assert status == 0, err
-    for name in [figure] + (["one_bit_posteriors"] if figure == "one_bit_vae" else []):
+    also = {"one_bit_vae": ["one_bit_posteriors"], "acn_daydream": ["acn_curves"]}
+    for name in [figure] + also.get(figure, []):
         img = iio.imread(tmp_path / f"{name}.png")
         assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0
 

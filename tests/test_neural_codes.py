@@ -604,3 +604,16 @@ def test_the_choices_are_made_on_validation_scores_and_named():
         assert all(np.isfinite(v) for v in scores.values())
     text = nc.report({"choices": c}, markdown=True)
     assert "chosen" in text and "validation" in text
+
+
+def test_an_acn_daydream_starts_at_its_images_and_dreams_the_prior_s_codes():
+    X, X_val, T, _ = nm.load_split(0, 64, n_test=5)
+    vae, _ = nm.fit_vae(X, X_val, 0, hidden=(16,), steps=30)
+    acn, _ = nm.fit_acn(X, X_val, 0, vae=vae, steps=30)
+    dream = nc.daydream(acn, T, steps=3)
+    assert dream.shape == (5, 4, sv.D) and np.array_equal(dream[:, 0], T)
+    m, _, _ = acn.prior(acn.encode(dream[:, 1])[0])
+    np.testing.assert_allclose(dream[:, 2], acn.decode(m))
+    drawn = [nc.daydream(acn, T, 3, np.random.default_rng(1)) for _ in range(2)]
+    assert np.array_equal(*drawn) and not np.allclose(drawn[0][:, 1:], dream[:, 1:])
+
