@@ -74,6 +74,28 @@ def vae_config(seed, n_train, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=None,
                              hidden=list(hidden), lr=nm.LR, sigma_x=0.15)
 
 
+PICTURE_IMAGES = 8             # held-out images behind the reconstructions and interpolations
+PICTURE_SAMPLES = 16           # images decoded from codes drawn from the prior
+INTERPOLATION_STEPS = 9
+
+
+def vae_pictures(vae, T, seed):
+    """What a reader of a VAE looks at, as images (lists (.., 96), 4 decimals): decoded
+    draws from the prior; linear interpolations between the posterior means of pairs of
+    held-out images (the first PICTURE_IMAGES, paired in order), decoded; and the held-out
+    images' reconstructions from their posterior means."""
+    rng = np.random.default_rng([seed, 23])
+    mu = vae.encode(T[:PICTURE_IMAGES])[0]
+    w = np.linspace(0.0, 1.0, INTERPOLATION_STEPS)[:, None, None]
+    paths = (1 - w) * mu[0::2] + w * mu[1::2]                          # (steps, pairs, L)
+    decode = lambda Z: vae.mean_image(vae.decode(Z)).round(4)
+    return {"samples": decode(rng.standard_normal((PICTURE_SAMPLES, vae.n_latent))).tolist(),
+            "interpolations": decode(paths.reshape(-1, vae.n_latent)).reshape(
+                INTERPOLATION_STEPS, -1, sv.D).transpose(1, 0, 2).tolist(),
+            "reconstructions": decode(mu).tolist(),
+            "heldout": T[:PICTURE_IMAGES].round(4).tolist()}
+
+
 def run_model(name, data, seed, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=None, batch=None,
               compress=False, log=None, folder=None):
     """Train one model on data = (train, validation, held-out, held-out controls) (or load
@@ -92,7 +114,7 @@ def run_model(name, data, seed, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=Non
                "iw_repeats": nm.IW_REPEATS,
                "eval_samples": nm.EVAL_SAMPLES, "active_latents": model.active_latents(T),
                "alignment": vae_alignment(model, T, controls),
-               "traversals": model.traversals().tolist()}
+               "traversals": model.traversals().tolist(), "pictures": vae_pictures(model, T, seed)}
         if compress:
             out["compress"] = nm.code_vae(model, sv.quantise_images(T), seed)
     else:
@@ -138,6 +160,7 @@ def run_core(name, data, seed, folder=None):
     model = fit_core(name, X, seed, folder)
     out = sv.evaluate(model, T)
     out = {k: out[k] for k in ("recon", "code", "total")}
+    out["reconstructions"] = model.mean_reconstruction(T[:PICTURE_IMAGES]).round(4).tolist()
     if name == "factorial_vq":
         a = sv.alignment(model, T, data[3])
         out["alignment"] = {"mi_controls": a["mi_controls"].tolist(), "score": a["score"]}

@@ -490,6 +490,34 @@ def fig_vae_traversals(result, n_train, seed):
     return fig
 
 
+def fig_vae_pictures(models, n_train, seed):
+    """The Gaussian VAE's samples from the prior, its interpolations between held-out images,
+    and held-out reconstructions beside the 1994 models' (those among `models`)."""
+    p = models["vae"]["pictures"]
+    samples, paths = np.array(p["samples"]), np.array(p["interpolations"])
+    rows = [("held-out", p["heldout"]), ("Gaussian VAE", p["reconstructions"])]
+    rows += [(label(n, {"n_dims": 4, "n_units_per_dim": 6}), models[n]["reconstructions"])
+             for n in ("factorial_vq", "pca24") if "reconstructions" in models.get(n, {})]
+    fig = plt.figure(figsize=(13, 6.2))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.1])
+    ax = fig.add_subplot(grid[0, 0])
+    show_mosaic(ax, samples.reshape(2, -1, sv.D), vmin=0, vmax=1)
+    ax.set_title("samples: codes drawn from the prior N(0, I), decoded", fontsize=10)
+    ax = fig.add_subplot(grid[0, 1])
+    show_mosaic(ax, paths, [f"pair {i + 1}" for i in range(len(paths))],
+                ["start"] + [""] * (paths.shape[1] - 2) + ["end"], vmin=0, vmax=1)
+    ax.set_title("interpolations: linear between two held-out images' posterior means",
+                 fontsize=10)
+    ax = fig.add_subplot(grid[1, :])
+    show_mosaic(ax, np.array([r for _, r in rows]), [name for name, _ in rows], vmin=0, vmax=1)
+    ax.set_title("held-out images and their reconstructions (VAE: decoded posterior mean; "
+                 "1994 models: expected reconstruction)", fontsize=10)
+    fig.suptitle(f"Gaussian VAE ({models['vae']['n_params']:,} parameters), N = {n_train} "
+                 f"training images, seed {seed}; held-out images", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def fig_acn_daydream(result, n_train, seed):
     """The ACN's daydreams from held-out starts: each row a start and the images the prior's
     mean code (left panel) or a draw from the prior (right panel) decodes to, step by step."""
@@ -541,6 +569,18 @@ def read_neural(path):
         return check_acn(data)
     if isinstance(data, dict) and "scoreboard" in data:
         return check_scoreboard(data)
+    if isinstance(data, dict) and isinstance(data.get("results"), list) and data["results"]:
+        first = data["results"][0].get("models", {}) if isinstance(data["results"][0], dict) \
+            else {}
+        pictures = first.get("vae", {}).get("pictures") if isinstance(first, dict) else None
+        if not isinstance(pictures, dict):
+            raise ValueError("a run's results draw only with the VAE's pictures (neural_codes.py "
+                             "with vae among --models)")
+        for key in ("samples", "reconstructions", "heldout"):
+            _check(pictures.get(key), [NUMBERS(sv.D), None], f"vae.pictures.{key}")
+        _check(pictures.get("interpolations"), [[NUMBERS(sv.D), None], None],
+               "vae.pictures.interpolations")
+        return data
     sweeps = data.get("sweep") if isinstance(data, dict) else None
     if not isinstance(sweeps, list) or not sweeps:
         raise ValueError("it holds no training-size sweep, ACN run, one-bit run or scoreboard "
@@ -769,6 +809,10 @@ def draw_neural(path, outdir, dpi, log):
             makers["one_bit_posteriors"] = lambda: fig_one_bit_posteriors(one)
         return write_figures(makers,
                              outdir, dpi, log)
+    if "results" in data:
+        first = data["results"][0]
+        return write_figures({"vae_pictures": lambda: fig_vae_pictures(
+            first["models"], data["config"]["n_samples"], first["seed"])}, outdir, dpi, log)
     if "acn" in data:
         n = max(data["acn"], key=int)                  # the largest N, its first seed
         seed, first = next(iter(data["acn"][n].items()))

@@ -217,6 +217,7 @@ def test_committed_neural_json_passes_the_check():
 
 @pytest.mark.parametrize("source, figure", [("acn.json", "acn"),
                                             ("acn_daydream.json", "acn_daydream"),
+                                            ("vae_pictures.json", "vae_pictures"),
                                             ("one_bit_vae.json", "one_bit_vae"),
                                             ("scoreboard.json", "scoreboard")])
 def test_acn_one_bit_and_scoreboard_figures_are_drawn_from_their_committed_runs(

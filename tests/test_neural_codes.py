@@ -617,3 +617,22 @@ def test_an_acn_daydream_starts_at_its_images_and_dreams_the_prior_s_codes():
     drawn = [nc.daydream(acn, T, 3, np.random.default_rng(1)) for _ in range(2)]
     assert np.array_equal(*drawn) and not np.allclose(drawn[0][:, 1:], dream[:, 1:])
 
+
+def test_vae_pictures_interpolate_between_the_reconstructions_and_the_page_quotes_its_run():
+    X, X_val, T, _ = nm.load_split(0, 64, n_test=10)
+    vae, _ = nm.fit_vae(X, X_val, 0, hidden=(16,), steps=30)
+    p = nc.vae_pictures(vae, T, 0)
+    paths, recon = np.array(p["interpolations"]), np.array(p["reconstructions"])
+    assert paths.shape == (nc.PICTURE_IMAGES // 2, nc.INTERPOLATION_STEPS, sv.D)
+    np.testing.assert_array_equal(paths[:, 0], recon[0::2])      # each path ends at its pair
+    np.testing.assert_array_equal(paths[:, -1], recon[1::2])
+    assert np.array(p["samples"]).shape == (nc.PICTURE_SAMPLES, sv.D)
+    import json
+    from tests.helpers import ROOT
+    run = json.loads((ROOT / "viz" / "vae_pictures.json").read_text())["results"][0]["models"]
+    page = " ".join((ROOT / "docs" / "modern_codes.md").read_text().split())
+    quoted = [f"held-out F {run['vae']['total']:.2f} bits", f"recon is {run['vae']['recon']:.1f}",
+              f"factorial VQ's {run['factorial_vq']['recon']:.1f}",
+              f"PPCA-24's {run['pca24']['recon']:.1f}"]
+    assert not [q for q in quoted if q not in page], quoted
+
