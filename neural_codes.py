@@ -578,15 +578,13 @@ POSTERIOR_DIMS = (100, 1000)    # where the posterior figure looks at q against 
 POSTERIOR_POINTS = 240         # of each curve kept in the JSON
 
 
-def one_bit_posteriors(model, step=0.001):
+def one_bit_posteriors(model, grid=None):
     """For each data point (zeros, ones): the trained decoder's exact posterior of the
     latent next to the VAE's, p(z1|x) and q(z1|x), as densities on a grid: {"z": (G,),
-    "exact": (2, G), "q": (2, G)} over the window that holds both."""
-    half = model.support()
-    z = np.arange(-half, half + step / 2, step)
-    n_grid = len(z)
-    dz = z[1] - z[0]
-    log_post = model.log_joint(z)
+    "exact": (2, G), "q": (2, G)} over the window that holds both.  grid: model.joint_grid()
+    if already computed."""
+    z, log_post = grid if grid is not None else model.joint_grid()
+    n_grid, dz = len(z), z[1] - z[0]
     exact = np.exp(log_post - log_post.max(axis=1, keepdims=True))
     exact /= exact.sum(axis=1, keepdims=True) * dz
     enc = model.nets["enc"].forward(nm.one_bit_data(model.n_dims))[0]
@@ -611,13 +609,13 @@ def _one_bit_task(task):
     model, starts, _ = fc.fit_or_load(folder, f"one_bit_{layers}layer_{n_dims}dims_seed{seed}",
                                       config, lambda: nm.fit_one_bit_best(n_dims, layers, seed))
     loss, recon, code = model.bits()
-    iw = model.neg_log_likelihood()
+    iw, grid = model.neg_log_likelihood(), model.joint_grid()
     out = {"loss": loss, "recon": recon, "code": code, "neg_log_p": iw, "gap": loss - iw,
-           "neg_log_p_quadrature": model.neg_log_likelihood_quadrature(),
+           "neg_log_p_quadrature": model.neg_log_likelihood_quadrature(grid=grid),
            "restart": starts["restart"], "restart_losses": starts["losses"],
            "seconds": time.perf_counter() - t0}
     if n_dims in POSTERIOR_DIMS:
-        out["posterior"] = one_bit_posteriors(model)
+        out["posterior"] = one_bit_posteriors(model, grid)
     return n_dims, layers, seed, out
 
 

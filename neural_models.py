@@ -636,18 +636,6 @@ class OneBitVAE(Networks):
         recon, code = float(recon.mean()) / LN2, float(code.mean()) / LN2
         return recon + code, recon, code
 
-    def log_weights(self, X, eps):
-        """log p(x, z) - log q(z|x) in nats per row, every latent sampled (the two-layer's
-        q(z2|z1) too, where terms() takes its KL in closed form)."""
-        recon, code, v = self.terms(X, eps)
-        # terms() takes the top latent's KL against N(0, 1) in closed form; here it is sampled
-        top, e = ("1", eps[:, :1]) if self.layers == 1 else ("2", eps[:, 1:])
-        mu, sd = v["mu" + top], v["s" + top]
-        z = mu + sd * e
-        code = code - (0.5 * (mu**2 + sd**2 - 1.0) - np.log(sd))[:, 0] \
-            + (-0.5 * e**2 - np.log(sd) + 0.5 * z**2)[:, 0]
-        return -(recon + code)
-
     def neg_log_likelihood(self, samples=ONE_BIT_IW, rng=None):
         """-log2 p(x) in bits per data point, the mean over both points, importance-weighted
         with `samples` independent draws per point from the defensive mixture of q and the
@@ -657,15 +645,24 @@ class OneBitVAE(Networks):
         loss minus it estimates KL(q(z|x) || p(z|x)), the posterior's gap."""
         rng = rng if rng is not None else np.random.default_rng(1)
         X = np.repeat(one_bit_data(self.n_dims), samples, axis=0)
-        eps = rng.standard_normal((len(X), self.layers))
-        _, _, v = self.terms(X, eps)                        # q's draws: z1 (and z2)
-        from_q = rng.random(len(X)) < 0.5
-        z2 = rng.standard_normal((len(X), 1))               # the prior's: z2, then z1 | z2
+        N = len(X)
+        eps = rng.standard_normal((N, self.layers))         # q's draws ...
+        from_q = rng.random(N) < 0.5
+        z2 = rng.standard_normal((N, 1))                    # ... and the prior's: z2, z1 | z2
         m1, sd1 = self._prior1(z2) if self.layers == 2 else (0.0, 1.0)
-        z1 = np.where(from_q[:, None], v["z1"], m1 + sd1 * rng.standard_normal(z2.shape))
-        if self.layers == 2:
-            z2 = np.where(from_q[:, None], v["mu2"] + v["s2"] * eps[:, 1:], z2)
-        log_q, log_prior = self._log_q(X, z1, z2), self._log_prior(z1, z2)
+        log_normal = lambda z, mu, log_sd: (-0.5 * ((z - mu) * np.exp(-log_sd)) ** 2 - log_sd
+                                            - 0.5 * math.log(2 * math.pi))[:, 0]
+        enc = self.nets["enc"].forward(X)[0]
+        mu1, log_s1 = enc[:, :1], bounded_log_sd(enc[:, 1:])[0]
+        z1 = np.where(from_q[:, None], mu1 + np.exp(log_s1) * eps[:, :1],
+                      m1 + sd1 * rng.standard_normal((N, 1)))
+        log_q = log_normal(z1, mu1, log_s1)
+        if self.layers == 2:                                # q(z2|z1) at the z1 drawn
+            enc2 = self.nets["enc2"].forward(z1)[0]
+            mu2, log_s2 = enc2[:, :1], bounded_log_sd(enc2[:, 1:])[0]
+            z2 = np.where(from_q[:, None], mu2 + np.exp(log_s2) * eps[:, 1:], z2)
+            log_q += log_normal(z2, mu2, log_s2)
+        log_prior = self._log_prior(z1, z2)
         log_lik = -bernoulli_nll(X, self.nets["dec"].forward(z1)[0])[0]
         log_r = np.logaddexp(log_q, log_prior) - math.log(2.0)
         logw = (log_lik + log_prior - log_r).reshape(2, samples)
@@ -676,17 +673,6 @@ class OneBitVAE(Networks):
         """p(z1|z2): (mean, sd), each (N, 1)."""
         out = self.nets["prior1"].forward(z2)[0]
         return out[:, :1], np.exp(bounded_log_sd(out[:, 1:])[0])
-
-    def _log_q(self, X, z1, z2):
-        """log q(z1|x) (+ log q(z2|z1) for two layers) per row, nats."""
-        out = self.nets["enc"].forward(X)[0]
-        log_s = bounded_log_sd(out[:, 1:])[0]
-        log_q = (-0.5 * ((z1 - out[:, :1]) / np.exp(log_s)) ** 2 - log_s)[:, 0]
-        if self.layers == 2:
-            out2 = self.nets["enc2"].forward(z1)[0]
-            log_s2 = bounded_log_sd(out2[:, 1:])[0]
-            log_q += (-0.5 * ((z2 - out2[:, :1]) / np.exp(log_s2)) ** 2 - log_s2)[:, 0]
-        return log_q - 0.5 * self.layers * math.log(2 * math.pi)
 
     def _log_prior(self, z1, z2):
         """log p(z1) (one layer) or log p(z2) + log p(z1|z2) per row, nats."""
@@ -718,19 +704,21 @@ class OneBitVAE(Networks):
         return np.concatenate([sv.logsumexp(log_n(z[i:i + chunk]) + log_w, axis=1)
                                for i in range(0, len(z), chunk)])
 
-    def log_joint(self, z):
-        """log p(x, z1) of both data points at the points z (G,): (2, G), in nats."""
-        logits = self.nets["dec"].forward(z[:, None])[0]
-        return np.array([-bernoulli_nll(np.broadcast_to(x, logits.shape), logits)[0]
-                         for x in one_bit_data(self.n_dims)]) + self.latent_prior(z)
-
-    def neg_log_likelihood_quadrature(self, step=0.001):
-        """-log2 p(x) in bits per data point, the mean over both points, by quadrature of
-        p(x, z1) over z1 (and z2) on the support: no sampling, the check of the
-        importance-weighted one."""
+    def joint_grid(self, step=0.001):
+        """(z (G,), log p(x, z1) of both data points (2, G) in nats) on a grid of the given
+        step over the support: what the quadrature and the posterior figure integrate."""
         half = self.support()
         z = np.arange(-half, half + step / 2, step)
-        log_p = sv.logsumexp(self.log_joint(z), axis=1) + math.log(step)
+        logits = self.nets["dec"].forward(z[:, None])[0]
+        return z, np.array([-bernoulli_nll(np.broadcast_to(x, logits.shape), logits)[0]
+                            for x in one_bit_data(self.n_dims)]) + self.latent_prior(z)
+
+    def neg_log_likelihood_quadrature(self, step=0.001, grid=None):
+        """-log2 p(x) in bits per data point, the mean over both points, by quadrature of
+        p(x, z1) over z1 (and z2) on joint_grid(step) (or the grid given): no sampling, the
+        check of the importance-weighted one."""
+        z, log_joint = grid if grid is not None else self.joint_grid(step)
+        log_p = sv.logsumexp(log_joint, axis=1) + math.log(z[1] - z[0])
         return float(-log_p.mean() / LN2)
 
 

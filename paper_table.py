@@ -77,8 +77,8 @@ def reading_task(task):
     validation and the held-out images: (reading, seed, result)."""
     (blur, low, high, dist, sigma), seed = task
     heights = (low, high)
-    out = sv.run_comparison(seed=seed, sigma_x=sigma, models=MODELS, blur_sigma=blur,
-                            heights=heights, heights_dist=dist)
+    out = sv.run_comparison(seed=seed, sigma_x=sigma, models=MODELS, reading={
+        "blur_sigma": blur, "heights": heights, "heights_dist": dist})
     X_val = sv.generate_spline_images(N_VAL, seed, 2, blur, heights, dist)[0]
     result = {}
     for split, X in (("validation", X_val), ("heldout", out["heldout"])):

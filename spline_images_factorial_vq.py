@@ -29,7 +29,6 @@ if __name__ == "__main__":
 
 import copy  # noqa: E402
 import functools  # noqa: E402
-import itertools  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 from typing import Callable, NamedTuple  # noqa: E402
@@ -1489,8 +1488,7 @@ def load_run_data(seed, cfg):
 def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=2000, steps=STEPS,
                    sigma_x=0.15, objective="bits-back", schedule="sigma", init="band", refine=50,
                    models=MODEL_NAMES, eval_every=0, snapshot_every=0, score=False, workers=1,
-                   folder=None, blur_sigma=BLUR_SIGMA, heights=CONTROL_RANGE,
-                   heights_dist="uniform"):
+                   folder=None, reading=None):
     """Train the paper's comparison at one seed.
 
     Returns {"models": {NAME: fitted model}, "histories": {NAME: history},
@@ -1499,13 +1497,14 @@ def run_comparison(seed=0, n_dims=4, n_units_per_dim=6, n_samples=200, n_test=20
     on both sets every eval_every steps, with snapshot_every > 0 copies of the parameters
     (for the figures and the animation).  workers > 1 fits the models in parallel
     processes; the results are the same.  folder: an fc.ModelFolder the models are saved to or
-    loaded from (a loaded model has an empty history).
+    loaded from (a loaded model has an empty history); reading: the generator's, as
+    data_reading names it (the default if None).
     """
-    X, Xt = load_data(seed, n_samples, n_test, blur_sigma, tuple(heights), heights_dist)
+    reading = data_reading(reading or {})
+    X, Xt = load_run_data(seed, {"n_samples": n_samples, "n_test": n_test, **reading})
     kw = dict(seed=seed, steps=steps, schedule=schedule, objective=objective, init=init,
               X_eval=Xt, eval_every=eval_every, snapshot_every=snapshot_every, n_dims=n_dims,
               n_units_per_dim=n_units_per_dim, sigma_x=sigma_x, refine=refine)
-    reading = {"blur_sigma": blur_sigma, "heights": heights, "heights_dist": heights_dist}
     tasks = [(name, X, Xt, kw, score, folder, reading) for name in by_cost(models)]
     fitted = {name: rest for name, *rest in kit.map_workers(_fit_task, tasks, workers)}
     out = {"models": {n: fitted[n][0] for n in models},
@@ -1570,6 +1569,9 @@ def run_seeds(cfg, seeds, workers=1, log=kit.progress_logger(True), folder=None)
     shared = {_shared_hard_code(name, cfg["models"]) for name in cfg["models"]}
     tasks = [(s, name, cfg, folder) for s in seeds
              for name in by_cost(cfg["models"]) if name not in shared]
+    if folder and folder.mode == "load":          # every file checked before any work
+        for s, name, *_ in tasks:
+            folder.load(fc.model_key(name, s, cfg["n_samples"]), training_config(name, s, cfg))
     results = {s: {} for s in seeds}
 
     def collect(item):
@@ -1833,8 +1835,17 @@ def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
                 f"sigma_x = {arg}" if kind == "sigma" else
                 f"{kind}: {arg}" if kind in ("recipe", "movement") else "%dx%d %s/%s" % arg[:4])
         log(f"[{done}/{len(tasks)}] seed {seed} {what}  ({time.perf_counter() - t0:.1f} s)")
-    runs = sorted(kit.plain(results), key=lambda r: (r[0], r[1], str(r[2])))   # as JSON holds them
+    runs = experiment_runs(kit.plain(results))          # as a JSON file holds them
     return {**summarise_experiments(names, runs, seeds), "experiment_runs": runs}
+
+
+def experiment_runs(runs):
+    """Task results [kind, seed, arg, result] in one order, the limit's of one seed only (the
+    least: a single run's first seed, whose are the only ones it has), so that a run and a
+    merge of runs split by seed hold the same list."""
+    limit = min((r[1] for r in runs if r[0] == "limit"), default=None)
+    return sorted((r for r in runs if r[0] != "limit" or r[1] == limit),
+                  key=lambda r: (r[0], r[1], str(r[2])))
 
 
 # The paper's findings, each as a held-out difference in bits that is > 0 where it holds:
@@ -2767,10 +2778,7 @@ def merged(kind, parts, config, markdown=False):
         return ({"results": [{"seed": s, "models": results[s]} for s in seeds],
                  "summary": summarise(results, config["models"])},
                 format_table(results, config, markdown))
-    runs = [run for p in parts for run in p["experiment_runs"]]
-    limit = min((r[1] for r in runs if r[0] == "limit"), default=None)    # one seed's, as
-    runs = sorted((r for r in runs if r[0] != "limit" or r[1] == limit),   # a single run's
-                  key=lambda r: (r[0], r[1], str(r[2])))
+    runs = experiment_runs([run for p in parts for run in p["experiment_runs"]])
     out = summarise_experiments(config["experiments"], runs, seeds)
     return {**out, "experiment_runs": runs}, format_experiments(out, seeds, markdown)
 
@@ -2837,11 +2845,6 @@ def main(argv=None):
     if not args.experiment:
         check_resources(ap, cfg, len(seeds), args.workers, log,
                         compress=bool(args.compress or args.bitstream))
-    if args.folder and args.folder.mode == "load":        # every file checked before any work
-        shared = {_shared_hard_code(name, cfg["models"]) for name in cfg["models"]}
-        for seed, name in itertools.product(seeds, [n for n in cfg["models"] if n not in shared]):
-            args.folder.load(fc.model_key(name, seed, cfg["n_samples"]),
-                             training_config(name, seed, cfg))
     compress = results = experiments = None
     if args.experiment:
         names = EXPERIMENTS if args.experiment == ["all"] else tuple(
