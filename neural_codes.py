@@ -48,24 +48,46 @@ D, LN2 = sv.D, sv.LN2
 
 # ----------------------------------------------------------------------------- experiments
 
-VQ_VARIANTS = {                # name: (form, codebooks M, codes K)
-    "vq_vae_4x6": ("product", 4, 6),
-    "vq_vae_4x64": ("product", 4, 64),
-    "vq_vae_residual_4x6": ("residual", 4, 6),
+VQ_VARIANTS = {                # name: (form, codebooks M, codes K, codebook update)
+    "vq_vae_4x6": ("product", 4, 6, "ema"),
+    "vq_vae_4x64": ("product", 4, 64, "ema"),
+    "vq_vae_residual_4x6": ("residual", 4, 6, "ema"),
+    "vq_vae_4x6_loss": ("product", 4, 6, "loss"),
 }
-MODELS = ("vae",) + tuple(VQ_VARIANTS)
+GUMBEL_VARIANTS = {"gumbel_vq_vae_4x6": (4, 6)}     # name: (codebooks M, codes K)
+MODELS = ("vae",) + tuple(VQ_VARIANTS) + tuple(GUMBEL_VARIANTS)
 LABELS = {"vae": "Gaussian VAE, {L} latents", "vq_vae_4x6": "VQ-VAE product 4x6",
-          "vq_vae_4x64": "VQ-VAE product 4x64", "vq_vae_residual_4x6": "VQ-VAE residual 4x6"}
+          "vq_vae_4x64": "VQ-VAE product 4x64", "vq_vae_residual_4x6": "VQ-VAE residual 4x6",
+          "vq_vae_4x6_loss": "VQ-VAE product 4x6, codebook loss",
+          "gumbel_vq_vae_4x6": "Gumbel VQ-VAE 4x6 (stochastic)"}
+
+
+def by_seed(runs):
+    """{str(seed): run} in ascending seed order."""
+    return dict(sorted(runs.items(), key=lambda kv: int(kv[0])))
+
+
+def mutual_information_gap(mi, entropies):
+    """MIG (Chen et al. 2018) of an (L, J) MI table between latents and J factors with
+    entropies (J,): mean over factors of (largest MI - second largest) / the factor's
+    entropy; 1 when each factor is captured by one latent alone, 0 when by two equally."""
+    top = np.sort(np.asarray(mi), axis=0)[::-1]
+    second = top[1] if len(top) > 1 else np.zeros_like(top[0])
+    return float(np.mean((top[0] - second) / np.asarray(entropies)))
 
 
 def vae_alignment(vae, X, controls, n_bins=8):
     """MI (bits) between each latent's posterior mean, cut into n_bins equal-frequency bins,
-    and each control height (L, 5), with the core's score (sv.alignment)."""
+    and each control height (L, 5), with the core's score (sv.alignment) and the MIG (each
+    height's entropy from its own bins)."""
     mu = vae.encode(X)[0]
     heights = [sv.quantile_bins(h, n_bins) for h in np.asarray(controls).T]
     q = [np.eye(n_bins)[sv.quantile_bins(m, n_bins)] for m in mu.T]
     mi = np.array([[sv.mutual_information(ql, b, n_bins) for b in heights] for ql in q])
-    return {"mi_controls": mi.tolist(), "score": sv.alignment_score(mi)}
+    p = [np.bincount(b, minlength=n_bins) / len(b) for b in heights]
+    entropy = [-float(np.sum(pb[pb > 0] * np.log2(pb[pb > 0]))) for pb in p]
+    return {"mi_controls": mi.tolist(), "score": sv.alignment_score(mi),
+            "mig": mutual_information_gap(mi, entropy)}
 
 
 def vae_config(seed, n_train, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=None, batch=None):
@@ -117,15 +139,38 @@ def run_model(name, data, seed, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=Non
                "traversals": model.traversals().tolist(), "pictures": vae_pictures(model, T, seed)}
         if compress:
             out["compress"] = nm.code_vae(model, sv.quantise_images(T), seed)
+    elif name in GUMBEL_VARIANTS:
+        M, K = GUMBEL_VARIANTS[name]
+        config = nm.network_config(seed, len(X), steps, batch, model=name, hidden=list(hidden),
+                                   lr=nm.LR, sigma_x=0.15, tau=list(nm.GUMBEL_TAU))
+        model, hist, _ = fc.fit_or_load(folder, key, config, lambda: nm.fit_gumbel_vqvae(
+            X, V, seed, M, K, hidden, steps=steps, batch=batch, log=log))
+        dl = model.description_length(T)
+        out = {"recon": dl["recon"].mean(), "code": dl["code"].mean(),
+               "total": dl["total"].mean(), **model.usage_stats(T),
+               "usage_heldout": (np.exp(model.log_posteriors(T)).sum(axis=0)).round(2).tolist(),
+               "reconstructions": model.decode_codes(model.log_posteriors(
+                   T[:PICTURE_IMAGES]).argmax(axis=2)).round(4).tolist(),
+               "curves": {k: hist[k] for k in ("step", "val")}}
     else:
-        form, M, K = VQ_VARIANTS[name]
+        form, M, K, update = VQ_VARIANTS[name]
         config = nm.network_config(seed, len(X), steps, batch, model=name, hidden=list(hidden),
                                    lr=nm.LR, sigma_x=0.15)
         model, hist, _ = fc.fit_or_load(folder, key, config, lambda: nm.fit_vqvae(
-            X, V, seed, M, K, form, hidden, steps=steps, batch=batch, log=log))
+            X, V, seed, M, K, form, hidden, steps=steps, batch=batch, update=update, log=log))
         dl = model.description_length(T)
+        codes = model.codes(T)
+        ar, scores = nm.AutoregressivePrior.chosen(model.codes(X), model.codes(V), M, K)
         out = {"recon": dl["recon"].mean(), "code": dl["code"].mean(),
-               "total": dl["total"].mean(), **model.usage(X), "restarts": model.restarts}
+               "total": dl["total"].mean(), **model.usage(X), "restarts": model.restarts,
+               "code_ar": ar.bits(codes).mean(), "ar_penalty": ar.penalty,
+               "ar_validation": {f"{k:g}": v for k, v in scores.items()},
+               **{f"{k}_heldout": v for k, v in model.usage(T, codes).items()},
+               "usage_heldout": [np.bincount(codes[:, m], minlength=K).tolist()
+                                 for m in range(M)],
+               "reconstructions": model.decode_codes(codes[:PICTURE_IMAGES]).round(4).tolist(),
+               "curves": {k: hist[k] for k in ("step", "val", "recon", "commitment",
+                                                "perplexity")}}
     out.update(steps_run=hist["steps_run"], best_step=hist["best_step"],
                train_seconds=hist["seconds"], n_params=int(model.theta.size))
     return {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}, model
@@ -213,6 +258,77 @@ def run_sweep(seed=0, sizes=SWEEP_SIZES, models=SWEEP_MODELS, log=None, **kw):
     return out
 
 
+# --- the beta-VAE: what the KL's weight buys, and what it costs ------------------------------
+
+BETAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+BETA_SIZE = 2000               # training images of the beta sweep and the ACN variants
+
+
+def beta_key(beta, seed, n_train):
+    """The name a VAE trained with beta is saved under (beta = 1: the plain VAE's)."""
+    return fc.model_key("vae" if beta == 1 else f"vae_beta{beta:g}", seed, n_train)
+
+
+def _beta_task(task):
+    """Worker: the Gaussian VAE trained with one beta at (seed, N) by the VAE's recipe,
+    scored by the valid F on the held-out images: (seed, beta, result)."""
+    seed, beta, n_train, n_test, steps, folder = task
+    X, V, T, controls = nm.load_split(seed, n_train, n_test=n_test)
+    config = vae_config(seed, n_train, steps=steps) | ({} if beta == 1 else {"beta": beta})
+    model, hist, _ = fc.fit_or_load(folder, beta_key(beta, seed, n_train), config,
+                                    lambda: nm.fit_vae(X, V, seed, steps=steps, beta=beta))
+    dl = model.description_length(T)
+    a = vae_alignment(model, T, controls)
+    out = {"recon": dl["recon"].mean(), "kl": dl["code"].mean(), "F": dl["total"].mean(),
+           "objective": (dl["recon"] + beta * dl["code"]).mean(), "alignment": a["score"],
+           "mig": a["mig"], "mi_controls": a["mi_controls"],
+           "active_latents": model.active_latents(T), "steps_run": hist["steps_run"],
+           "best_step": hist["best_step"], "seconds": hist["seconds"]}
+    return seed, beta, {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}
+
+
+def run_beta(seeds=tuple(range(5)), betas=BETAS, n_train=BETA_SIZE, n_test=2000, steps=None,
+             workers=2, log=None, folder=None):
+    """The beta sweep: {"n_train", "n_test", "runs": {beta (as %g): {str(seed): result}}},
+    the (seed, beta) fits in `workers` processes."""
+    log = log or kit.progress_logger(True)
+    tasks = [(s, b, n_train, n_test, steps, folder) for s in seeds for b in betas]
+    runs = {f"{b:g}": {} for b in betas}
+    t0 = time.perf_counter()
+    for done, (seed, beta, r) in enumerate(kit.map_workers(_beta_task, tasks, workers), 1):
+        runs[f"{beta:g}"][str(seed)] = r
+        log(f"[{done}/{len(tasks)}] beta {beta:g}, seed {seed}: F {r['F']:.2f} bits held-out "
+            f"(recon {r['recon']:.2f} + KL {r['kl']:.2f}), alignment {r['alignment']:.2f}, "
+            f"MIG {r['mig']:.2f} ({time.perf_counter() - t0:.0f} s)")
+    return {"n_train": n_train, "n_test": n_test,
+            "runs": {b: by_seed(r) for b, r in runs.items()}}
+
+
+def format_beta(result, markdown=False):
+    """One row per beta: what it trained on, the valid F and its parts, the cost against
+    beta = 1 (paired by seed), the alignment score and the MIG."""
+    runs = result["runs"]
+    seeds = list(next(iter(runs.values())))
+    pm = kit.mean_sd
+    base = [r["F"] for r in runs["1"].values()] if "1" in runs else None
+    rows = []
+    for beta, by in runs.items():
+        get = lambda key: [r[key] for r in by.values()]
+        cost = pm(np.subtract(get("F"), base)) if base is not None else "-"
+        rows.append([beta, pm(get("objective")), pm(get("recon")), pm(get("kl")), pm(get("F")),
+                     cost, pm(get("alignment")), pm(get("mig")),
+                     f"{np.mean(get('active_latents')):.1f}", f"{np.mean(get('steps_run')):.0f}"])
+    head = (f"The beta-VAE, {nm.LATENTS} latents, N = {result['n_train']}: each model trained "
+            f"on recon + beta KL by one recipe (the VAE's, stopped early on that objective on "
+            f"validation images), scored by the valid F = recon + KL on the {result['n_test']} "
+            f"held-out images; bits per image, mean ± sd over seeds {', '.join(seeds)}; F - "
+            f"F(beta 1) paired by seed; alignment and MIG of the posterior means against the "
+            f"five control heights (1: each height in one latent alone)")
+    return kit.table(head, ["beta", "trained objective", "recon (distortion)", "KL (rate)",
+                            "F", "F - F(beta 1)", "alignment", "MIG", "active latents",
+                            "steps run"], rows, markdown)
+
+
 # --- associative compression: the order, counted --------------------------------------------
 
 ACN_SIZES = (2000, 20000)      # training-set sizes of the ACN experiment
@@ -240,18 +356,27 @@ def daydream(acn, starts, steps=DAYDREAM_STEPS, rng=None):
     return np.stack(images, axis=1)
 
 
+def acn_config(seed, n_train, start="vae", rule="uniform"):
+    """What trains an ACN at (seed, N): fine-tuned from the VAE (start "vae") or trained
+    from scratch by the VAE's recipe, its neighbours drawn by `rule` (nm.ACN_RULES)."""
+    config = {**vae_config(seed, n_train), "model": "acn", "neighbours": nm.ACN_NEIGHBOURS,
+              "prior_hidden": list(nm.PRIOR_HIDDEN)}
+    if start == "vae":
+        config.update(fine_tune=nm.ACN_FINE_TUNE, fine_tune_lr=nm.ACN_FINE_TUNE_LR)
+    else:
+        config["start"] = "scratch"
+    return config | ({} if rule == "uniform" else {"rule": rule})
+
+
 def _acn_task(task):
     """Worker: the VAE and the ACN fine-tuned from it at one (seed, N), scored on the
     held-out set: (seed, N, result)."""
     seed, n_train, n_test, bitstream, folder = task
     X, X_val, T, _ = nm.load_split(seed, n_train, n_test=n_test)
-    config = vae_config(seed, n_train)
-    vae, h_vae, _ = fc.fit_or_load(folder, fc.model_key("vae", seed, n_train), config,
-                                   lambda: nm.fit_vae(X, X_val, seed))
-    config = {**config, "model": "acn", "neighbours": nm.ACN_NEIGHBOURS,
-              "prior_hidden": list(nm.PRIOR_HIDDEN), "fine_tune": nm.ACN_FINE_TUNE,
-              "fine_tune_lr": nm.ACN_FINE_TUNE_LR}
-    acn, h_acn, _ = fc.fit_or_load(folder, fc.model_key("acn", seed, n_train), config,
+    vae, h_vae, _ = fc.fit_or_load(folder, fc.model_key("vae", seed, n_train),
+                                   vae_config(seed, n_train), lambda: nm.fit_vae(X, X_val, seed))
+    acn, h_acn, _ = fc.fit_or_load(folder, fc.model_key("acn", seed, n_train),
+                                   acn_config(seed, n_train),
                                    lambda: nm.fit_acn(X, X_val, seed, vae=vae))
     tour = acn.tour(T)
     if bitstream:
@@ -332,6 +457,96 @@ def format_acn(acn, markdown=False):
                                        "coder bound", "overhead", "round trip", "seconds"],
         rows, markdown))
     return "\n\n".join(p.rstrip("\n") for p in parts)
+
+
+# --- the ACN's neighbour rule and start --------------------------------------------------------
+
+ACN_VARIANTS = {               # name: (start, neighbour rule); the first is --acn's ACN
+    "fine_tune_uniform": ("vae", "uniform"),
+    "fine_tune_once": ("vae", "once"),
+    "scratch_uniform": ("scratch", "uniform"),
+    "scratch_once": ("scratch", "once"),
+}
+VARIANT_LABELS = {"vae": "fine-tuned from the VAE", "scratch": "from scratch",
+                  "uniform": "neighbour drawn from the K nearest (with repetition)",
+                  "once": "each neighbour once per epoch (the article's rule)"}
+
+
+def _acn_variant_task(task):
+    """Worker: the VAE (name "vae") or one ACN variant at (seed, N), scored on the held-out
+    images sent as a set: (seed, name, result, the VAE when name is "vae")."""
+    seed, name, n_train, n_test, vae, folder = task
+    X, V, T, _ = nm.load_split(seed, n_train, n_test=n_test)
+    if name == "vae":
+        model, hist, _ = fc.fit_or_load(folder, fc.model_key("vae", seed, n_train),
+                                        vae_config(seed, n_train), lambda: nm.fit_vae(X, V, seed))
+        dl = model.description_length(T)
+        out = {"set": dl["total"].mean() - set_saving(n_test)}
+    else:
+        start, rule = ACN_VARIANTS[name]
+        key = fc.model_key("acn" if name == "fine_tune_uniform" else f"acn_{name}", seed, n_train)
+        model, hist, _ = fc.fit_or_load(folder, key, acn_config(seed, n_train, start, rule),
+                                        lambda: nm.fit_acn(X, V, seed, vae=vae, rule=rule))
+        dl = model.description_length(T[model.tour(T)])
+        out = {"set": dl["total"].mean()}
+    out.update(recon=dl["recon"].mean(), code=dl["code"].mean(), steps_run=hist["steps_run"],
+               best_step=hist["best_step"], seconds=hist["seconds"])
+    out = {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}
+    return seed, name, out, model if name == "vae" else None
+
+
+def run_acn_variants(seeds=tuple(range(5)), n_train=BETA_SIZE, n_test=2000, workers=2,
+                     log=None, folder=None):
+    """The VAE and every ACN variant at N over seeds, each scored as a set on the held-out
+    images: {"n_train", "n_test", "set_saving", "runs": {str(seed): {name: result}}}.  The
+    VAEs and the ACNs from scratch train first, then the fine-tunes of each seed's VAE."""
+    log = log or kit.progress_logger(True)
+    scratch = [n for n, (start, _) in ACN_VARIANTS.items() if start == "scratch"]
+    runs, vaes, t0 = {str(s): {} for s in seeds}, {}, time.perf_counter()
+    total = len(seeds) * (1 + len(ACN_VARIANTS))
+
+    def train(tasks):
+        for seed, name, r, vae in kit.map_workers(_acn_variant_task, tasks, workers):
+            runs[str(seed)][name] = r
+            if vae is not None:
+                vaes[seed] = vae
+            log(f"[{sum(map(len, runs.values()))}/{total}] {name}, seed {seed}: "
+                f"{r['set']:.2f} bits per image as a set, {r['steps_run']} steps "
+                f"({time.perf_counter() - t0:.0f} s)")
+
+    train([(s, name, n_train, n_test, None, folder) for name in scratch + ["vae"] for s in seeds])
+    train([(s, name, n_train, n_test, vaes[s], folder) for name in ACN_VARIANTS
+           if name not in scratch for s in seeds])
+    order = ["vae"] + list(ACN_VARIANTS)
+    return {"n_train": n_train, "n_test": n_test, "set_saving": set_saving(n_test),
+            "runs": by_seed({s: {k: r[k] for k in order} for s, r in runs.items()})}
+
+
+def format_acn_variants(result, markdown=False):
+    """The VAE and each ACN variant as a set, and each one's gain over the VAE (by seed)."""
+    runs = result["runs"]
+    seeds = list(runs)
+    pm = kit.mean_sd
+    get = lambda name, key: [runs[s][name][key] for s in seeds]
+    vae = get("vae", "set")
+    rows = [[f"Gaussian VAE, i.i.d. prior, as a set (minus log2(n!)/n = "
+             f"{result['set_saving']:.2f})", pm(vae), pm(get("vae", "recon")),
+             pm(get("vae", "code")), "-", "-", f"{np.mean(get('vae', 'steps_run')):.0f}",
+             f"{np.mean(get('vae', 'seconds')):.0f}"]]
+    for name, (start, rule) in ACN_VARIANTS.items():
+        gain = np.subtract(vae, get(name, "set"))
+        rows.append([f"ACN {VARIANT_LABELS[start]}, {VARIANT_LABELS[rule]}",
+                     pm(get(name, "set")), pm(get(name, "recon")), pm(get(name, "code")),
+                     pm(gain), f"{int(np.sum(gain > 0))}/{len(gain)}",
+                     f"{np.mean(get(name, 'steps_run')):.0f}",
+                     f"{np.mean(get(name, 'seconds')):.0f}"])
+    head = (f"The ACN's neighbour rule and start, N = {result['n_train']}: bits per image "
+            f"sending the {result['n_test']} held-out images as a set (the ACN along its "
+            f"tour), mean ± sd over seeds {', '.join(seeds)}; gain = the VAE's set bits minus "
+            f"the ACN's, paired by seed; K = {nm.ACN_NEIGHBOURS}; seconds: the mean training "
+            f"time of one model")
+    return kit.table(head, ["code", "bits as a set", "recon", "code bits", "gain over the VAE",
+                            "seeds with a gain", "steps run", "seconds"], rows, markdown)
 
 
 # ----------------------------------------------------------------------------- the 8-bit scoreboard
@@ -508,14 +723,21 @@ def summarise(results, models):
 # (its own stream, never scored as held-out), and the held-out rows use what this picks.
 
 PIXEL_RATES = (1e-3, 3e-3, 1e-2, 2e-2)
+GUMBEL_TAUS = ((0.5, 0.5), (1.0, 0.5), (2.0, 0.5))  # the Gumbel VQ-VAE's temperature schedules
+TAU_SIZE = 2000
+CHOICES = ("rate", "mix", "tau")
 CODER_MIXES = (None, 32, 16, 8, 4)       # None: the conditional prior alone
 
 
 def _choice_task(task):
     """Worker: one candidate's validation score: ("rate", N, lr) -> best validation bits of
-    the 8-bit VAE; ("mix", N, mixes) -> actual bits of the validation tour per mixture."""
+    the 8-bit VAE; ("mix", N, mixes) -> actual bits of the validation tour per mixture;
+    ("tau", N, (first, last)) -> best validation F of the Gumbel VQ-VAE."""
     kind, n, arg, steps = task
     X, X_val, _, _ = nm.load_split(0, n, n_test=1)
+    if kind == "tau":
+        _, hist = nm.fit_gumbel_vqvae(X, X_val, 0, steps=steps, taus=arg)
+        return kind, n, arg, float(min(hist["val"]))
     if kind == "rate":
         q = sv.quantise_images
         _, hist = nm.fit_pixel_vae(q(X), q(X_val), 0, lr=arg, steps=steps)
@@ -526,45 +748,67 @@ def _choice_task(task):
     return kind, n, None, {str(m): nm.code_vae(acn, V, 0, mix=m)["actual_bits"] for m in arg}
 
 
-def run_choices(pixel_sizes=SCORE_VAE_SIZES, rates=PIXEL_RATES, acn_size=max(ACN_SIZES),
-                mixes=CODER_MIXES, steps=None, workers=2, log=None):
-    """The two choices on seed 0's validation images: {"pixel_lr": {str(N): {str(rate):
-    bits}}, "coder_mix": {str(N): {str(mix): bits}}, with the picks.  steps: every
-    network's Adam steps, if not its recipe's."""
+def run_choices(which=CHOICES, pixel_sizes=SCORE_VAE_SIZES, rates=PIXEL_RATES,
+                acn_size=max(ACN_SIZES), mixes=CODER_MIXES, taus=GUMBEL_TAUS, steps=None,
+                workers=2, log=None):
+    """The choices `which` on seed 0's validation images: {"pixel_lr": {str(N): {str(rate):
+    bits}}, "coder_mix": {str(N): {str(mix): bits}}, "gumbel_tau": {str(N): {"first,last":
+    bits}}}, with the picks.  steps: every network's Adam steps, if not its recipe's."""
     log = log or kit.progress_logger(True)
-    tasks = [("mix", acn_size, mixes, steps)] + [("rate", n, lr, steps)
-                                                 for n in pixel_sizes[::-1] for lr in rates]
-    out = {"pixel_lr": {str(n): {} for n in pixel_sizes}, "coder_mix": {}}
-    for kind, n, lr, result in kit.map_workers(_choice_task, tasks, workers):
+    tasks = ([("mix", acn_size, mixes, steps)] if "mix" in which else []) + \
+        ([("tau", TAU_SIZE, t, steps) for t in taus] if "tau" in which else []) + \
+        ([("rate", n, lr, steps) for n in pixel_sizes[::-1] for lr in rates]
+         if "rate" in which else [])
+    out = {key: {} for kind, key in (("rate", "pixel_lr"), ("mix", "coder_mix"),
+                                     ("tau", "gumbel_tau")) if kind in which}
+    for key, sizes in (("pixel_lr", pixel_sizes), ("gumbel_tau", (TAU_SIZE,))):
+        if key in out:
+            out[key] = {str(n): {} for n in sizes}
+    for kind, n, arg, result in kit.map_workers(_choice_task, tasks, workers):
         if kind == "rate":
-            out["pixel_lr"][str(n)][f"{lr:g}"] = result
-            log(f"8-bit VAE, N = {n}, rate {lr:g}: {result:.2f} validation bits per image")
+            out["pixel_lr"][str(n)][f"{arg:g}"] = result
+            log(f"8-bit VAE, N = {n}, rate {arg:g}: {result:.2f} validation bits per image")
+        elif kind == "tau":
+            out["gumbel_tau"][str(n)][",".join(f"{t:g}" for t in arg)] = result
+            log(f"Gumbel VQ-VAE, N = {n}, tau {arg[0]:g} -> {arg[1]:g}: {result:.2f} "
+                f"validation bits per image")
         else:
             out["coder_mix"][str(n)] = result
             log(f"ACN coder, N = {n}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()))
-    for key in ("pixel_lr", "coder_mix"):
+    for key in list(out):
         out[key + "_pick"] = {n: min(v, key=v.get) for n, v in out[key].items()}
     return out
 
 
 def format_choices(c, markdown=False):
-    """The validation scores behind the two choices."""
-    sizes = list(c["pixel_lr"])
-    rates = list(c["pixel_lr"][sizes[0]])
-    rows = [[f"rate {r}"] + [kit.num(c["pixel_lr"][n][r]) for n in sizes] for r in rates]
-    rows.append(["chosen"] + [c["pixel_lr_pick"][n] for n in sizes])
-    parts = [kit.table("The 8-bit VAE's Adam rate: best validation bits per image (seed 0, "
-                       "validation split)", ["rate"] + [f"N = {n}" for n in sizes], rows,
-                       markdown)]
-    n = next(iter(c["coder_mix"]))
-    mixes = c["coder_mix"][n]
-    prior = lambda m: "conditional prior alone" if m == "None" else f"1/{m} on N(0, 1)"
-    rows = [[prior(m), kit.num(bits)] for m, bits in mixes.items()]
-    rows.append(["chosen", prior(c["coder_mix_pick"][n])])
-    parts.append(kit.table(f"The ACN coder's prior: actual bits per image sending seed 0's "
-                           f"{nm.validation_size(int(n))} validation images along their tour "
-                           f"(N = {n})",
-                           ["prior table", "actual bits"], rows, markdown))
+    """The validation scores behind the choices a run made."""
+    parts = []
+    if "pixel_lr" in c:
+        sizes = list(c["pixel_lr"])
+        rates = list(c["pixel_lr"][sizes[0]])
+        rows = [[f"rate {r}"] + [kit.num(c["pixel_lr"][n][r]) for n in sizes] for r in rates]
+        rows.append(["chosen"] + [c["pixel_lr_pick"][n] for n in sizes])
+        parts.append(kit.table("The 8-bit VAE's Adam rate: best validation bits per image "
+                               "(seed 0, validation split)",
+                               ["rate"] + [f"N = {n}" for n in sizes], rows, markdown))
+    if "coder_mix" in c:
+        n = next(iter(c["coder_mix"]))
+        mixes = c["coder_mix"][n]
+        prior = lambda m: "conditional prior alone" if m == "None" else f"1/{m} on N(0, 1)"
+        rows = [[prior(m), kit.num(bits)] for m, bits in mixes.items()]
+        rows.append(["chosen", prior(c["coder_mix_pick"][n])])
+        parts.append(kit.table(f"The ACN coder's prior: actual bits per image sending seed 0's "
+                               f"{nm.validation_size(int(n))} validation images along their "
+                               f"tour (N = {n})", ["prior table", "actual bits"], rows, markdown))
+    if "gumbel_tau" in c:
+        n = next(iter(c["gumbel_tau"]))
+        schedule = lambda key: "tau {} -> {}".format(*key.split(","))
+        rows = [[schedule(k), kit.num(bits)] for k, bits in c["gumbel_tau"][n].items()]
+        rows.append(["chosen", schedule(c["gumbel_tau_pick"][n])])
+        parts.append(kit.table(f"The Gumbel VQ-VAE's temperature schedule: best validation F, "
+                               f"bits per image (seed 0, N = {n}, "
+                               f"{nm.validation_size(int(n))} validation images)",
+                               ["schedule", "validation F"], rows, markdown))
     return "\n\n".join(parts)
 
 
@@ -715,6 +959,9 @@ def format_results(summary, cfg, n_seeds, markdown=False):
                      f"{s['active_latents']:.4g} active latents")
         elif name in VQ_VARIANTS:
             extra = f"perplexity {s['perplexity_mean']:.2f}, {s['dead_codes_total']:.3g} dead codes"
+        elif name in GUMBEL_VARIANTS:
+            extra = (f"held-out perplexity {s['perplexity_mean']:.2f}, "
+                     f"{s['dead_codes_total']:.3g} unused codes")
         else:
             extra = ""
         rows.append([label(name, cfg["latents"]), pm(s, "recon"), pm(s, "code"),
@@ -723,6 +970,33 @@ def format_results(summary, cfg, n_seeds, markdown=False):
             f"{cfg['n_samples']} training images, {cfg['n_test']} held-out, "
             f"{n_seeds} seed(s))")
     return kit.table(head, ["model", "recon", "code", "total F", "notes"], rows, markdown)
+
+
+def format_vq_codes(summary, cfg, n_seeds, markdown=False):
+    """The VQ codes' usage on the held-out images and their code bits under the factorised
+    prior and under the autoregressive one (nm.AutoregressivePrior)."""
+    pm = lambda s, k: kit.num(s[k]) + (f" ± {kit.num(s[k + '_sd'])}" if n_seeds > 1 else "")
+    rows = []
+    for name, s in summary.items():
+        if name in VQ_VARIANTS and "code_ar" in s:
+            rows.append([label(name), pm(s, "perplexity_mean_heldout"),
+                         f"{s['dead_codes_total_heldout']:.3g}", f"{s['restarts']:.1f}",
+                         pm(s, "code"), pm(s, "code_ar"),
+                         kit.num(s["code"] - s["code_ar"]), kit.num(s["total"] - s["code"]
+                                                                    + s["code_ar"])])
+        elif name in GUMBEL_VARIANTS:
+            rows.append([label(name), pm(s, "perplexity_mean"), f"{s['dead_codes_total']:.3g}",
+                         "-", pm(s, "code"), "-", "-", pm(s, "total")])
+    head = (f"The VQ codes on the held-out images (N = {cfg['n_samples']}, {n_seeds} seed(s)): "
+            f"codes in use (perplexity per codebook, mean over codebooks; the Gumbel VQ-VAE's "
+            f"of its mean posterior), codes no held-out image uses (Gumbel: mean posterior "
+            f"below 1/(100 K)), dead-code restarts in training; code bits per image under the "
+            f"factorised prior (training frequencies plus one) and under an autoregressive "
+            f"prior p(k1) p(k2|k1) ... fitted on the training codes (its penalty chosen on "
+            f"validation codes; its parameters not counted)")
+    return kit.table(head, ["model", "perplexity", "unused codes", "restarts",
+                            "code bits, factorised", "code bits, autoregressive", "saving",
+                            "total F, autoregressive"], rows, markdown)
 
 
 def format_sweep(sweep, markdown=False):
@@ -769,14 +1043,11 @@ def report(payload, markdown=False):
     """Every table of a run from its JSON payload: what main prints, and what the pages'
     blocks are regenerated from."""
     parts = []
-    if "scoreboard" in payload:
-        return format_scoreboard(payload["scoreboard"], markdown)
-    if "choices" in payload:
-        return format_choices(payload["choices"], markdown)
-    if "acn" in payload:
-        return format_acn(payload["acn"], markdown)
-    if "one_bit" in payload:
-        return format_one_bit(payload["one_bit"], markdown)
+    for kind, formatter in (("scoreboard", format_scoreboard), ("choices", format_choices),
+                            ("acn", format_acn), ("one_bit", format_one_bit),
+                            ("beta", format_beta), ("acn_variants", format_acn_variants)):
+        if kind in payload:                  # a run of one kind: its own tables
+            return formatter(payload[kind], markdown)
     if "sweep" in payload:
         for sweep in payload["sweep"]:
             sizes = [str(n) for n in sweep["sizes"]]
@@ -793,6 +1064,9 @@ def report(payload, markdown=False):
                 for r in payload["results"] if "compress" in r["models"].get("vae", {})}
         if rows:
             parts.append(format_compress(rows, markdown))
+        if any("code_ar" in s or name in GUMBEL_VARIANTS
+               for name, s in payload["summary"].items()):
+            parts.append(format_vq_codes(payload["summary"], cfg, len(seeds), markdown))
         if len(seeds) > 1 and {"vq_vae_4x6", "factorial_vq"} <= set(payload["summary"]):
             parts.append(format_paired(payload["results"], "vq_vae_4x6", "factorial_vq",
                                        markdown))
@@ -881,7 +1155,7 @@ def memory_needed(n_train, n_test, hidden, n_latent):
 # network parameter (measured at hidden widths 64 to 1024, batch 128; within 30%)
 STEP_SECONDS = (2e-4, 1.1e-10)
 ONE_BIT_START_SECONDS = (0.7, 0.0052)   # a one-layer one-bit VAE's start: a + b ndims
-NETWORKS = ("vae", "pixel_vae") + tuple(VQ_VARIANTS)
+NETWORKS = ("vae", "pixel_vae") + tuple(VQ_VARIANTS) + tuple(GUMBEL_VARIANTS)
 
 
 def network_params(hidden, n_in, n_out):
@@ -904,13 +1178,23 @@ def estimate_seconds(args):
         start = lambda n: ONE_BIT_START_SECONDS[0] + ONE_BIT_START_SECONDS[1] * n
         seeds = len(args.seeds or [0])
         return seeds * nm.ONE_BIT_RESTARTS * 2.25 * sum(map(start, nm.ONE_BIT_DIMS)) / 2 + 30
-    if args.choose:               # the ACN's VAE and fine-tune beside the rates' 8-bit VAEs
-        vae = network_params(nm.HIDDEN, D, 2 * nm.LATENTS)
+    if args.choose:               # the ACN's VAE and fine-tune, the schedules' Gumbel VQ-VAEs
+        vae = network_params(nm.HIDDEN, D, 2 * nm.LATENTS)  # beside the rates' 8-bit VAEs
         pixel = network_params(nm.HIDDEN, D, 2 * D)
-        return max(training_seconds(max(ACN_SIZES), vae) * (1 + 1.5 * nm.ACN_FINE_TUNE) + 300,
-                   len(PIXEL_RATES) * sum(training_seconds(n, pixel, table=nm.PIXEL_STEPS_AT,
-                                                           largest=nm.PIXEL_BATCH)
-                                          for n in SCORE_VAE_SIZES))
+        mix = training_seconds(max(ACN_SIZES), vae) * (1 + 1.5 * nm.ACN_FINE_TUNE) + 300
+        tau = len(GUMBEL_TAUS) * training_seconds(TAU_SIZE, network_params(nm.HIDDEN, D, 24))
+        rate = len(PIXEL_RATES) * sum(training_seconds(n, pixel, table=nm.PIXEL_STEPS_AT,
+                                                       largest=nm.PIXEL_BATCH)
+                                      for n in SCORE_VAE_SIZES)
+        return max(sum(t for k, t in (("mix", mix), ("tau", tau)) if k in args.choose) / 2,
+                   rate if "rate" in args.choose else 0.0, mix if "mix" in args.choose else 0.0)
+    if args.beta:                 # one VAE a beta, two at a time
+        seeds = len(args.seeds or [args.seed])
+        return seeds * len(BETAS) * training_seconds(args.n_samples, vae, args.steps) / 2
+    if args.acn_variants:         # the VAE, two ACNs from scratch and two fine-tunes
+        vae = network_params(nm.HIDDEN, D, 2 * nm.LATENTS)
+        one = training_seconds(args.n_samples, vae) * (1 + 3.0 + 3.0 * nm.ACN_FINE_TUNE)
+        return one * len(args.seeds or [args.seed]) / 2
     if args.acn:                  # VAE, then the ACN's fine-tune (prior network, two passes)
         vae = network_params(nm.HIDDEN, D, 2 * nm.LATENTS)
         one = [training_seconds(n, vae) * (1 + 1.5 * nm.ACN_FINE_TUNE) for n in args.acn_sizes]
@@ -960,32 +1244,39 @@ def parse_args(argv=None):
                     help=f"models to run, any of: {' '.join(ALL_MODELS)} (default: "
                          f"{' '.join(DEFAULT_MODELS)}); with --scoreboard any of "
                          f"{' '.join(SCORE_MODELS)} (default: all)")
-    ap.add_argument("--sweep", action="store_true",
-                    help="the training-set size sweep: " + ", ".join(SWEEP_MODELS) +
-                         " at N = " + ", ".join(map(str, SWEEP_SIZES)) + " and the "
-                         "generator's limit")
-    ap.add_argument("--compress", action="store_true",
-                    help="also code the 8-bit held-out set with the VAE (bits-back), decode "
-                         "it and check the round trip")
-    ap.add_argument("--scoreboard", action="store_true",
-                    help="code the 8-bit held-out images with every 1994 model (sigma_x fitted "
-                         "by maximum likelihood) and the 8-bit VAE (N = " +
-                         " and ".join(map(str, SCORE_VAE_SIZES)) + "), beside gzip, bz2, lzma, "
-                         "PNG and the true generator")
-    ap.add_argument("--acn", action="store_true",
-                    help="the associative compression network: a VAE and the ACN fine-tuned "
-                         "from it at N = " + " and ".join(map(str, ACN_SIZES)) + " (or "
-                         "--n-samples), the order counted four ways, and the tour sent by the "
-                         "bits-back coder (two runs at a time)")
-    ap.add_argument("--one-bit", action="store_true",
-                    help="the one-bit VAE (one- and two-layer, ndims " +
-                         " ".join(map(str, nm.ONE_BIT_DIMS)) + ") and the factorial VQ trained "
-                         "from random codewords with and without KL warm-up, over --seeds "
-                         "(default 0-4)")
-    ap.add_argument("--choose", action="store_true",
-                    help="the validation scores behind two settings: the 8-bit VAE's Adam "
-                         "rate (" + ", ".join(f"{r:g}" for r in PIXEL_RATES) + ") and the "
-                         "ACN coder's prior mixture, on seed 0's validation images")
+    for flag, text in (                     # the runs of their own kind, and --compress
+            ("--sweep", "the training-set size sweep: " + ", ".join(SWEEP_MODELS) +
+                " at N = " + ", ".join(map(str, SWEEP_SIZES)) + " and the "
+                "generator's limit"),
+            ("--compress", "also code the 8-bit held-out set with the VAE (bits-back), decode "
+                "it and check the round trip"),
+            ("--scoreboard", "code the 8-bit held-out images with every 1994 model (sigma_x fitted "
+                "by maximum likelihood) and the 8-bit VAE (N = " +
+                " and ".join(map(str, SCORE_VAE_SIZES)) + "), beside gzip, bz2, lzma, "
+                "PNG and the true generator"),
+            ("--acn", "the associative compression network: a VAE and the ACN fine-tuned "
+                "from it at N = " + " and ".join(map(str, ACN_SIZES)) + " (or "
+                "--n-samples), the order counted four ways, and the tour sent by the "
+                "bits-back coder (two runs at a time)"),
+            ("--beta", "the beta-VAE: the Gaussian VAE trained on recon + beta KL for beta in "
+                + " ".join(f"{b:g}" for b in BETAS) + f" at N = {BETA_SIZE} (or "
+                "--n-samples), scored by the valid F, with alignment and MIG, over "
+                "--seeds (default 0-4), two fits at a time"),
+            ("--acn-variants", "the ACN fine-tuned from the VAE or trained from scratch, with "
+                "neighbours drawn with repetition or each once per epoch, against "
+                f"the VAE as a set at N = {BETA_SIZE} (or --n-samples), over --seeds "
+                "(default 0-4), two fits at a time"),
+            ("--one-bit", "the one-bit VAE (one- and two-layer, ndims " +
+                " ".join(map(str, nm.ONE_BIT_DIMS)) + ") and the factorial VQ trained "
+                "from random codewords with and without KL warm-up, over --seeds "
+                "(default 0-4)")):
+        ap.add_argument(flag, action="store_true", help=text)
+    ap.add_argument("--choose", nargs="*", choices=CHOICES, metavar="WHAT",
+                    help="the validation scores behind settings (default: all of them): "
+                         "rate, the 8-bit VAE's Adam rate (" +
+                         ", ".join(f"{r:g}" for r in PIXEL_RATES) + "); mix, the ACN coder's "
+                         "prior mixture; tau, the Gumbel VQ-VAE's temperature schedule; on "
+                         "seed 0's validation images")
     ap.add_argument("--bitstream", metavar="PATH",
                     help="write the coded 8-bit held-out set to PATH, with the networks: the "
                          "Gaussian VAE's (a run with vae, one seed), the 8-bit VAE's on "
@@ -999,6 +1290,9 @@ def parse_args(argv=None):
                                "print tables as Markdown")
     if args.merge:
         return args
+    if args.choose is not None:
+        ap.each_once("--choose", args.choose, "setting")
+        args.choose = list(args.choose or CHOICES)
     if args.decode is not None:
         ap.refuse_together(given, "decode", tuple(sorted(ap.dests() - {"decode", "quiet"})),
                            "reads everything from the file")
@@ -1012,19 +1306,31 @@ def parse_args(argv=None):
     ap.refuse_together(given, "acn", ("models", "compress", "sweep", "scoreboard", "latents",
                                       "hidden", "steps", "batch"),
                        "trains its own VAE and ACN with the default recipe")
+    ap.refuse_together(given, "beta", ("models", "compress", "sweep", "scoreboard", "acn",
+                                       "latents", "hidden", "batch", "bitstream"),
+                       "trains its own VAEs with the default recipe")
+    ap.refuse_together(given, "acn_variants", ("models", "compress", "sweep", "scoreboard",
+                                               "acn", "beta", "latents", "hidden", "steps",
+                                               "batch", "bitstream"),
+                       "trains its own VAE and ACNs with the default recipe")
     ap.refuse_together(given, "one_bit", ("models", "compress", "sweep", "scoreboard", "acn",
-                                          "latents", "hidden", "steps", "batch", "n_samples",
-                                          "n_test"), "has its own data and models")
+                                          "beta", "acn_variants", "latents", "hidden",
+                                          "steps", "batch", "n_samples", "n_test"),
+                       "has its own data and models")
     ap.refuse_together(given, "choose", ("models", "compress", "sweep", "scoreboard", "acn",
-                                         "one_bit", "latents", "hidden", "steps", "batch",
-                                         "n_samples", "n_test", "seed", "seeds", "save_models",
-                                         "load_models"),
+                                         "one_bit", "beta", "acn_variants", "latents",
+                                         "hidden", "steps", "batch", "n_samples", "n_test",
+                                         "seed", "seeds", "save_models", "load_models"),
                        "runs its own candidates on seed 0")
-    if args.acn and "n_samples" in given and args.n_samples <= nm.ACN_NEIGHBOURS:
+    if (args.acn or args.acn_variants) and "n_samples" in given and \
+            args.n_samples <= nm.ACN_NEIGHBOURS:
         ap.error(f"--n-samples: the ACN needs more than {nm.ACN_NEIGHBOURS} training images "
                  f"(each takes its {nm.ACN_NEIGHBOURS} nearest neighbours), got {args.n_samples}")
-    if args.one_bit and "seed" not in given and not args.seeds:
+    if (args.one_bit or args.beta or args.acn_variants) and "seed" not in given and \
+            not args.seeds:
         args.seeds = list(range(5))
+    if (args.beta or args.acn_variants) and "n_samples" not in given:
+        args.n_samples = BETA_SIZE
     args.acn_sizes = ((args.n_samples,) if "n_samples" in given else ACN_SIZES) if args.acn else ()
     pool = SCORE_MODELS if args.scoreboard else ALL_MODELS
     args.models = list(args.models or (SCORE_MODELS if args.scoreboard else DEFAULT_MODELS))
@@ -1035,11 +1341,12 @@ def parse_args(argv=None):
                  f"{' '.join(pool)}")
     ap.each_once("--models", args.models, "model")
     ap.each_once("--seeds", args.seeds, "seed")
-    if not (args.sweep or args.scoreboard or args.acn or args.one_bit):
+    own = args.sweep or args.acn or args.one_bit or args.beta or args.acn_variants
+    if not (own or args.scoreboard):
         sv.check_models_fit(ap, args.models, args.n_samples)
     if args.compress and "vae" not in args.models:
         ap.error("--compress codes with the VAE: add vae to --models")
-    if not (args.sweep or args.acn or args.one_bit):
+    if not own:
         nets = [m for m in args.models if m in NETWORKS]
         for flag in ("hidden", "steps", "batch"):
             if flag in given and not nets:
@@ -1070,12 +1377,7 @@ def parse_args(argv=None):
     return args
 
 
-MERGE_KINDS = ("results", "sweep", "acn", "one_bit", "scoreboard")
-
-
-def by_seed(runs):
-    """{str(seed): run} in ascending seed order."""
-    return dict(sorted(runs.items(), key=lambda kv: int(kv[0])))
+MERGE_KINDS = ("results", "sweep", "acn", "acn_variants", "beta", "one_bit", "scoreboard")
 
 
 def merged(kind, runs, config, markdown=False):
@@ -1091,6 +1393,13 @@ def merged(kind, runs, config, markdown=False):
     elif kind == "acn":
         payload["acn"] = {n: by_seed({s: r for p in runs for s, r in p["acn"][n].items()})
                           for n in runs[0]["acn"]}
+    elif kind == "beta":
+        payload["beta"] = {**runs[0]["beta"], "runs": {
+            b: by_seed({s: r for p in runs for s, r in p["beta"]["runs"][b].items()})
+            for b in runs[0]["beta"]["runs"]}}
+    elif kind == "acn_variants":
+        payload["acn_variants"] = {**runs[0]["acn_variants"], "runs": by_seed(
+            {s: r for p in runs for s, r in p["acn_variants"]["runs"].items()})}
     elif kind == "one_bit":
         union = lambda get: by_seed({s: r for p in runs for s, r in get(p).items()})
         one_bit = {k: {n: union(lambda p: p["one_bit"]["one_bit"][k][n]) for n in dims}
@@ -1151,9 +1460,20 @@ def main(argv=None):
                "hidden": list(nm.HIDDEN), "neighbours": nm.ACN_NEIGHBOURS,
                "prior_hidden": list(nm.PRIOR_HIDDEN), "fine_tune": nm.ACN_FINE_TUNE,
                "fine_tune_lr": nm.ACN_FINE_TUNE_LR, "coder_mix": nm.ACN_CODER_MIX, "sigma_x": 0.15}
+    elif args.beta or args.acn_variants:
+        cfg = {"n_samples": args.n_samples, "n_test": args.n_test, "latents": nm.LATENTS,
+               "hidden": list(nm.HIDDEN), "sigma_x": 0.15}
+        cfg.update({"betas": list(BETAS), "steps": args.steps} if args.beta else
+                   {"variants": {k: list(v) for k, v in ACN_VARIANTS.items()},
+                    "neighbours": nm.ACN_NEIGHBOURS, "prior_hidden": list(nm.PRIOR_HIDDEN),
+                    "fine_tune": nm.ACN_FINE_TUNE, "fine_tune_lr": nm.ACN_FINE_TUNE_LR})
     elif args.choose:
         cfg = {"pixel_rates": list(PIXEL_RATES), "coder_mixes": list(CODER_MIXES),
                "pixel_sizes": list(SCORE_VAE_SIZES), "acn_size": max(ACN_SIZES)}
+        if args.choose != list(CHOICES):     # a part of them: its own settings
+            cfg = {"choose": args.choose,
+                   **({"gumbel_taus": [list(t) for t in GUMBEL_TAUS], "tau_size": TAU_SIZE}
+                      if "tau" in args.choose else {})}
     elif args.one_bit:
         cfg = {"dims": list(nm.ONE_BIT_DIMS), "hidden": list(nm.ONE_BIT_HIDDEN),
                "steps": nm.ONE_BIT_STEPS, "draws": nm.ONE_BIT_DRAWS, "lr": list(nm.ONE_BIT_LR),
@@ -1162,7 +1482,7 @@ def main(argv=None):
                "collapse_steps": COLLAPSE_STEPS}
     payload = {}
     if args.choose:
-        payload["choices"] = run_choices(log=log)
+        payload["choices"] = run_choices(args.choose, log=log)
     elif args.scoreboard:
         payload["scoreboard"] = run_scoreboard(args.seed, args.models, quiet=args.quiet,
                                                hidden=args.hidden, steps=args.steps,
@@ -1170,6 +1490,12 @@ def main(argv=None):
                                                folder=args.folder)
     elif args.one_bit:
         payload["one_bit"] = run_one_bit(seeds, log=log, folder=args.folder)
+    elif args.beta:
+        payload["beta"] = run_beta(seeds, n_train=args.n_samples, n_test=args.n_test,
+                                   steps=args.steps, log=log, folder=args.folder)
+    elif args.acn_variants:
+        payload["acn_variants"] = run_acn_variants(seeds, args.n_samples, args.n_test, log=log,
+                                                   folder=args.folder)
     elif args.acn:
         payload["acn"] = run_acn(seeds, args.acn_sizes, args.n_test, log=log,
                                  bitstream=args.bitstream, folder=args.folder)
@@ -1192,7 +1518,8 @@ def main(argv=None):
     if args.json:
         payload = {"config": {**cfg, "seeds": seeds, "sweep": args.sweep,
                               "scoreboard": args.scoreboard, "acn": args.acn,
-                              "one_bit": args.one_bit, "choose": args.choose},
+                              "one_bit": args.one_bit, "choose": args.choose or False,
+                              "beta_sweep": args.beta, "acn_variants": args.acn_variants},
                    "versions": kit.versions(),
                    "wall_seconds": wall, **payload}
         try:
@@ -1207,9 +1534,10 @@ def flatten(result):
     """A result's numbers for the summary: lists become their mean (perplexity) or total
     (dead codes); nested dicts are left out."""
     out = {k: v for k, v in result.items() if isinstance(v, (int, float))}
-    if "perplexity" in result:
-        out["perplexity_mean"] = float(np.mean(result["perplexity"]))
-        out["dead_codes_total"] = int(np.sum(result["dead_codes"]))
+    for tail in ("", "_heldout"):
+        if "perplexity" + tail in result:
+            out["perplexity_mean" + tail] = float(np.mean(result["perplexity" + tail]))
+            out["dead_codes_total" + tail] = int(np.sum(result["dead_codes" + tail]))
     if "alignment" in result:
         out["alignment_score"] = result["alignment"]["score"]
     return out

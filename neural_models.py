@@ -136,6 +136,13 @@ class Networks:
     def new_epoch(self, X, rng):
         """Called before every pass over the training images X (the ACN's neighbours)."""
 
+    def set_progress(self, t, steps):
+        """Called before training step t of `steps` (schedules a model keeps itself)."""
+
+    def curve_terms(self, X):
+        """Numbers recorded beside the validation score (the training curves): {}."""
+        return {}
+
     def minibatch(self, X, idx, rng):
         """What loss_and_grad takes for the training images X[idx]."""
         return X[idx]
@@ -173,7 +180,11 @@ class GaussianVAE(Networks):
         F(x) = ( E_q ||x - f(z)||^2 / (2 sigma_x^2) + KL(q(z|x) || N(0, I)) ) / ln 2
 
     is a bits-back code length in the core's convention (the VAE's negative ELBO).
+    A beta-VAE trains on recon + beta KL (and stops early on it); it is scored by F all the
+    same: beta changes what is learned, never how its bits are counted.
     """
+
+    beta = 1.0                 # the KL's weight in training (and early stopping) alone
 
     def __init__(self, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, act="relu", rng=None,
                  n_out=D, extra=None):
@@ -220,11 +231,12 @@ class GaussianVAE(Networks):
         recon, g_out = self.pixel_nll(X, out, grad=True)
         kl = 0.5 * np.sum(mu * mu + s * s - 1.0 - 2.0 * log_s, axis=1)
         g_dec, g_Z = self.nets["dec"].backward(dec_cache, g_out / N)
-        g_mu = g_Z + mu / N
-        g_log_s = g_Z * eps * s + (s * s - 1.0) / N
+        b = self.beta
+        g_mu = g_Z + b * mu / N
+        g_log_s = g_Z * eps * s + b * (s * s - 1.0) / N
         g_enc, _ = self.nets["enc"].backward(enc_cache, np.concatenate([g_mu, g_log_s], axis=1),
                                             input_grad=False)
-        return float(np.mean(recon + kl)), self.gather({"enc": g_enc, "dec": g_dec})
+        return float(np.mean(recon + b * kl)), self.gather({"enc": g_enc, "dec": g_dec})
 
     def description_length(self, X, n_samples=EVAL_SAMPLES, rng=None, chunk=500):
         """Per-image bits {"recon", "code", "total"}: the recon term averaged over n_samples
@@ -275,8 +287,10 @@ class GaussianVAE(Networks):
         return est.mean(axis=0), se
 
     def validation_bits(self, X):
-        """Mean F in bits on X, with few samples: the early-stopping criterion."""
-        return self.description_length(X, n_samples=4, rng=np.random.default_rng(7))["total"].mean()
+        """The training objective, recon + beta KL (F itself at beta = 1), in bits on X with
+        few samples: the early-stopping criterion."""
+        dl = self.description_length(X, n_samples=4, rng=np.random.default_rng(7))
+        return (dl["total"] if self.beta == 1.0 else dl["recon"] + self.beta * dl["code"]).mean()
 
     def traversals(self, values=TRAVERSAL):
         """Decoded images (L, len(values), 96) as latent l runs over values, the other
@@ -366,6 +380,8 @@ class PixelVAE(GaussianVAE):
 # neighbour's encoder pass), so the receiver's prior is exactly the sender's.
 
 ACN_NEIGHBOURS = 5             # K: training neighbours per image, refreshed every epoch
+ACN_RULES = ("uniform", "once")   # how a training image's neighbour is drawn (see ACN)
+ONCE_CANDIDATES = 4            # "once" looks among this many times K nearest first
 PRIOR_HIDDEN = (128, 128)      # hidden widths of the prior network
 ACN_FINE_TUNE = 0.25           # an ACN started from a trained VAE trains this fraction of
 ACN_FINE_TUNE_LR = 0.3         # the VAE's steps, at this fraction of its rate
@@ -405,10 +421,18 @@ def nearest_neighbours(M, k):
 class ACN(GaussianVAE):
     """The Gaussian VAE with a prior conditioned on a neighbour's code (see above).
 
-    Training batches pair every image with one of its ACN_NEIGHBOURS nearest neighbours in
-    posterior-mean space (drawn uniformly, the neighbours refreshed every epoch); F is the
-    VAE's with KL(q(z|x) || p(z | mu(x_n))).  The prior network starts at zero output, so an
-    untrained ACN is the VAE with prior N(0, I)."""
+    Training batches pair every image with one of its K = ACN_NEIGHBOURS nearest neighbours
+    in posterior-mean space (the means and neighbours refreshed every epoch); F is the VAE's
+    with KL(q(z|x) || p(z | mu(x_n))).  The neighbour is drawn by `rule`:
+      "uniform": uniformly from the K nearest, with repetition across the epoch;
+      "once":    uniformly from the K nearest images not yet used as a neighbour this
+                 epoch, in the order the epoch's batches visit the images, so that every
+                 image is a neighbour once per epoch (when fewer than K are left, the nearest
+                 left; when none is, the K nearest).
+    The prior network starts at zero output, so an untrained ACN is the VAE with prior
+    N(0, I)."""
+
+    rule = "uniform"
 
     def __init__(self, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, prior_hidden=PRIOR_HIDDEN,
                  rng=None):
@@ -417,7 +441,7 @@ class ACN(GaussianVAE):
                          extra={"prior": ((L, *prior_hidden, 2 * L), "relu")})
         self.nets["prior"].init(rng if rng is not None else np.random.default_rng(0),
                                 last_scale=0.0)
-        self.means = self.neighbours = None
+        self.means = self.neighbours = self.used = None
 
     @classmethod
     def from_vae(cls, vae, prior_hidden=PRIOR_HIDDEN, rng=None):
@@ -433,18 +457,40 @@ class ACN(GaussianVAE):
         return out[:, :self.n_latent], out[:, self.n_latent:], cache
 
     def new_epoch(self, X, rng):
-        """Every image's posterior mean and its ACN_NEIGHBOURS nearest neighbours among
-        them, held for the epoch."""
+        """Every image's posterior mean and its nearest neighbours among them (K, or the
+        "once" rule's first candidates), held for the epoch; no image used yet."""
         self.means = np.concatenate([self.encode(X[i:i + 5000])[0]
                                      for i in range(0, len(X), 5000)])
-        self.neighbours = nearest_neighbours(self.means.astype(np.float64),
-                                             min(ACN_NEIGHBOURS, len(X) - 1))
+        k = ACN_NEIGHBOURS * (ONCE_CANDIDATES if self.rule == "once" else 1)
+        self.neighbours = nearest_neighbours(self.means.astype(np.float64), min(k, len(X) - 1))
+        self.used = np.zeros(len(X), dtype=bool)
 
     def minibatch(self, X, idx, rng):
         """(X[idx], the epoch's posterior mean of one neighbour of each): a constant of the
         step, as the receiver's is."""
-        pick = rng.integers(0, self.neighbours.shape[1], size=len(idx))
+        if self.rule == "once":
+            return X[idx], self.means[[self._unused_neighbour(i, rng) for i in idx]]
+        pick = rng.integers(0, min(ACN_NEIGHBOURS, self.neighbours.shape[1]), size=len(idx))
         return X[idx], self.means[self.neighbours[idx, pick]]
+
+    def _unused_neighbour(self, i, rng):
+        """The "once" rule for image i: one of its K nearest images not yet used this
+        epoch, drawn uniformly and marked used."""
+        K = min(ACN_NEIGHBOURS, len(self.used) - 1)
+        near = self.neighbours[i]
+        free = near[~self.used[near]][:K]
+        if len(free) < K:                 # its candidates are used up: search all unused
+            rest = np.flatnonzero(~self.used)
+            rest = rest[rest != i]
+            if len(rest):
+                d = np.einsum("nl,nl->n", self.means[rest] - self.means[i],
+                              self.means[rest] - self.means[i])
+                free = rest[np.argsort(d, kind="stable")[:K]]
+            else:                         # every other image is used: the K nearest
+                free = near[:K]
+        j = free[rng.integers(len(free))]
+        self.used[j] = True
+        return j
 
     def loss_and_grad(self, batch, rng):
         """Mean F in nats over a batch (X (N, 96), neighbour means (N, L)) and its gradient,
@@ -753,6 +799,7 @@ def fit_one_bit_best(n_dims, layers, seed=0, restarts=ONE_BIT_RESTARTS, **kw):
 
 
 VQ_FORMS = ("product", "residual")
+VQ_UPDATES = ("ema", "loss")   # how codebooks learn: moving averages, or the codebook loss
 EMBED_DIM = 8                  # dimension of each codebook vector
 COMMITMENT = 0.25
 EMA_DECAY = 0.99
@@ -770,13 +817,18 @@ class VQVAE(Networks):
     decoder reads their sum.
 
     Training: straight-through gradients (the decoder's input gradient is passed to e as if
-    z_q were e), the commitment term COMMITMENT ||e - sg(z_q)||^2, codebooks as exponential
-    moving averages of the encoder outputs assigned to them (Laplace-smoothed counts), and a
-    code whose EMA count falls below DEAD_COUNT restarted at a random encoder output.
+    z_q were e), the commitment term COMMITMENT ||e - sg(z_q)||^2, and codebooks (update
+    "ema") as exponential moving averages of the encoder outputs assigned to them
+    (Laplace-smoothed counts) or (update "loss") by Adam on the codebook loss
+    ||sg(e) - z_q||^2, at the networks' rate and schedule.  Either way a code whose EMA
+    count of assignments falls below DEAD_COUNT is restarted at a random encoder output.
 
     The code is deterministic, so its description length is recon + (-log2 P(codes)), with
     P per codebook the code frequencies on the training images plus one (fit_prior).
     """
+
+    update = "ema"
+    codebook_lr, lr_factor, codebook_opt = LR, 1.0, None   # the codebook loss's Adam
 
     def __init__(self, n_codebooks=4, n_codes=6, form="product", hidden=HIDDEN, sigma_x=0.15,
                  embed=EMBED_DIM, act="relu", rng=None, dtype=np.float64):
@@ -877,16 +929,39 @@ class VQVAE(Networks):
         self.ema_update(codes, inputs, rng)
         return loss, grad
 
+    def set_progress(self, t, steps):
+        self.lr_factor = sv.learning_rate_factor(t, steps)
+
+    def codebook_grad(self, codes, inputs):
+        """The gradient (M, K, d) of the batch's mean codebook loss
+        sum_m ||sg(input_m) - C_m[code_m]||^2 with respect to the codebooks."""
+        g = np.zeros_like(self.codebooks)
+        for m in range(self.M):
+            np.add.at(g[m], codes[:, m], 2.0 * (self.codebooks[m][codes[:, m]] - inputs[:, m]))
+        return g / len(codes)
+
+    def codebook_step(self, codes, inputs):
+        """One Adam step of the codebooks on the codebook loss (update "loss")."""
+        if self.codebook_opt is None:
+            self.codebook_opt = sv.Adam([self.codebooks], lr=self.codebook_lr)
+        self.codebook_opt.step([self.codebook_grad(codes, inputs)],
+                               lr=self.codebook_lr * self.lr_factor)
+
     def ema_update(self, codes, inputs, rng):
-        """Codebook m <- EMA of the inputs assigned to each code, counts Laplace-smoothed."""
+        """Codebook m <- EMA of the inputs assigned to each code, counts Laplace-smoothed
+        (update "ema"; update "loss" takes a step on the codebook loss instead and keeps
+        the counts alone), and dead codes restarted."""
         g = EMA_DECAY
+        if self.update == "loss":
+            self.codebook_step(codes, inputs)
         for m in range(self.M):
             onehot = sv.one_hot(codes[:, m], self.K).astype(inputs.dtype)     # (N, K)
             self.ema_count[m] = g * self.ema_count[m] + (1 - g) * onehot.sum(axis=0)
-            self.ema_sum[m] = g * self.ema_sum[m] + (1 - g) * onehot.T @ inputs[:, m]
-            n = self.ema_count[m].sum()
-            smoothed = (self.ema_count[m] + 1e-5) / (n + self.K * 1e-5) * n
-            self.codebooks[m] = self.ema_sum[m] / smoothed[:, None]
+            if self.update == "ema":
+                self.ema_sum[m] = g * self.ema_sum[m] + (1 - g) * onehot.T @ inputs[:, m]
+                n = self.ema_count[m].sum()
+                smoothed = (self.ema_count[m] + 1e-5) / (n + self.K * 1e-5) * n
+                self.codebooks[m] = self.ema_sum[m] / smoothed[:, None]
             dead = np.flatnonzero(self.ema_count[m] < DEAD_COUNT)
             if len(dead):
                 pick = rng.integers(len(inputs), size=len(dead))
@@ -926,10 +1001,21 @@ class VQVAE(Networks):
         return float(np.mean(np.einsum("nd,nd->n", R, R) / (2 * self.sigma_x**2)
                              - log_p[np.arange(self.M), codes].sum(axis=1)) / LN2)
 
-    def usage(self, X):
+    def curve_terms(self, X):
+        """The training curves' terms on X: recon bits, the commitment term
+        ||e - z_q||^2 and the codes' perplexity (mean over codebooks)."""
+        E = self.encode(X)
+        codes, zq, _ = self.quantise(E)
+        R = self.decode_codes(codes) - X
+        commit = (E - zq).reshape(len(X), -1)
+        return {"recon": float(np.mean(np.einsum("nd,nd->n", R, R)) / (2 * self.sigma_x**2) / LN2),
+                "commitment": float(np.mean(np.einsum("nd,nd->n", commit, commit))),
+                "perplexity": float(np.mean(self.usage(X, codes)["perplexity"]))}
+
+    def usage(self, X, codes=None):
         """Per codebook: perplexity exp(H) of the code frequencies on X and the number of
         codes X never uses."""
-        codes = self.codes(X)
+        codes = self.codes(X) if codes is None else codes
         perplexity, dead = [], []
         for m in range(self.M):
             f = np.bincount(codes[:, m], minlength=self.K) / len(X)
@@ -937,6 +1023,213 @@ class VQVAE(Networks):
             perplexity.append(float(np.exp(-np.sum(nz * np.log(nz)))))
             dead.append(int(np.sum(f == 0)))
         return {"perplexity": perplexity, "dead_codes": dead}
+
+
+# --- an autoregressive prior over a deterministic code --------------------------------------
+
+AR_PENALTIES = (0.01, 0.1, 1.0, 10.0, 100.0)   # L2 weights tried, chosen on validation codes
+
+
+class AutoregressivePrior:
+    """p(k) = prod_m p(k_m | k_<m) over M codes of K each: p(k_m | k_<m) = softmax(W_m
+    onehot(k_<m) + b_m), W_m (K, (m-1) K), so the first code's is a softmax of b_1 alone.
+    Fitted by maximum likelihood on training codes with the penalty (lam / 2) ||W_m, b_m||^2
+    (convex: L-BFGS to convergence); lam chosen among AR_PENALTIES on validation codes."""
+
+    def __init__(self, n_codebooks, n_codes):
+        self.M, self.K, self.penalty = int(n_codebooks), int(n_codes), None
+        self.weights = [np.zeros((self.K, m * self.K + 1)) for m in range(self.M)]  # [W | b]
+
+    def features(self, codes, m):
+        """The inputs of conditional m: one-hots of codes[:, :m] and a 1, (N, m K + 1)."""
+        F = np.zeros((len(codes), m * self.K + 1))
+        for j in range(m):
+            F[np.arange(len(codes)), j * self.K + codes[:, j]] = 1.0
+        F[:, -1] = 1.0
+        return F
+
+    @staticmethod
+    def objective(w, F, k, penalty):
+        """The penalised negative log-likelihood (nats) of codes k (N,) given features F
+        (N, P) under weights w (K P,) flat, and its gradient."""
+        log_p = sv.log_softmax(F @ w.reshape(-1, F.shape[1]).T)             # (N, K)
+        G = np.exp(log_p)
+        G[np.arange(len(k)), k] -= 1.0
+        return (-log_p[np.arange(len(k)), k].sum() + 0.5 * penalty * w @ w,
+                (G.T @ F).ravel() + penalty * w)
+
+    def fit(self, codes, penalty):
+        """Each conditional fitted on codes (N, M) with the penalty lam = penalty."""
+        from scipy.optimize import minimize
+        self.penalty = float(penalty)
+        for m in range(self.M):
+            args = (self.features(codes, m), codes[:, m], self.penalty)
+            self.weights[m] = minimize(self.objective, self.weights[m].ravel(), args, jac=True,
+                                       method="L-BFGS-B", options={
+                                           "maxiter": 5000, "ftol": 1e-14, "gtol": 1e-9},
+                                       ).x.reshape(self.K, -1)
+        return self
+
+    def bits(self, codes):
+        """-log2 p(codes) per code (N,)."""
+        total = np.zeros(len(codes))
+        for m in range(self.M):
+            log_p = sv.log_softmax(self.features(codes, m) @ self.weights[m].T)
+            total -= log_p[np.arange(len(codes)), codes[:, m]]
+        return total / LN2
+
+    @classmethod
+    def chosen(cls, train, val, n_codebooks, n_codes, penalties=AR_PENALTIES):
+        """The prior fitted on the training codes with the penalty whose validation codes
+        cost least: (prior, {penalty: mean validation bits})."""
+        scores, best = {}, None
+        for lam in penalties:
+            prior = cls(n_codebooks, n_codes).fit(train, lam)
+            scores[lam] = float(prior.bits(val).mean())
+            if scores[lam] == min(scores.values()):
+                best = prior
+        return best, scores
+
+
+# --- the Gumbel VQ-VAE: the stochastic VQ with neural encoder and decoder --------------------
+
+# The relaxation's temperature, annealed geometrically over training: chosen on validation
+# images (seed 0, N = 2000) among three schedules (docs/vq_vae.md says which and how).
+GUMBEL_TAU = (2.0, 0.5)
+
+
+class GumbelVQVAE(Networks):
+    """The 1994 factorial stochastic VQ with an MLP encoder and an MLP decoder: M codebooks
+    of K codes, q(k|x) = prod_m q_m(k_m|x), each q_m a softmax of the encoder's logits
+    (N, M, K); the decoder maps the M codes (one-hot, concatenated) to the mean image f(k);
+    the prior p(k) = prod_m p_m(k_m).  Its free energy is the core's,
+
+        F(x) = ( sum_k q(k|x) ||x - f(k)||^2 / (2 sigma_x^2) + sum_m KL(q_m || p_m) ) / ln 2,
+
+    the expectation exact over the K^M joint codes (description_length), a bits-back code
+    length like every discrete model's here.
+
+    Training: the straight-through Gumbel-softmax estimator.  A batch's codes are drawn as
+    h = one-hot argmax(logits + g), g Gumbel noise; the decoder reads h, and its input
+    gradient reaches the logits through s = softmax((logits + g) / tau), as if it had read
+    s (surrogate: the decoder reads s + sg(h - s)).  tau falls from taus[0] to taus[1] over
+    the run (GUMBEL_TAU unless given).  The KL's prior is a running mean of q over the
+    batches (a constant of each step, like the VQ-VAE's EMA counts); after training
+    fit_prior sets p_m to the training images' mean posterior (plus one pseudo-count per
+    code)."""
+
+    def __init__(self, n_codebooks=4, n_codes=6, hidden=HIDDEN, sigma_x=0.15, act="relu",
+                 rng=None, dtype=np.float64, taus=GUMBEL_TAU):
+        if n_codebooks < 1 or n_codes < 2 or not hidden or min(hidden) < 1:
+            raise ValueError("need codebooks >= 1, codes >= 2 and hidden widths >= 1")
+        self.M, self.K = int(n_codebooks), int(n_codes)
+        self.sigma_x, self.hidden = float(sigma_x), tuple(hidden)
+        MK = self.M * self.K
+        super().__init__({"enc": ((D, *hidden, MK), act), "dec": ((MK, *hidden, D), act)}, dtype)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.nets["enc"].init(rng)
+        self.nets["dec"].init(rng)
+        self.nets["dec"].p[f"b{len(hidden)}"][...] = 0.1
+        self.usage = np.full((self.M, self.K), 1.0 / self.K, dtype)   # training's prior
+        self.log_prior = np.full((self.M, self.K), -math.log(self.K))  # nats, fit_prior's
+        self.taus = tuple(float(t) for t in taus)      # tau's schedule: first, last
+        self.tau = self.taus[0]
+
+    def log_posteriors(self, X):
+        """log q_m(k|x): (N, M, K)."""
+        return sv.log_softmax(self.nets["enc"].forward(X)[0].reshape(len(X), self.M, self.K))
+
+    def decode_codes(self, codes):
+        """Codes (N, M) -> decoder means (N, 96)."""
+        onehot = np.zeros((len(codes), self.M, self.K), self.theta.dtype)
+        np.put_along_axis(onehot, codes[:, :, None], 1.0, axis=2)
+        return self.nets["dec"].forward(onehot.reshape(len(codes), -1))[0]
+
+    def surrogate_loss_and_grad(self, X, noise, offset, log_prior):
+        """Mean over X in nats of recon(f(s + offset)) + sum_m KL(q_m || p_m), s the
+        relaxed sample softmax((logits + noise) / tau), and its exact gradient (flat) with
+        noise, offset and log_prior held fixed.  With offset = sg(h - s) the decoder reads
+        the drawn codes h and the gradient is the straight-through one (loss_and_grad)."""
+        N, s2 = len(X), self.sigma_x**2
+        out, enc_cache = self.nets["enc"].forward(X)
+        logits = out.reshape(N, self.M, self.K)
+        log_q = sv.log_softmax(logits)
+        q = np.exp(log_q)
+        s = np.exp(sv.log_softmax((logits + noise) / self.tau))
+        Xhat, dec_cache = self.nets["dec"].forward((s + offset).reshape(N, -1))
+        R = Xhat - X
+        ratio = log_q - log_prior
+        kl = np.sum(q * ratio, axis=2)                                       # (N, M)
+        loss = np.einsum("nd,nd->n", R, R) / (2 * s2) + kl.sum(axis=1)
+        g_dec, g_in = self.nets["dec"].backward(dec_cache, R / (s2 * N))
+        g_s = g_in.reshape(N, self.M, self.K)
+        g_logits = s * (g_s - np.sum(s * g_s, axis=2, keepdims=True)) / self.tau
+        g_logits += q * (ratio - kl[:, :, None]) / N
+        g_enc, _ = self.nets["enc"].backward(enc_cache, g_logits.reshape(N, -1),
+                                            input_grad=False)
+        return float(loss.mean()), self.gather({"enc": g_enc, "dec": g_dec})
+
+    def set_progress(self, t, steps):
+        """tau at step t: geometric from taus[0] to taus[1] at the last step."""
+        first, last = self.taus
+        self.tau = first * (last / first) ** (t / max(steps - 1, 1))
+
+    def loss_and_grad(self, X, rng):
+        """One training step's loss and straight-through gradient; moves the running prior
+        towards this batch's mean posterior (a side effect)."""
+        u = rng.random((len(X), self.M, self.K), dtype=self.theta.dtype)
+        noise = -np.log(-np.log(np.clip(u, 1e-20, 1.0 - 1e-7)))
+        logits = self.nets["enc"].forward(X)[0].reshape(len(X), self.M, self.K)
+        z = logits + noise
+        s = np.exp(sv.log_softmax(z / self.tau))
+        h = (z == z.max(axis=2, keepdims=True)).astype(s.dtype)
+        loss, grad = self.surrogate_loss_and_grad(X, noise, h - s, np.log(self.usage))
+        q = np.exp(sv.log_softmax(logits)).mean(axis=0)
+        self.usage = EMA_DECAY * self.usage + (1 - EMA_DECAY) * q
+        return loss, grad
+
+    def training_state(self):
+        return self.usage.copy()
+
+    def restore_training_state(self, state):
+        if state is not None:
+            self.usage[...] = state
+
+    def fit_prior(self, X, chunk=5000):
+        """p_m: the training images' mean posterior, one pseudo-count per code added."""
+        total = sum(np.exp(self.log_posteriors(X[i:i + chunk])).sum(axis=0)
+                    for i in range(0, len(X), chunk))
+        self.log_prior = np.log((total + 1.0) / (len(X) + self.K))
+
+    def description_length(self, X, log_prior=None, chunk=2000):
+        """Per-image bits {"recon", "code", "total"}: the recon term's expectation exact
+        over the K^M joint codes, the KL to the prior (fit_prior's unless given)."""
+        log_prior = self.log_prior if log_prior is None else log_prior
+        codes = sv.all_codes(self.M, self.K)                                 # (K^M, M)
+        F = self.decode_codes(codes)                                         # (K^M, 96)
+        FF = np.einsum("kd,kd->k", F, F)
+        recon, code = np.empty(len(X)), np.empty(len(X))
+        for i in range(0, len(X), chunk):
+            x = X[i:i + chunk]
+            log_q = self.log_posteriors(x)                                   # (n, M, K)
+            joint = np.exp(sum(log_q[:, m, codes[:, m]] for m in range(self.M)))  # (n, K^M)
+            err = np.einsum("nd,nd->n", x, x)[:, None] - 2.0 * x @ F.T + FF[None]
+            recon[i:i + chunk] = np.sum(joint * np.maximum(err, 0.0), axis=1) / (
+                2 * self.sigma_x**2)
+            code[i:i + chunk] = np.sum(np.exp(log_q) * (log_q - log_prior), axis=(1, 2))
+        recon, code = recon / LN2, code / LN2
+        return {"recon": recon, "code": code, "total": recon + code}
+
+    def validation_bits(self, X):
+        """Mean F on X with the running prior: the stopping criterion."""
+        return float(self.description_length(X, np.log(self.usage))["total"].mean())
+
+    def usage_stats(self, X):
+        """Per codebook: the perplexity exp(H) of the mean posterior on X and the codes
+        whose mean posterior is below 1/(100 K) (unused)."""
+        p = np.exp(self.log_posteriors(X)).mean(axis=0)                      # (M, K)
+        return {"perplexity": np.exp(-np.sum(p * np.log(np.maximum(p, 1e-300)), axis=1)).tolist(),
+                "dead_codes": np.sum(p < 0.01 / self.K, axis=1).astype(int).tolist()}
 
 
 # ----------------------------------------------------------------------------- training
@@ -979,6 +1272,7 @@ def train_network(model, X, X_val, rng, steps, batch=None, lr=LR, eval_every=EVA
             model.new_epoch(X, rng)
         idx = order[pos:pos + batch]
         pos += batch
+        model.set_progress(t, steps)
         loss, g = model.loss_and_grad(model.minibatch(X, idx, rng), rng)
         opt.step([g], lr=lr * sv.learning_rate_factor(t, steps))
         if t % 100 == 0:
@@ -988,6 +1282,8 @@ def train_network(model, X, X_val, rng, steps, batch=None, lr=LR, eval_every=EVA
             val = float(model.validation_bits(X_val))
             history["step"].append(t + 1)
             history["val"].append(val)
+            for key, value in model.curve_terms(X_val).items():
+                history.setdefault(key, []).append(value)
             history["loss"].append(float(np.mean(running)) / LN2)
             running = []
             if val < best:
@@ -1006,11 +1302,16 @@ def train_network(model, X, X_val, rng, steps, batch=None, lr=LR, eval_every=EVA
 
 
 def fit_vae(X, X_val, seed=0, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, steps=None,
-            batch=None, lr=LR, log=None):
+            batch=None, lr=LR, beta=1.0, log=None):
     """A GaussianVAE trained in float32 (twice the speed of float64 on this CPU) and returned
-    in float64 for scoring, with its training history."""
+    in float64 for scoring, with its training history.  beta: the KL's weight in training
+    (a beta-VAE; the same recipe at every beta)."""
+    if not beta > 0:
+        raise ValueError(f"beta must be positive, got {beta}")
     rng = np.random.default_rng([seed, 12])
     model = GaussianVAE(n_latent, hidden, sigma_x, rng=rng).astype(np.float32)
+    if beta != 1.0:
+        model.beta = float(beta)
     steps = training_steps(len(X)) if steps is None else steps
     history = train_network(model, X.astype(np.float32), X_val.astype(np.float32), rng, steps,
                             batch, lr, log=log)
@@ -1040,11 +1341,13 @@ def fit_pixel_vae(V, V_val, seed=0, n_latent=LATENTS, hidden=HIDDEN, steps=None,
 
 
 def fit_acn(X, X_val, seed=0, vae=None, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15,
-            steps=None, batch=None, lr=LR, log=None):
+            steps=None, batch=None, lr=LR, rule="uniform", log=None):
     """An ACN trained in float32 and returned in float64, with its training history.  Given
     a trained VAE it starts from the VAE's encoder and decoder (and the prior N(0, I)) and
     trains ACN_FINE_TUNE of the VAE's steps at ACN_FINE_TUNE_LR; otherwise the VAE's recipe
-    from scratch."""
+    from scratch.  rule: how training neighbours are drawn (ACN_RULES)."""
+    if rule not in ACN_RULES:
+        raise ValueError(f"rule must be one of {ACN_RULES}, got {rule!r}")
     rng = np.random.default_rng([seed, 15])
     if vae is None:
         model = ACN(n_latent, hidden, sigma_x, rng=rng).astype(np.float32)
@@ -1053,21 +1356,45 @@ def fit_acn(X, X_val, seed=0, vae=None, n_latent=LATENTS, hidden=HIDDEN, sigma_x
         model = ACN.from_vae(vae.astype(np.float32), rng=rng)
         steps = int(ACN_FINE_TUNE * training_steps(len(X))) if steps is None else steps
         lr = lr * ACN_FINE_TUNE_LR
+    if rule != "uniform":
+        model.rule = rule
     history = train_network(model, X.astype(np.float32), X_val.astype(np.float32), rng, steps,
                             batch, lr, log=log)
     return model.astype(np.float64), history
 
 
 def fit_vqvae(X, X_val, seed=0, n_codebooks=4, n_codes=6, form="product", hidden=HIDDEN,
-              sigma_x=0.15, steps=None, batch=None, lr=LR, log=None):
+              sigma_x=0.15, steps=None, batch=None, lr=LR, update="ema", log=None):
     """A VQVAE trained in float32, codebooks seeded by k-means++ on the first encoder
-    outputs; returned in float64 with its prior fitted on the training codes."""
+    outputs and learned by `update` (VQ_UPDATES); returned in float64 with its prior fitted
+    on the training codes."""
+    if update not in VQ_UPDATES:
+        raise ValueError(f"update must be one of {VQ_UPDATES}, got {update!r}")
     rng = np.random.default_rng([seed, 13])
     model = VQVAE(n_codebooks, n_codes, form, hidden, sigma_x, rng=rng, dtype=np.float32)
+    if update != "ema":
+        model.update, model.codebook_lr = update, lr
     X32 = X.astype(np.float32)
     model.init_codebooks(X32[:2000], rng)
     steps = training_steps(len(X)) if steps is None else steps
     history = train_network(model, X32, X_val.astype(np.float32), rng, steps, batch, lr, log=log)
+    model.codebook_opt = None                   # training's state, not the model's
+    model = model.astype(np.float64)
+    model.fit_prior(X)
+    return model, history
+
+
+def fit_gumbel_vqvae(X, X_val, seed=0, n_codebooks=4, n_codes=6, hidden=HIDDEN, sigma_x=0.15,
+                     steps=None, batch=None, lr=LR, taus=GUMBEL_TAU, log=None):
+    """A GumbelVQVAE trained in float32 by the VAE's recipe (steps, batch, rate, early
+    stopping on the validation F), tau annealed over the run; returned in float64 with its
+    prior fitted on the training images."""
+    rng = np.random.default_rng([seed, 24])
+    model = GumbelVQVAE(n_codebooks, n_codes, hidden, sigma_x, rng=rng, dtype=np.float32,
+                        taus=taus)
+    steps = training_steps(len(X)) if steps is None else steps
+    history = train_network(model, X.astype(np.float32), X_val.astype(np.float32), rng, steps,
+                            batch, lr, log=log)
     model = model.astype(np.float64)
     model.fit_prior(X)
     return model, history
@@ -1076,7 +1403,8 @@ def fit_vqvae(X, X_val, seed=0, n_codebooks=4, n_codes=6, form="product", hidden
 # --- saved networks ---------------------------------------------------------------------------
 
 SAVED_CLASSES = {**sv.SAVED_CLASSES, **{c.__name__: c for c in (GaussianVAE, PixelVAE, ACN,
-                                                                OneBitVAE, VQVAE)}}
+                                                                OneBitVAE, VQVAE,
+                                                                GumbelVQVAE)}}
 
 
 def model_folder(path, mode):

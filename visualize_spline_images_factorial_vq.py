@@ -518,6 +518,63 @@ def fig_vae_pictures(models, n_train, seed):
     return fig
 
 
+def fig_vq_vae(models, n_train, seed):
+    """The VQ-VAEs (EMA and codebook-loss codebooks): validation curves of recon,
+    commitment and codes in use against Adam steps; each codebook's code use on the
+    held-out images; held-out reconstructions beside the Gumbel VQ-VAE's (decoded
+    posterior mode) and the factorial VQ's, where the run has them."""
+    import neural_codes as nc
+    vq = [n for n in models if n in nc.VQ_VARIANTS and "curves" in models[n]]
+    fig = plt.figure(figsize=(14, 8.5))
+    grid = fig.add_gridspec(3, 3, height_ratios=[1, 1, 1.1])
+    for col, (key, text) in enumerate((("recon", "recon term (bits per image, log scale)"),
+                                       ("commitment", "commitment ||e - z_q||^2 (log scale)"),
+                                       ("perplexity", "codes in use: perplexity / K"))):
+        ax = fig.add_subplot(grid[0, col])
+        for name in vq:
+            c = models[name]["curves"]
+            K = nc.VQ_VARIANTS[name][2] if key == "perplexity" else 1
+            ax.plot(c["step"], np.array(c[key]) / K, label=nc.LABELS[name])
+        ax.set_yscale("linear" if key == "perplexity" else "log")
+        ax.set_xlabel("Adam steps")
+        ax.set_ylabel(text)
+        ax.set_title(f"validation images: {key}", fontsize=10)
+        ax.grid(alpha=0.3)
+        if col == 0:
+            ax.legend(fontsize=7)
+    gumbel = [n for n in models if n in nc.GUMBEL_VARIANTS and "usage_heldout" in models[n]]
+    few = [n for n in vq if nc.VQ_VARIANTS[n][2] <= 16] + gumbel      # the bars stay legible
+    for col, name in enumerate(few[:3]):
+        ax = fig.add_subplot(grid[1, col])
+        use = np.array(models[name]["usage_heldout"], dtype=float)           # (M, K)
+        M, K = use.shape
+        width = 0.8 / M
+        for m in range(M):
+            ax.bar(np.arange(K) + (m - (M - 1) / 2) * width, use[m] / use[m].sum(), width,
+                   label=f"codebook {m + 1}")
+        ax.set_xticks(range(K)) if K <= 16 else None
+        ax.set_xlabel("code")
+        ax.set_ylabel("fraction of held-out images" if name in vq else
+                      "mean posterior, held-out")
+        ax.set_title(f"{nc.LABELS[name]}: code use, held-out", fontsize=10)
+        ax.legend(fontsize=7)
+    rows = [("held-out", None)] + [(nc.LABELS[n], models[n]["reconstructions"]) for n in vq]
+    rows += [(nc.LABELS[n], models[n]["reconstructions"]) for n in nc.GUMBEL_VARIANTS
+             if "reconstructions" in models.get(n, {})]
+    rows += [(label(n, {"n_dims": 4, "n_units_per_dim": 6}), models[n]["reconstructions"])
+             for n in ("factorial_vq",) if "reconstructions" in models.get(n, {})]
+    images = [r for _, r in rows[1:]]
+    heldout = sv.generate_spline_images(len(images[0]), seed, stream=1)[0]
+    ax = fig.add_subplot(grid[2, :])
+    show_mosaic(ax, np.array([heldout] + images), [name for name, _ in rows], vmin=0, vmax=1)
+    ax.set_title("held-out images and their reconstructions (VQ-VAEs: the decoded code; "
+                 "Gumbel: its posterior mode's; factorial VQ: the expected reconstruction)",
+                 fontsize=10)
+    fig.suptitle(f"VQ-VAEs, N = {n_train} training images, seed {seed}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def fig_acn_daydream(result, n_train, seed):
     """The ACN's daydreams from held-out starts: each row a start and the images the prior's
     mean code (left panel) or a draw from the prior (right panel) decodes to, step by step."""
@@ -555,6 +612,134 @@ def fig_acn_curves(result, n_train, seed):
     return fig
 
 
+def fig_beta(beta):
+    """The beta sweep on held-out images: rate against distortion (each seed a dot, the
+    means joined, lines of equal F dashed), alignment and MIG against beta, and what beta
+    costs in F against beta = 1 (mean ± sd over seeds)."""
+    runs = beta["runs"]
+    betas = [float(b) for b in runs]
+    get = lambda key: np.array([[r[key] for r in by.values()] for by in runs.values()])
+    recon, kl, F = get("recon"), get("kl"), get("F")
+    seeds = ", ".join(next(iter(runs.values())))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(betas)))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
+    ax = axes[0]
+    for b, c, r, k in zip(betas, colors, recon, kl):
+        ax.plot(k, r, "o", color=c, alpha=0.4, ms=4)
+        ax.plot(k.mean(), r.mean(), "o", color=c, ms=8, label=f"beta {b:g}")
+    ax.plot(kl.mean(axis=1), recon.mean(axis=1), "-", color="0.4", lw=1)
+    lo, hi = ax.get_xlim()
+    for f in np.percentile(F, [5, 50, 95]):        # lines of equal F: recon + KL = f
+        ax.plot([lo, hi], [f - lo, f - hi], "--", color="0.7", lw=0.8)
+        x = min(hi, f - recon.min() - 2) - 0.3
+        ax.text(x, f - x, f"F = {f:.0f}", fontsize=7, color="0.5", ha="right", va="bottom")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(recon.min() - 2, recon.max() + 2)
+    ax.set_xlabel("rate: KL(q(z|x) || N(0, I)) (bits per image)")
+    ax.set_ylabel("distortion: recon term (bits per image)")
+    ax.set_title("rate against distortion (dashed: equal F)", fontsize=10)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for key, text, m in (("alignment", "alignment score", "o-"), ("mig", "MIG", "s-")):
+        v = get(key)
+        ax.errorbar(betas, v.mean(axis=1), yerr=v.std(axis=1, ddof=1) if v.shape[1] > 1
+                    else None, fmt=m, capsize=3, label=text)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(betas, [f"{b:g}" for b in betas])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("beta (the KL's weight in training)")
+    ax.set_ylabel("score (1: each control height in one latent)")
+    ax.set_title("disentanglement against beta", fontsize=10)
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    if "1" in runs:
+        cost = F - F[betas.index(1.0)]
+        ax.errorbar(betas, cost.mean(axis=1), yerr=cost.std(axis=1, ddof=1)
+                    if cost.shape[1] > 1 else None, fmt="o-", capsize=3, color="tab:red")
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_ylabel("F - F(beta 1) (bits per image, paired by seed)")
+    else:
+        ax.errorbar(betas, F.mean(axis=1), fmt="o-", color="tab:red")
+        ax.set_ylabel("F (bits per image)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(betas, [f"{b:g}" for b in betas])
+    ax.set_xlabel("beta (the KL's weight in training)")
+    ax.set_title("what beta costs in the valid F", fontsize=10)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"The beta-VAE on held-out images (N = {beta['n_train']} training images, "
+                 f"{beta['n_test']} held-out; seeds {seeds}; error bars ± 1 sd over seeds)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fig_acn_variants(result):
+    """Bits per held-out image sent as a set: the VAE and every ACN variant, each seed a
+    dot, the bar their mean."""
+    import neural_codes as nc
+    runs = result["runs"]
+    names = ["vae"] + list(nc.ACN_VARIANTS)
+    v = np.array([[runs[s][n]["set"] for s in runs] for n in names])
+    labels = ["Gaussian VAE\n(i.i.d. prior)"] + [
+        f"ACN {nc.VARIANT_LABELS[a]},\n{'each neighbour once' if r == 'once' else 'with repetition'}"
+        for a, r in nc.ACN_VARIANTS.values()]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.bar(range(len(names)), v.mean(axis=1), color=["tab:blue"] + ["tab:red"] * (len(names) - 1),
+           alpha=0.5)
+    x = np.arange(len(names))
+    ax.plot(x, v, "-", color="0.6", lw=0.7)                  # each seed across the codes
+    ax.plot(np.repeat(x[:, None], v.shape[1], axis=1), v, "k.", ms=6)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(v.min() - 3, v.max() + 2)
+    ax.set_ylabel("bits per held-out image, sent as a set")
+    ax.set_title(f"The ACN's neighbour rule and start against the VAE, N = {result['n_train']} "
+                 f"training images, {result['n_test']} held-out images sent\nbars: the mean; "
+                 f"dots joined by grey lines: each of seeds {', '.join(runs)}", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _runs(data, kind, of):
+    """data[kind]["runs"], checked to be a non-empty object, beside whole n_train, n_test."""
+    result = data[kind]
+    runs = result.get("runs") if isinstance(result, dict) else None
+    if not isinstance(runs, dict) or not runs:
+        raise ValueError(f"{kind}.runs must be a non-empty object of {of}")
+    _check_terms(result, {"n_train": "int", "n_test": "int"}, kind)
+    return runs
+
+
+def check_beta(data):
+    """The beta sweep's JSON, checked: every beta holds the same seeds and its terms."""
+    runs = _runs(data, "beta", "betas")
+    first = next(iter(runs))
+    for b, by in runs.items():
+        try:
+            if not float(b) > 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"beta.runs.{b} is not a positive beta") from None
+        if not isinstance(by, dict) or not by or list(by) != list(runs[first]):
+            raise ValueError(f"beta.runs.{b} must hold the same seeds as beta.runs.{first}")
+        for seed, r in by.items():
+            _check_terms(r, {k: "number" for k in ("recon", "kl", "F", "alignment", "mig")},
+                         f"beta.runs.{b}.{seed}")
+    return data
+
+
+def check_acn_variants(data):
+    """The ACN variants' JSON, checked: every seed holds the VAE and every variant."""
+    import neural_codes as nc
+    runs = _runs(data, "acn_variants", "seeds")
+    for seed, r in runs.items():
+        for name in ["vae", *nc.ACN_VARIANTS]:
+            _check_terms(r.get(name) if isinstance(r, dict) else None, {"set": "number"},
+                         f"acn_variants.runs.{seed}.{name}")
+    return data
+
+
 def read_neural(path):
     """The sweep JSON of neural_codes.py at path, checked; ValueError names the first problem."""
     import json
@@ -565,6 +750,10 @@ def read_neural(path):
             raise ValueError(f"not valid JSON ({err})") from None
     if isinstance(data, dict) and "one_bit" in data:
         return check_one_bit(data)
+    if isinstance(data, dict) and "beta" in data:
+        return check_beta(data)
+    if isinstance(data, dict) and "acn_variants" in data:
+        return check_acn_variants(data)
     if isinstance(data, dict) and "acn" in data:
         return check_acn(data)
     if isinstance(data, dict) and "scoreboard" in data:
@@ -573,9 +762,19 @@ def read_neural(path):
         first = data["results"][0].get("models", {}) if isinstance(data["results"][0], dict) \
             else {}
         pictures = first.get("vae", {}).get("pictures") if isinstance(first, dict) else None
+        import neural_codes as nc
+        curves = [r for name, r in first.items() if name in nc.VQ_VARIANTS
+                  and isinstance(r, dict) and "usage_heldout" in r]
+        if not isinstance(pictures, dict) and curves:
+            for r in curves:
+                _check(r.get("reconstructions"), [NUMBERS(sv.D), None], "reconstructions")
+                _check(r.get("usage_heldout"), [NUMBERS(), None], "usage_heldout")
+                _check_terms(r.get("curves"), {k: NUMBERS() for k in (
+                    "step", "recon", "commitment", "perplexity")}, "curves")
+            return data
         if not isinstance(pictures, dict):
             raise ValueError("a run's results draw only with the VAE's pictures (neural_codes.py "
-                             "with vae among --models)")
+                             "with vae among --models) or the VQ-VAEs' curves (with a VQ-VAE)")
         for key in ("samples", "reconstructions", "heldout"):
             _check(pictures.get(key), [NUMBERS(sv.D), None], f"vae.pictures.{key}")
         _check(pictures.get("interpolations"), [[NUMBERS(sv.D), None], None],
@@ -809,10 +1008,19 @@ def draw_neural(path, outdir, dpi, log):
             makers["one_bit_posteriors"] = lambda: fig_one_bit_posteriors(one)
         return write_figures(makers,
                              outdir, dpi, log)
+    if "beta" in data:
+        return write_figures({"beta_vae": lambda: fig_beta(data["beta"])}, outdir, dpi, log)
+    if "acn_variants" in data:
+        return write_figures({"acn_variants": lambda: fig_acn_variants(data["acn_variants"])},
+                             outdir, dpi, log)
     if "results" in data:
         first = data["results"][0]
+        n = data["config"]["n_samples"]
+        if "vae" not in first["models"]:
+            return write_figures({"vq_vae": lambda: fig_vq_vae(first["models"], n,
+                                                               first["seed"])}, outdir, dpi, log)
         return write_figures({"vae_pictures": lambda: fig_vae_pictures(
-            first["models"], data["config"]["n_samples"], first["seed"])}, outdir, dpi, log)
+            first["models"], n, first["seed"])}, outdir, dpi, log)
     if "acn" in data:
         n = max(data["acn"], key=int)                  # the largest N, its first seed
         seed, first = next(iter(data["acn"][n].items()))

@@ -290,6 +290,32 @@ def bench_acn_one_bit(which):
     return int(bool(bad))
 
 
+VQ_CODES = ["--seeds", "0", "1", "2", "3", "4", "--n-samples", "2000", "--models",
+            "vq_vae_4x6", "vq_vae_4x6_loss", "vq_vae_4x64", "gumbel_vq_vae_4x6", "factorial_vq"]
+
+
+def bench_seed_experiment(which):
+    """Wall time of the beta sweep or of the ACN variants (five seeds, N = 2000, two fits at
+    a time; target < 15 minutes a seed), or of the VQ codes at N = 2000 (five seeds one
+    after another; target < 10 minutes a seed), and their block against the committed
+    JSON (the VQ codes: the N = 2000 tables)."""
+    from tests.helpers import FLOAT32_TOL as TOL, mismatches, numbers_by_row, readme_block
+    path = os.path.join(TMP, f"{which}.json")
+    args = {"beta": ["--beta"], "acn_variants": ["--acn-variants"], "vq_codes": VQ_CODES}[which]
+    t = wall(["neural_codes.py", *args, "--json", path])
+    what = {"beta": "6 betas x 5 seeds: 30 VAEs, 2 workers",
+            "acn_variants": "5 seeds: a VAE and 4 ACNs each, 2 workers",
+            "vq_codes": "5 seeds: 4 networks and the factorial VQ each"}[which]
+    target = 600 if which == "vq_codes" else 900
+    print(f"{' '.join(args[:1])} ({what}): {t:.0f} s wall, {t / 5:.0f} s a seed "
+          f"(target < {target} s a seed)")
+    bad = mismatches(numbers_by_row(readme_block(which)),
+                     numbers_by_row(neural_block(which, [path])))
+    print(f"block {which} against the fresh run (tolerance {TOL}: float32 training follows "
+          f"the CPU's kernels): {'ok' if not bad else 'FAIL: ' + ', '.join(bad)}")
+    return int(bool(bad))
+
+
 def bench_paper_table():
     """Wall time of the search for the paper's reading (target < 10 minutes on 2 cores) and
     its block in docs/paper.md against the fresh run."""
@@ -311,30 +337,30 @@ def bench_paper_table():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--readme", action="store_true",
-                    help="check the pages' training and experiment sections against "
-                         "full-size runs")
-    ap.add_argument("--write-readme", action="store_true",
-                    help="rerun every generated table and write it into its page")
-    ap.add_argument("--neural", action="store_true",
-                    help="time the modern codes and check their tables (12 minutes)")
-    ap.add_argument("--scoreboard", action="store_true",
-                    help="time the 8-bit scoreboard and check its table (3 minutes)")
-    ap.add_argument("--acn", action="store_true",
-                    help="time the ACN run at N = 20000 (one seed) and check it (5 minutes)")
-    ap.add_argument("--one-bit", action="store_true",
-                    help="time the one-bit experiment and check its table (12 minutes)")
-    ap.add_argument("--paper-table", action="store_true",
-                    help="time the search for the paper's reading and check its block "
-                         "(10 minutes)")
-    ap.add_argument("--times", action="store_true",
-                    help="time every command behind an artifact (about 50 minutes) and write "
-                         "viz/timings.json and its block in docs/reproduce.md")
+    for flag, text in (
+            ("--readme", "check the pages' training and experiment sections against "
+                         "full-size runs"),
+            ("--write-readme", "rerun every generated table and write it into its page"),
+            ("--neural", "time the modern codes and check their tables (12 minutes)"),
+            ("--scoreboard", "time the 8-bit scoreboard and check its table (3 minutes)"),
+            ("--acn", "time the ACN run at N = 20000 (one seed) and check it (5 minutes)"),
+            ("--one-bit", "time the one-bit experiment and check its table (12 minutes)"),
+            ("--beta", "time the beta sweep and check its block (35 minutes)"),
+            ("--acn-variants", "time the ACN variants and check their block (35 minutes)"),
+            ("--vq-codes", "time the VQ codes at N = 2000 and check their block (50 minutes)"),
+            ("--paper-table", "time the search for the paper's reading and check its block "
+                              "(10 minutes)"),
+            ("--times", "time every command behind an artifact (about two hours) and write "
+                        "viz/timings.json and its block in docs/reproduce.md")):
+        ap.add_argument(flag, action="store_true", help=text)
     opts = ap.parse_args()
     if opts.times:
         return write_times()
     if opts.paper_table:
         return bench_paper_table()
+    if opts.beta or opts.acn_variants or opts.vq_codes:
+        return bench_seed_experiment("beta" if opts.beta else "acn_variants"
+                                     if opts.acn_variants else "vq_codes")
     if opts.acn or opts.one_bit:
         return bench_acn_one_bit("acn" if opts.acn else "one_bit")
     if opts.scoreboard:

@@ -219,7 +219,10 @@ def test_committed_neural_json_passes_the_check():
                                             ("acn_daydream.json", "acn_daydream"),
                                             ("vae_pictures.json", "vae_pictures"),
                                             ("one_bit_vae.json", "one_bit_vae"),
-                                            ("scoreboard.json", "scoreboard")])
+                                            ("scoreboard.json", "scoreboard"),
+                                            ("beta_vae.json", "beta_vae"),
+                                            ("acn_variants.json", "acn_variants"),
+                                            ("vq_codes_2000.json", "vq_vae")])
 def test_acn_one_bit_and_scoreboard_figures_are_drawn_from_their_committed_runs(
         tmp_path, cli, source, figure):
     status, _, err = cli(viz.main, "--neural", str(ROOT / "viz" / source), "--outdir",
