@@ -598,8 +598,8 @@ def test_long_runs_are_announced_with_an_estimate(args, long, cli):
 
 def test_the_choices_are_made_on_validation_scores_and_named():
     """A small run of --choose: every candidate scored, the pick the lowest, the table says so."""
-    c = nc.run_choices(pixel_sizes=(200,), rates=(1e-3, 1e-2), acn_size=200, mixes=(None, 16),
-                       steps=30, workers=1)
+    c = nc.run_choices(("rate", "mix"), pixel_sizes=(200,), rates=(1e-3, 1e-2), acn_size=200,
+                       mixes=(None, 16), steps=30, workers=1)
     assert set(c["pixel_lr"]["200"]) == {"0.001", "0.01"} and set(c["coder_mix"]["200"]) == {
         "None", "16"}
     for key in ("pixel_lr", "coder_mix"):
