@@ -453,3 +453,26 @@ def test_acn_variants_page_quotes_its_committed_run():
     for value in quoted:
         assert f"{value:.2f}" in text, value
     assert f"({get('scratch_once', 'steps_run').mean():.0f} on average" in text
+
+
+@pytest.mark.parametrize("kind, path", [("beta", "beta_vae.json"),
+                                        ("acn_variants", "acn_variants.json")])
+def test_committed_runs_split_by_seed_merge_back_to_themselves(kind, path, tmp_path, cli):
+    data = json.loads((ROOT / "viz" / path).read_text())
+    result = data[kind]
+    split = (lambda s: {**result, "runs": {b: {s: by[s]} for b, by in result["runs"].items()}}
+             ) if kind == "beta" else (lambda s: {**result, "runs": {s: result["runs"][s]}})
+    seeds = data["config"]["seeds"]
+    parts = [{"config": {**data["config"], "seeds": [s]}, kind: split(str(s))}
+             for s in reversed(seeds)]
+    payload, table = nc.merged(kind, parts, {**data["config"]})
+    assert payload[kind] == result
+    assert table == nc.report({"config": data["config"], kind: result})
+    files = []
+    for i, part in enumerate(parts):                   # and through the command line
+        files.append(tmp_path / f"part{i}.json")
+        files[-1].write_text(json.dumps(part))
+    status, out, _ = cli(nc.main, "--merge", *map(str, files), "--quiet", "--json",
+                         str(tmp_path / "all.json"))
+    assert status == 0 and out.strip() == table.strip()
+    assert json.loads((tmp_path / "all.json").read_text())[kind] == result
