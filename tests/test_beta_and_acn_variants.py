@@ -337,7 +337,7 @@ def test_vqvae_variants_record_their_curves_and_refuse_an_unknown_update():
 
 def test_cli_runs_the_vq_codes_small_with_their_table_and_figure(cli, tmp_path):
     path = tmp_path / "vq.json"
-    status, out, _ = cli(nc.main, "--n-samples", "150", "--n-test", "40", "--steps", "40",
+    status, out, _ = cli(nc.main, "--n-samples", "120", "--n-test", "40", "--steps", "30",
                          "--hidden", "16", "--models", "vq_vae_4x6_loss", "gumbel_vq_vae_4x6",
                          "--quiet", "--json", str(path))
     assert status == 0 and "The VQ codes on the held-out images" in out

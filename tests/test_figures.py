@@ -221,8 +221,7 @@ def test_committed_neural_json_passes_the_check():
                                             ("one_bit_vae.json", "one_bit_vae"),
                                             ("scoreboard.json", "scoreboard"),
                                             ("beta_vae.json", "beta_vae"),
-                                            ("acn_variants.json", "acn_variants"),
-                                            ("vq_codes_2000.json", "vq_vae")])
+                                            ("acn_variants.json", "acn_variants")])
 def test_acn_one_bit_and_scoreboard_figures_are_drawn_from_their_committed_runs(
         tmp_path, cli, source, figure):
     status, _, err = cli(viz.main, "--neural", str(ROOT / "viz" / source), "--outdir",
