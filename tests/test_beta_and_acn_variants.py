@@ -423,7 +423,10 @@ def test_tau_page_quotes_its_choice():
     c = json.loads((ROOT / "viz" / "choices_tau.json").read_text())["choices"]
     scores = c["gumbel_tau"][str(nc.TAU_SIZE)]
     assert c["gumbel_tau_pick"][str(nc.TAU_SIZE)] == ",".join(f"{t:g}" for t in nm.GUMBEL_TAU)
-    text = " ".join((ROOT / "docs" / "vq_vae.md").read_text().split("choices_tau:end")[1].split())
+    page = (ROOT / "docs" / "vq_vae.md").read_text()
+    first, last = nm.GUMBEL_TAU
+    assert f"temperature falling from {first:g} to {last:g} over the run" in " ".join(page.split())
+    text = " ".join(page.split("choices_tau:end")[1].split())
     for value in scores.values():
         assert f"{value:.2f}" in text, value
 
