@@ -132,7 +132,8 @@ NEURAL_JSON = {"scoreboard": ["viz/scoreboard.json"],
                "neural_latents": ["viz/neural_latents_2.json", "viz/neural_latents_10.json"],
                "acn": ["viz/acn.json"], "one_bit": ["viz/one_bit_vae.json"],
                "beta": ["viz/beta_vae.json"], "acn_variants": ["viz/acn_variants.json"],
-               "vq_codes": ["viz/vq_codes_200.json", "viz/vq_codes_2000.json"],
+               "vq_codes": ["viz/vq_codes_200.json", "viz/vq_codes_2000.json",
+                            "viz/vq_codes_20000.json"],
                "choices_tau": ["viz/choices_tau.json"],
                "choices": ["viz/choices.json"]}
 
@@ -187,6 +188,8 @@ TIMED = (
     ("VQ codes, N = 2000, seeds 0-4", ["neural_codes.py", "--seeds", "0", "1", "2", "3", "4",
      "--n-samples", "2000", "--models", "vq_vae_4x6", "vq_vae_4x6_loss", "vq_vae_4x64",
      "gumbel_vq_vae_4x6", "factorial_vq"], 1),
+    ("VQ codes, N = 20000, seeds 0-4", ["neural_codes.py", "--seeds", "0", "1", "2", "3", "4",
+     "--n-samples", "20000", "--models", "gumbel_vq_vae_4x6", "vq_vae_4x6", "factorial_vq"], 1),
     ("the test suite", ["-m", "pytest", "-q", "-p", "no:cacheprovider"], 1),
 )
 

@@ -479,3 +479,22 @@ def test_committed_runs_split_by_seed_merge_back_to_themselves(kind, path, tmp_p
                          str(tmp_path / "all.json"))
     assert status == 0 and out.strip() == table.strip()
     assert json.loads((tmp_path / "all.json").read_text())[kind] == result
+
+
+def test_vq_page_quotes_its_largest_training_set():
+    page = " ".join((ROOT / "docs" / "vq_vae.md").read_text().split())
+    text = page.split("**At N = 20000")[1].split("**An autoregressive")[0]
+    res = json.loads((ROOT / "viz" / "vq_codes_20000.json").read_text())["results"]
+    get = lambda m, k="total": np.array([r["models"][m][k] for r in res])
+    g, v, f = get("gumbel_vq_vae_4x6"), get("vq_vae_4x6"), get("factorial_vq")
+    assert np.all(g > v) and np.all(g < f) and "each at every seed" in text
+    for value in (g.mean(), g.std(ddof=1), (g - v).mean(), v.mean(), (f - g).mean(), f.mean(),
+                  get("gumbel_vq_vae_4x6", "code").mean(), get("vq_vae_4x6", "code").mean(),
+                  get("gumbel_vq_vae_4x6", "recon").mean(), get("vq_vae_4x6", "recon").mean()):
+        assert f"{value:.2f}" in text, value
+    steps = get("gumbel_vq_vae_4x6", "steps_run")
+    early = steps[steps < 100000]
+    count = ["no", "one", "two", "three", "four", "five"][len(early)]
+    assert f"{count} of its five runs stopped at {early.min():.0f} to {early.max():.0f}" in text
+    first, last = nm.GUMBEL_TAU
+    assert np.all(first * (last / first) ** (early / 99999) > 1)
