@@ -146,9 +146,10 @@ def run_model(name, data, seed, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=Non
         model, hist, _ = fc.fit_or_load(folder, key, config, lambda: nm.fit_gumbel_vqvae(
             X, V, seed, M, K, hidden, steps=steps, batch=batch, log=log))
         dl = model.description_length(T)
+        use = model.usage_stats(T)
         out = {"recon": dl["recon"].mean(), "code": dl["code"].mean(),
-               "total": dl["total"].mean(), **model.usage_stats(T),
-               "usage_heldout": (np.exp(model.log_posteriors(T)).sum(axis=0)).round(2).tolist(),
+               "total": dl["total"].mean(), "perplexity": use["perplexity"],
+               "dead_codes": use["dead_codes"], "usage_heldout": use["counts"].round(2).tolist(),
                "reconstructions": model.decode_codes(model.log_posteriors(
                    T[:PICTURE_IMAGES]).argmax(axis=2)).round(4).tolist(),
                "curves": {k: hist[k] for k in ("step", "val")}}
@@ -759,11 +760,13 @@ def run_choices(which=CHOICES, pixel_sizes=SCORE_VAE_SIZES, rates=PIXEL_RATES,
         ([("tau", TAU_SIZE, t, steps) for t in taus] if "tau" in which else []) + \
         ([("rate", n, lr, steps) for n in pixel_sizes[::-1] for lr in rates]
          if "rate" in which else [])
-    out = {key: {} for kind, key in (("rate", "pixel_lr"), ("mix", "coder_mix"),
-                                     ("tau", "gumbel_tau")) if kind in which}
-    for key, sizes in (("pixel_lr", pixel_sizes), ("gumbel_tau", (TAU_SIZE,))):
-        if key in out:
-            out[key] = {str(n): {} for n in sizes}
+    out = {}                                  # sizes in ascending order, whatever finishes first
+    if "rate" in which:
+        out["pixel_lr"] = {str(n): {} for n in pixel_sizes}
+    if "mix" in which:
+        out["coder_mix"] = {}
+    if "tau" in which:
+        out["gumbel_tau"] = {str(TAU_SIZE): {}}
     for kind, n, arg, result in kit.map_workers(_choice_task, tasks, workers):
         if kind == "rate":
             out["pixel_lr"][str(n)][f"{arg:g}"] = result

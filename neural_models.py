@@ -290,7 +290,7 @@ class GaussianVAE(Networks):
         """The training objective, recon + beta KL (F itself at beta = 1), in bits on X with
         few samples: the early-stopping criterion."""
         dl = self.description_length(X, n_samples=4, rng=np.random.default_rng(7))
-        return (dl["total"] if self.beta == 1.0 else dl["recon"] + self.beta * dl["code"]).mean()
+        return (dl["recon"] + self.beta * dl["code"]).mean()
 
     def traversals(self, values=TRAVERSAL):
         """Decoded images (L, len(values), 96) as latent l runs over values, the other
@@ -1145,13 +1145,14 @@ class GumbelVQVAE(Networks):
         np.put_along_axis(onehot, codes[:, :, None], 1.0, axis=2)
         return self.nets["dec"].forward(onehot.reshape(len(codes), -1))[0]
 
-    def surrogate_loss_and_grad(self, X, noise, offset, log_prior):
+    def surrogate_loss_and_grad(self, X, noise, offset, log_prior, encoded=None):
         """Mean over X in nats of recon(f(s + offset)) + sum_m KL(q_m || p_m), s the
         relaxed sample softmax((logits + noise) / tau), and its exact gradient (flat) with
         noise, offset and log_prior held fixed.  With offset = sg(h - s) the decoder reads
-        the drawn codes h and the gradient is the straight-through one (loss_and_grad)."""
+        the drawn codes h and the gradient is the straight-through one (loss_and_grad).
+        encoded: the encoder's (output, cache) on X, when the caller has it already."""
         N, s2 = len(X), self.sigma_x**2
-        out, enc_cache = self.nets["enc"].forward(X)
+        out, enc_cache = encoded if encoded is not None else self.nets["enc"].forward(X)
         logits = out.reshape(N, self.M, self.K)
         log_q = sv.log_softmax(logits)
         q = np.exp(log_q)
@@ -1179,11 +1180,13 @@ class GumbelVQVAE(Networks):
         towards this batch's mean posterior (a side effect)."""
         u = rng.random((len(X), self.M, self.K), dtype=self.theta.dtype)
         noise = -np.log(-np.log(np.clip(u, 1e-20, 1.0 - 1e-7)))
-        logits = self.nets["enc"].forward(X)[0].reshape(len(X), self.M, self.K)
+        out, cache = self.nets["enc"].forward(X)          # one encoder pass a step
+        logits = out.reshape(len(X), self.M, self.K)
         z = logits + noise
         s = np.exp(sv.log_softmax(z / self.tau))
         h = (z == z.max(axis=2, keepdims=True)).astype(s.dtype)
-        loss, grad = self.surrogate_loss_and_grad(X, noise, h - s, np.log(self.usage))
+        loss, grad = self.surrogate_loss_and_grad(X, noise, h - s, np.log(self.usage),
+                                                  encoded=(out, cache))
         q = np.exp(sv.log_softmax(logits)).mean(axis=0)
         self.usage = EMA_DECAY * self.usage + (1 - EMA_DECAY) * q
         return loss, grad
@@ -1225,11 +1228,13 @@ class GumbelVQVAE(Networks):
         return float(self.description_length(X, np.log(self.usage))["total"].mean())
 
     def usage_stats(self, X):
-        """Per codebook: the perplexity exp(H) of the mean posterior on X and the codes
-        whose mean posterior is below 1/(100 K) (unused)."""
-        p = np.exp(self.log_posteriors(X)).mean(axis=0)                      # (M, K)
+        """Per codebook: the perplexity exp(H) of the mean posterior on X, the codes whose
+        mean posterior is below 1/(100 K) (unused), and each code's expected count (M, K)."""
+        counts = np.exp(self.log_posteriors(X)).sum(axis=0)                  # (M, K)
+        p = counts / len(X)
         return {"perplexity": np.exp(-np.sum(p * np.log(np.maximum(p, 1e-300)), axis=1)).tolist(),
-                "dead_codes": np.sum(p < 0.01 / self.K, axis=1).astype(int).tolist()}
+                "dead_codes": np.sum(p < 0.01 / self.K, axis=1).astype(int).tolist(),
+                "counts": counts}
 
 
 # ----------------------------------------------------------------------------- training
