@@ -45,6 +45,7 @@ import bits_back_coder as bbc  # noqa: E402
 import compressors  # noqa: E402
 import data_movement as dm  # noqa: E402
 import file_container as fc  # noqa: E402
+import mlp  # noqa: E402
 
 HEIGHT, WIDTH = 8, 12
 D = HEIGHT * WIDTH                      # 96 pixels, flattened row-major
@@ -830,15 +831,17 @@ class HardCode(CodeModel):
 class FactorialVQ(CodeModel):
     """A factorial stochastic VQ: M factors of K codes and a recognition network.
 
-    The recognition network maps x to M blocks of K logits: linear (n_hidden=0) or one
-    tanh hidden layer.  With bands (M, D) each factor's codewords and recognition inputs
-    are confined to its band (the paper's separate VQs on vertical slices).  With
+    The recognition network maps x to M blocks of K logits: linear (n_hidden=0) or an
+    mlp.MLP with one hidden layer (activation `act`), whose weights W1, c1, W2, c2 are
+    contiguous in theta and are the MLP's own views.  With bands (M, D) each factor's
+    codewords and recognition inputs are confined to its band (the paper's separate VQs on
+    vertical slices).  With
     refine > 0 the posterior used for scoring and sampling is the recognition network's
     output improved by up to `refine` mean-field sweeps.
     """
 
     def __init__(self, n_dims, n_codes, sigma_x=0.15, n_hidden=0, bands=None, refine=0,
-                 learn_prior=True, rng=None):
+                 learn_prior=True, rng=None, act="tanh"):
         if n_dims < 1 or n_codes < 2:
             raise ValueError("need n_dims >= 1 and n_codes >= 2")
         M, K, H = n_dims, n_codes, n_hidden
@@ -848,7 +851,7 @@ class FactorialVQ(CodeModel):
         else:
             layout.update({"W": (D, M * K), "c": (M * K,)})
         super().__init__(layout, sigma_x, rng if rng is not None else np.random.default_rng(0))
-        self.n_hidden, self.refine, self.bands = H, int(refine), bands
+        self.n_hidden, self.refine, self.bands, self.act = H, int(refine), bands, act
         if not learn_prior:
             self.mask["a"][...] = 0.0
         if bands is not None:
@@ -867,29 +870,32 @@ class FactorialVQ(CodeModel):
 
     # --- recognition ---------------------------------------------------------
 
+    def _net(self, flat):
+        """The hidden-layer recognition network over a flat vector laid out like theta
+        (its slice W1 .. c2): theta's network, or views into a gradient or the mask."""
+        net_slice = slice(self._layout["W1"][0].start, self._layout["c2"][0].stop)
+        return mlp.MLP((D, self.n_hidden, self.n_dims * self.n_codes), flat[net_slice],
+                       self.act)
+
     def recognition_logits(self, X, cache=None):
         """Recognition logits (N, M, K); fills `cache` with what backprop needs."""
         p = self.p
         if self.n_hidden:
-            Hid = np.tanh(X @ p["W1"] + p["c1"])
-            out = Hid @ p["W2"] + p["c2"]
+            out, cache_net = self._net(self.theta).forward(X)
             if cache is not None:
-                cache["H"] = Hid
+                cache["net"] = cache_net
         else:
             out = X @ p["W"] + p["c"]
         return out.reshape(len(X), self.n_dims, self.n_codes)
 
-    def _recognition_backward(self, X, g_logits, cache, g):
-        """Accumulate recognition-weight gradients into the flat gradient views g."""
+    def _recognition_backward(self, X, g_logits, cache, flat):
+        """Write the recognition weights' gradients into the flat gradient `flat`."""
         gl = g_logits.reshape(len(X), -1)
         if self.n_hidden:
-            Hid = cache["H"]
-            g["W2"][...] = Hid.T @ gl
-            g["c2"][...] = gl.sum(axis=0)
-            gz = (gl @ self.p["W2"].T) * (1.0 - Hid**2)
-            g["W1"][...] = X.T @ gz
-            g["c1"][...] = gz.sum(axis=0)
+            grad, _ = self._net(self.theta).backward(cache["net"], gl, input_grad=False)
+            self._net(flat).params[...] = grad
         else:
+            g = self._views(flat)
             g["W"][...] = X.T @ gl
             g["c"][...] = gl.sum(axis=0)
 
@@ -902,7 +908,7 @@ class FactorialVQ(CodeModel):
                                      variance=variance, kl_weight=kl_weight, grad=True)
         flat = np.zeros_like(self.theta)
         views = self._views(flat)
-        self._recognition_backward(X, g["logits"], cache, views)
+        self._recognition_backward(X, g["logits"], cache, flat)
         views["C"][...], views["b"][...], views["a"][...] = g["C"], g["b"], g["a"]
         flat *= self.trainable
         return float(np.mean(recon + kl_weight * code)), flat
@@ -980,13 +986,12 @@ class FactorialVQ(CodeModel):
         """A linear recognition network starts as one mean-field step with the other
         factors at zero, the posterior of each factor alone:
         logits_d(k) = log pi_d(k) + (C_d[k].(x - b) - ||C_d[k]||^2 / 2) / sigma_x^2;
-        a hidden layer starts at random."""
+        a hidden layer starts as mlp.MLP.init draws it."""
         p, M, K = self.p, self.n_dims, self.n_codes
         if self.n_hidden:
-            H = self.n_hidden
-            p["W1"][...] = self.rng.normal(0, 1 / math.sqrt(D), (D, H)) * self.mask["W1"]
-            p["W2"][...] = self.rng.normal(0, 1 / math.sqrt(H), (H, M * K)) * self.mask["W2"]
-            p["c1"][...], p["c2"][...] = 0.0, 0.0
+            self._net(self.theta).init(self.rng)
+            p["W1"][...] *= self.mask["W1"]
+            p["W2"][...] *= self.mask["W2"]
         else:
             C, s2 = p["C"], self.sigma_x**2
             p["W"][...] = (C / s2).transpose(2, 0, 1).reshape(D, M * K) * self.mask["W"]
@@ -1613,6 +1618,7 @@ SWEEP_LARGER = ((4, 8), (4, 12), (4, 16), (5, 6))
 ALIGNMENT_MODELS = ((4, 6), (5, 6))
 ANNEALING_RUNS = tuple((s, i) for i in ("band", "random") for s in ("sigma", "kl", "none"))
 EXPERIMENTS = ("training", "sweep", "alignment", "annealing", "limit", "movement", "sigma")
+EARLIER_EXPERIMENT = "earlier"      # the earlier reproduction's recipe: by name, not in all
 SIGMA_SWEEP = (0.05, 0.1, 0.15, 0.2, 0.22, 0.24, 0.26, 0.28, 0.3, 0.4)
 SIGMA_MODELS = STOCHASTIC
 # the paper's held-out (recon, code) bits, the four numbers a sigma_x is matched against
@@ -1750,6 +1756,187 @@ def generator_bits_8bit(V, controls, n_samples=1000, rng=None, widen=1.5, adapt=
     return out[:, 0], out[:, 1]
 
 
+# --- the earlier reproduction's recipe --------------------------------------------------------
+#
+# The earlier public reproduction trained a standard 24-VQ, "four separate" 4x6 VQs and the
+# factorial 4x6 VQ, and scored them and a 5-component PCA by a number that leaves out the
+# variance of the stochastic code (free_energy with variance=False), on its 200 training
+# images (stream 0 of this generator draws exactly those).  Its recipe, the settings it
+# states and the ones only its code fixes: per factor a recognition network 96 -> 64 -> K
+# with ReLU; weights N(0, 0.3^2), codewords N(0, 0.09^2), zero biases, no output bias; a
+# uniform prior it never learns; sigma_x = 0.15; 800 Adam steps at 0.005 on minibatches of 32
+# drawn with replacement (its "epochs"), the KL weight rising linearly from 0.1 to 1 over all
+# of them.  Its draws: the standard VQ's weights from default_rng(seed), factor d's from
+# default_rng(1000 seed + d + 1), the minibatches from default_rng(seed + 1000).  Its "four
+# separate" VQs: factor d trained alone, each step, on what the factors before it left of the
+# minibatch, and scored, like the factorial VQ, with x fed to every factor.  Its PCA: the 5
+# principal directions, posterior N(score, 0.1^2), prior N(0, the score's sd^2).  Every model
+# is also scored by the valid F (variance=True) on the same training images and held out.
+
+EARLIER = {"steps": 800, "batch": 32, "lr": 0.005, "kl": (0.1, 1.0), "hidden": 64,
+           "weight_sd": 0.3, "codeword_sd": 0.09, "sigma_x": 0.15, "pca_sd": 0.1,
+           "eval_every": 10}            # the trajectory's resolution, in steps
+# the table of its README (seed 0, training images): (recon, code, total) bits
+EARLIER_TABLE = {"standard_vq": (63.10, 2.20, 65.30), "separate_vq": (122.11, 2.80, 124.91),
+                 "factorial_vq": (19.84, 2.16, 22.00), "pca5": (85.32, 15.11, 100.44)}
+EARLIER_TOTALS = {"factorial_vq": (22.00, 22.70, 23.01, 25.05, 22.65),    # seeds 0-4
+                  "standard_vq": (65.30, 61.76, 55.10, 56.06, 64.55)}
+EARLIER_LABELS = {"standard_vq": "standard 24-VQ", "separate_vq": "four separate 4x6 VQs",
+                  "factorial_vq": "factorial 4x6 VQ", "pca5": "PCA, 5 components"}
+
+
+def earlier_vq(n_codes, factor_seeds):
+    """Its VQ of len(factor_seeds) factors of n_codes codes, factor d's weights and
+    codewords drawn from default_rng(factor_seeds[d]) as it draws them: a FactorialVQ whose
+    masks make it one 96 -> 64 -> K network per factor, with no bias and a fixed uniform prior."""
+    M, K, H, s = len(factor_seeds), n_codes, EARLIER["hidden"], EARLIER["weight_sd"]
+    model = FactorialVQ(M, K, EARLIER["sigma_x"], n_hidden=H * M, learn_prior=False, act="relu")
+    model.mask["b"][...] = 0.0
+    model.mask["W2"][...] = np.kron(np.eye(M), np.ones((H, K)))        # units of d -> q_d only
+    p = model.p
+    for d, seed in enumerate(factor_seeds):
+        rng = np.random.default_rng(seed)
+        units, codes = slice(d * H, (d + 1) * H), slice(d * K, (d + 1) * K)
+        p["W1"][:, units] = s * rng.standard_normal((D, H))
+        p["W2"][units, codes] = s * rng.standard_normal((H, K))
+        p["C"][d] = EARLIER["codeword_sd"] * rng.standard_normal((K, D))
+    return model
+
+
+def join_factors(stages, factor_seeds):
+    """The separate VQs' single-factor models as one model with x fed to every factor."""
+    joined, H, K = earlier_vq(stages[0].n_codes, factor_seeds), EARLIER["hidden"], stages[0].n_codes
+    for d, stage in enumerate(stages):
+        units, codes = slice(d * H, (d + 1) * H), slice(d * K, (d + 1) * K)
+        for name, where in (("W1", np.s_[:, units]), ("c1", units), ("W2", (units, codes)),
+                            ("c2", codes)):
+            joined.p[name][where] = stage.p[name]
+        joined.p["C"][d] = stage.p["C"][0]
+    return joined
+
+
+def earlier_scores(model, X, Xt):
+    """Bits per image {recon, code, total} of its number on training images X ("its") and
+    held out ("its_heldout"), and of the valid F on both ("valid", "valid_heldout")."""
+    out = {}
+    for key, images, variance in (("its", X, False), ("its_heldout", Xt, False),
+                                  ("valid", X, True), ("valid_heldout", Xt, True)):
+        dl = model.description_length(images, refine=0, variance=variance)
+        out[key] = {k: float(v.mean()) for k, v in dl.items()}
+    return out
+
+
+def earlier_pca(X, Xt):
+    """Its PCA fitted to X, scored like earlier_scores.  Its posterior N(z, s^2 I) around the
+    score z has the valid F of its number plus the expected squared error of the spread,
+    5 s^2 / (2 sigma_x^2) nats (the directions are orthonormal)."""
+    sigma, s, n = EARLIER["sigma_x"], EARLIER["pca_sd"], 5
+    mean = X.mean(axis=0)
+    V = np.linalg.svd(X - mean, full_matrices=False)[2][:n].T                   # (96, 5)
+    sd_p = np.maximum(((X - mean) @ V).std(axis=0), 1e-3)                      # (5,)
+    out = {}
+    for key, images, variance in (("its", X, False), ("its_heldout", Xt, False),
+                                  ("valid", X, True), ("valid_heldout", Xt, True)):
+        z = (images - mean) @ V
+        resid = images - mean - z @ V.T
+        recon = (np.einsum("nd,nd->n", resid, resid) + variance * n * s**2) / (2 * sigma**2)
+        code = ((s**2 + z**2) / (2 * sd_p**2) - 0.5 + np.log(sd_p / s)).sum(axis=1)
+        out[key] = {"recon": float(recon.mean()) / LN2, "code": float(code.mean()) / LN2,
+                    "total": float((recon + code).mean()) / LN2}
+    return out
+
+
+def earlier_run(seed, X, Xt):
+    """Its three VQs trained by its recipe and its PCA, on X (200, 96): per model the scores
+    of earlier_scores, and the training trajectory (at step 0, every eval_every steps and the
+    last) of its number on X and of the valid F on X and Xt."""
+    c = EARLIER
+    factor_seeds = [1000 * seed + d + 1 for d in range(4)]
+    stages = {"standard_vq": [earlier_vq(24, [seed])],
+              "separate_vq": [earlier_vq(6, [f]) for f in factor_seeds],
+              "factorial_vq": [earlier_vq(6, factor_seeds)]}
+    opts = {name: [Adam([m.theta], lr=c["lr"]) for m in ms] for name, ms in stages.items()}
+    batches = {name: np.random.default_rng(seed + 1000) for name in stages}  # each its own
+    scored = lambda name: (join_factors(stages[name], factor_seeds) if name == "separate_vq"
+                           else stages[name][0])
+    trajectory = {"step": [], **{name: {"its": [], "valid": [], "valid_heldout": []}
+                                 for name in stages}}
+
+    def record(step):
+        trajectory["step"].append(step)
+        for name in stages:
+            model = scored(name)
+            for key, images, variance in (("its", X, False), ("valid", X, True),
+                                          ("valid_heldout", Xt, True)):
+                dl = model.description_length(images, refine=0, variance=variance)
+                trajectory[name][key].append(float(dl["total"].mean()))
+
+    record(0)
+    for t in range(c["steps"]):
+        weight = c["kl"][0] + (c["kl"][1] - c["kl"][0]) * t / (c["steps"] - 1)
+        for name, models in stages.items():
+            R = X[batches[name].integers(0, len(X), size=c["batch"])]
+            for d, (model, opt) in enumerate(zip(models, opts[name])):
+                opt.step([model.loss_and_grad(R, kl_weight=weight, variance=False)[1]])
+                if d + 1 < len(models):         # what this factor leaves, after its update
+                    R = R - model.mean_reconstruction(R)
+        if (t + 1) % c["eval_every"] == 0 or t + 1 == c["steps"]:
+            record(t + 1)
+    no_code = Xt - X.mean(axis=0)                # the training mean image sent, nothing else
+    return {"models": {**{name: earlier_scores(scored(name), X, Xt) for name in stages},
+                       "pca5": earlier_pca(X, Xt)},
+            "trajectory": trajectory,
+            "no_code_heldout": float(np.mean(np.einsum("nd,nd->n", no_code, no_code))
+                                     / (2 * c["sigma_x"]**2) / LN2)}
+
+
+def below_both(trajectory, key):
+    """When the factorial VQ's `key` total is below both other VQs': the first and the last
+    recorded step ("first", "last") and the step from which it stays below to the end
+    ("stays"), each None if never."""
+    others = np.minimum(trajectory["standard_vq"][key], trajectory["separate_vq"][key])
+    below = np.asarray(trajectory["factorial_vq"][key]) < others
+    above, steps = np.flatnonzero(~below), trajectory["step"]
+    return {"first": int(steps[np.argmax(below)]) if below.any() else None,
+            "last": int(steps[np.flatnonzero(below)[-1]]) if below.any() else None,
+            "stays": None if not below[-1] else int(steps[above[-1] + 1 if len(above) else 0])}
+
+
+def earlier_summary(runs, seeds):
+    """The JSON entry from {seed: earlier_run(...)}: per model and score the mean and sd of
+    recon, code and total over seeds; its number per seed beside its README's; the largest
+    misses of its seed-0 table and its five-seed totals (over the seeds run); the step from
+    which the factorial VQ stays below both others, by its number and by the valid F."""
+    stats = lambda v: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+    first = runs[seeds[0]]["models"]
+    table = {name: {key: {f"{term}_{s}": v for term in ("recon", "code", "total")
+                          for s, v in zip(("mean", "sd"),
+                                          stats([runs[sd]["models"][name][key][term]
+                                                 for sd in seeds]))}
+                    for key in first[name]}
+             for name in first}
+    its = {name: [runs[s]["models"][name]["its"]["total"] for s in seeds] for name in first}
+    misses = [abs(runs[0]["models"][name]["its"][term] - reported)
+              for name, split in EARLIER_TABLE.items() if 0 in runs
+              for term, reported in zip(("recon", "code", "total"), split)]
+    reported_seeds = [s for s in seeds if s < len(EARLIER_TOTALS["factorial_vq"])]
+    totals_misses = [abs(runs[s]["models"][name]["its"]["total"] - EARLIER_TOTALS[name][s])
+                     for name in EARLIER_TOTALS for s in reported_seeds]
+    return {"seeds": list(seeds), "table": table, "its_totals": its,
+            "reported_table": {k: list(v) for k, v in EARLIER_TABLE.items()},
+            "reported_totals": {k: list(v) for k, v in EARLIER_TOTALS.items()},
+            "seed0": {name: runs[0]["models"][name]["its"] for name in first} if 0 in runs
+            else None,
+            "seed0_miss": max(misses) if misses else None,
+            "totals_miss": max(totals_misses) if totals_misses else None,
+            "below_both": {key: [below_both(runs[s]["trajectory"], key) for s in seeds]
+                           for key in ("its", "valid_heldout")},
+            "no_code_heldout": list(stats([runs[s]["no_code_heldout"] for s in seeds])),
+            "trajectory": {"seed": seeds[0], **runs[seeds[0]]["trajectory"]},
+            "steps": EARLIER["steps"], "batch": EARLIER["batch"],
+            "eval_every": EARLIER["eval_every"]}
+
+
 def recipe_step(key, X, seed):
     """The factorial 4x6 VQ trained by one step of RECIPE_STEPS; returns the model."""
     rng = np.random.default_rng([seed, 1000 + model_stream("factorial_vq")])
@@ -1768,6 +1955,8 @@ def experiment_task(task):
     X, Xt = load_data(seed)
     if kind == "movement":
         return kind, seed, arg, training_movement(arg, X, Xt, seed)
+    if kind == EARLIER_EXPERIMENT:
+        return kind, seed, arg, earlier_run(seed, X, Xt)
     if kind == "recipe":
         model = recipe_step(arg, X, seed)
         res = {"total": float(model.description_length(Xt)["total"].mean())}
@@ -1814,6 +2003,8 @@ def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
              sorted(fits.items(), key=lambda kv: -kv[0][1] ** kv[0][0]) for s in seeds]
     if "training" in names:
         tasks += [("recipe", s, key) for key, _ in RECIPE_STEPS for s in seeds]
+    if EARLIER_EXPERIMENT in names:
+        tasks += [(EARLIER_EXPERIMENT, s, None) for s in seeds]
     if "movement" in names:                 # the costliest first
         tasks = [("movement", s, name) for name in ("residual_vq", "factorial_vq",
                                                     "separate_slices", "standard_vq", "pca24")
@@ -1833,7 +2024,9 @@ def run_experiments(names, seeds=(0, 1, 2, 3, 4), workers=2, limit_images=200,
         kind, seed, arg, _ = item
         what = ("limit images %d-%d" % arg[:2] if kind == "limit" else
                 f"sigma_x = {arg}" if kind == "sigma" else
-                f"{kind}: {arg}" if kind in ("recipe", "movement") else "%dx%d %s/%s" % arg[:4])
+                f"{kind}: {arg}" if kind in ("recipe", "movement") else
+                "the earlier reproduction's recipe" if kind == EARLIER_EXPERIMENT else
+                "%dx%d %s/%s" % arg[:4])
         log(f"[{done}/{len(tasks)}] seed {seed} {what}  ({time.perf_counter() - t0:.1f} s)")
     runs = experiment_runs(kit.plain(results))          # as a JSON file holds them
     return {**summarise_experiments(names, runs, seeds), "experiment_runs": runs}
@@ -1960,6 +2153,9 @@ def summarise_experiments(names, results, seeds):
         runs = {(arg, seed): res for kind, seed, arg, res in results if kind == "sigma"}
         out["sigma"] = sigma_summary({sigma: [runs[(sigma, s)] for s in seeds]
                                       for sigma in SIGMA_SWEEP})
+    if EARLIER_EXPERIMENT in names:
+        out[EARLIER_EXPERIMENT] = earlier_summary(
+            {seed: res for kind, seed, _, res in results if kind == EARLIER_EXPERIMENT}, seeds)
     if "limit" in names:                    # on one seed: the first run's, or a merge's least
         seed = min(seed for kind, seed, _, _ in results if kind == "limit")
         parts = sorted((arg, res) for kind, s, arg, res in results if kind == "limit" and s == seed)
@@ -2467,6 +2663,55 @@ def format_compress_table(rows, cfg, markdown=False):
     return kit.table(head, cols, table, markdown) + ("\n\n" if markdown else "\n") + tail
 
 
+def format_earlier(v, markdown=False):
+    """The earlier reproduction's table rerun by its recipe, with the valid F beside it."""
+    pm, seeds = kit.pm, v["seeds"]
+    split = lambda r, c, t: f"{r:.2f} + {c:.2f} = {t:.2f}"
+    cell = lambda name, key: pm(v["table"][name][key]["total_mean"],
+                                v["table"][name][key]["total_sd"])
+    rows = [[label, split(*v["reported_table"][name]),
+             split(*(v["seed0"][name][k] for k in ("recon", "code", "total")))
+             if v["seed0"] else "-",
+             cell(name, "its"), cell(name, "its_heldout"), cell(name, "valid"),
+             cell(name, "valid_heldout")] for name, label in EARLIER_LABELS.items()]
+    seed_text = f"seeds {', '.join(map(str, seeds))}"
+    parts = [kit.table(
+        f"The earlier reproduction's recipe ({v['steps']} Adam steps on minibatches of "
+        f"{v['batch']}, its initialisation and draws) and its number, recon + code on its "
+        f"training images, which leaves out the variance of the stochastic code and is not a "
+        f"code length; beside it the valid F of the same models. Bits per image; mean ± sd "
+        f"over {seed_text}",
+        ["model", "its README, seed 0", "rerun, seed 0", "its number", "its number, held-out",
+         "valid F, training", "valid F, held-out"], rows, markdown)]
+    shown = [s for s in seeds if s < len(EARLIER_TOTALS["factorial_vq"])]
+    if shown:
+        rows = [[EARLIER_LABELS[name]] + [f"{v['its_totals'][name][seeds.index(s)]:.2f} "
+                                          f"({v['reported_totals'][name][s]:.2f})" for s in shown]
+                for name in EARLIER_TOTALS]
+        parts.append(kit.table("Its number per seed, rerun (its README's in brackets)",
+                               ["model", *(f"seed {s}" for s in shown)], rows, markdown))
+    steps = lambda key, which: ", ".join("-" if b[which] is None else str(b[which])
+                                         for b in v["below_both"][key])
+
+    def below(key, what):
+        at_end = sum(b["stays"] is not None for b in v["below_both"][key])
+        return (f"By {what} the factorial VQ is below both other VQs first at step "
+                f"{steps(key, 'first')}, last at step {steps(key, 'last')}, and at the end of "
+                f"training at {at_end} of {len(seeds)} seeds"
+                + (f", throughout from step {steps(key, 'stays')}." if at_end else "."))
+
+    misses = [f"its seed-0 table {v['seed0_miss']:.2f}" if v["seed0_miss"] is not None else "",
+              f"its totals {v['totals_miss']:.2f}" if v["totals_miss"] is not None else ""]
+    parts.append(f"Largest miss of the rerun: {'; '.join(m for m in misses if m) or '-'} bits. "
+                 f"A step is one minibatch of {v['batch']} images, recorded every "
+                 f"{v['eval_every']}; per seed ({seed_text}): "
+                 f"{below('its', 'its number')} "
+                 f"{below('valid_heldout', 'the held-out valid F')} "
+                 f"Sending the training mean image and no code costs "
+                 f"{pm(*v['no_code_heldout'])} bits per held-out image.")
+    return "\n\n".join(parts)
+
+
 def format_experiments(out, seeds, markdown=False):
     """Tables of the open-question experiments, in the order they were asked."""
     pm = kit.pm
@@ -2540,6 +2785,8 @@ def format_experiments(out, seeds, markdown=False):
                 cols, rows, markdown))
     if "sigma" in out:
         parts.append(format_sigma(out["sigma"], seeds, markdown))
+    if EARLIER_EXPERIMENT in out:
+        parts.append(format_earlier(out[EARLIER_EXPERIMENT], markdown))
     if "annealing" in out:
         rows = [[k, pm(v["heldout_total_mean"], v["heldout_total_sd"]),
                  f"{v['poor_optima']}/{v['runs']}"] for k, v in out["annealing"].items()]
@@ -2721,12 +2968,15 @@ def parse_args(argv=None):
     ap.add_argument("--decode", metavar="PATH",
                     help="decode a --bitstream file and check it against the held-out set; "
                          "everything else is read from the file")
-    ap.add_argument("--experiment", nargs="+", choices=EXPERIMENTS + ("all",), metavar="NAME",
+    ap.add_argument("--experiment", nargs="+", choices=EXPERIMENTS + (EARLIER_EXPERIMENT, "all"),
+                    metavar="NAME",
                     help="answer open questions: training (the training recipe step by step), "
                          "sweep (factor counts), alignment (factors vs control points), "
                          "annealing (warm-up schedules), limit (the true generator's DL), "
                          "movement (data movement of training), sigma (every model against "
-                         "sigma_x), or all; over --seeds (default 0 1 2 3 4)")
+                         "sigma_x), or all of these; earlier (the earlier reproduction's "
+                         "recipe and table, with the valid F beside it); over --seeds "
+                         "(default 0 1 2 3 4)")
     args, given = ap.parse_run(argv, "every model trained", "print the table as Markdown")
     training = ("seed", "seeds", "n_dims", "n_units_per_dim", "n_samples", "n_test", "steps",
                 "sigma_x", "blur_sigma", "heights", "heights_dist", "objective", "schedule",
@@ -2848,7 +3098,7 @@ def main(argv=None):
     compress = results = experiments = None
     if args.experiment:
         names = EXPERIMENTS if args.experiment == ["all"] else tuple(
-            n for n in EXPERIMENTS if n in args.experiment)
+            n for n in EXPERIMENTS + (EARLIER_EXPERIMENT,) if n in args.experiment)
         seeds = args.seeds or [0, 1, 2, 3, 4]
         log(f"experiments {', '.join(names)} over seeds {seeds}, {args.workers} worker(s)")
         cfg["experiments"] = list(names)

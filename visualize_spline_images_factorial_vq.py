@@ -1153,9 +1153,11 @@ def read_experiments(path):
             raise ValueError("readings must be a non-empty list of readings")
         return data
     found = [name for name in EXPERIMENT_SCHEMA if name in data]
-    if not found and "sigma" not in data:
-        raise ValueError("it holds no training, sweep, alignment, annealing, movement or "
-                         "sigma results")
+    if not found and "sigma" not in data and sv.EARLIER_EXPERIMENT not in data:
+        raise ValueError("it holds no training, sweep, alignment, annealing, movement, sigma "
+                         "or earlier results")
+    if sv.EARLIER_EXPERIMENT in data:
+        _check_earlier(data[sv.EARLIER_EXPERIMENT])
     for name in found:
         runs = data[name]
         if not isinstance(runs, dict) or not runs:
@@ -1182,6 +1184,69 @@ def read_experiments(path):
             _check(data["limit"].get(field) if isinstance(data["limit"], dict) else None,
                    "number", f"limit.{field}")
     return data
+
+
+EARLIER_VQS = ("standard_vq", "separate_vq", "factorial_vq")
+EARLIER_COLORS = {"standard_vq": COLORS["standard_vq"], "separate_vq": "tab:orange",
+                  "factorial_vq": COLORS["factorial_vq"], "pca5": COLORS["pca5"]}
+
+
+def _check_earlier(v):
+    """The earlier recipe's entry: every model's scores and the trajectory of its VQs."""
+    if not isinstance(v, dict) or not isinstance(v.get("table"), dict):
+        raise ValueError("earlier must be an object with a table")
+    for name in sv.EARLIER_LABELS:
+        for key in ("its", "valid_heldout"):
+            _check_terms(v["table"].get(name, {}).get(key), SIGMA_TERMS,
+                         f"earlier.table.{name}.{key}")
+    trajectory = v.get("trajectory")
+    _check_terms(trajectory, {"step": NUMBERS()}, "earlier.trajectory")
+    for name in EARLIER_VQS:
+        for key in ("its", "valid_heldout"):
+            series = trajectory.get(name, {}).get(key) if isinstance(trajectory.get(name), dict) \
+                else None
+            _check(series, NUMBERS(len(trajectory["step"])),
+                   f"earlier.trajectory.{name}.{key}")
+    _check(v.get("no_code_heldout"), ["number", 2], "earlier.no_code_heldout")
+
+
+def fig_earlier(v):
+    """The earlier reproduction's recipe: its number and the valid F along training (one
+    seed), and every model's final scores over the seeds beside its README's table."""
+    t = v["trajectory"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+    for name in EARLIER_VQS:
+        c = EARLIER_COLORS[name]
+        ax1.plot(t["step"], t[name]["its"], "--", color=c)
+        ax1.plot(t["step"], t[name]["valid_heldout"], "-", color=c, label=sv.EARLIER_LABELS[name])
+    ax1.axhline(v["no_code_heldout"][0], color="0.4", ls=":",
+                label="mean image, no code (held-out)")
+    ax1.plot([], [], "k--", label="its number, training images")
+    ax1.plot([], [], "k-", label="valid F, held-out")
+    ax1.set_yscale("log")
+    ax1.set_xlabel(f"Adam steps (minibatches of {v['batch']} images)")
+    ax1.set_ylabel("bits per image (log scale)")
+    ax1.set_title(f"Its recipe, seed {t['seed']}: its number falls, the valid F turns and rises",
+                  fontsize=10)
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3, which="both")
+    names = list(sv.EARLIER_LABELS)
+    x = np.arange(len(names))
+    for dx, key, text, hatch in ((-0.2, "its", "its number, training", ""),
+                                 (0.2, "valid_heldout", "valid F, held-out", "//")):
+        ax2.bar(x + dx, [v["table"][n][key]["total_mean"] for n in names], 0.4,
+                yerr=[v["table"][n][key]["total_sd"] for n in names], capsize=3, hatch=hatch,
+                color=[EARLIER_COLORS[n] for n in names], edgecolor="black", label=text)
+    ax2.plot(x - 0.2, [v["reported_table"][n][2] for n in names], "k*", ms=10,
+             label="its README, seed 0")
+    ax2.set_yscale("log")
+    ax2.set_xticks(x, [textwrap.fill(sv.EARLIER_LABELS[n], 12) for n in names], fontsize=8)
+    ax2.set_ylabel("bits per image (log scale)")
+    ax2.set_title(f"After {v['steps']} steps, mean ± sd over seeds "
+                  f"{', '.join(map(str, v['seeds']))}", fontsize=10)
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def fig_paper_table(v):
@@ -1243,8 +1308,10 @@ def draw_experiments(path, outdir, dpi, log):
               "sweep": lambda: fig_sweep(data["sweep"], data.get("limit"), seeds),
               "alignment": lambda: fig_alignment(data["alignment"]),
               "annealing": lambda: fig_annealing(data["annealing"], seeds),
-              "sigma": lambda: fig_dl_vs_sigma(data["sigma"], seeds)}
-    stems = {"movement": "data_movement", "sigma": "dl_vs_sigma"}
+              "sigma": lambda: fig_dl_vs_sigma(data["sigma"], seeds),
+              sv.EARLIER_EXPERIMENT: lambda: fig_earlier(data[sv.EARLIER_EXPERIMENT])}
+    stems = {"movement": "data_movement", "sigma": "dl_vs_sigma",
+             sv.EARLIER_EXPERIMENT: "earlier_recipe"}
     return write_figures({stems.get(name, name): make
                           for name, make in makers.items() if name in data}, outdir, dpi, log)
 

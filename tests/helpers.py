@@ -103,12 +103,19 @@ def sigma_table(data):
     return sv.format_experiments({"sigma": data["sigma"]}, data["config"]["seeds"], markdown=True)
 
 
+def earlier_table(data):
+    """The earlier recipe's section, formatted from the JSON of `--experiment earlier`."""
+    return sv.format_experiments({"earlier": data["earlier"]}, data["config"]["seeds"],
+                                 markdown=True)
+
+
 # Blocks formatted from a committed run in viz/ (written by the CLI with these arguments and
 # --json): the tests refit a part of each, `python3 -m tests.bench --readme` reruns them whole.
 JSON_TABLES = {"results": (["--seeds", "0", "1", "2", "3", "4"], "viz/results.json",
                            results_table),
                "compress": (["--compress"], "viz/compress.json", compress_table),
-               "sigma": (["--experiment", "sigma"], "viz/sigma.json", sigma_table)}
+               "sigma": (["--experiment", "sigma"], "viz/sigma.json", sigma_table),
+               "earlier": (["--experiment", "earlier"], "viz/earlier.json", earlier_table)}
 
 
 def committed(name):
@@ -164,6 +171,7 @@ TIMED = (
     ("--experiment movement", ["spline_images_factorial_vq.py", "--experiment", "movement"], 1),
     ("--experiment sigma", ["spline_images_factorial_vq.py", "--experiment", "sigma"], 1),
     ("--experiment all", ["spline_images_factorial_vq.py", "--experiment", "all"], 1),
+    ("--experiment earlier", ["spline_images_factorial_vq.py", "--experiment", "earlier"], 3),
     ("the paper's table searched", ["paper_table.py"], 1),
     ("six figures (a fresh training run)", ["visualize_spline_images_factorial_vq.py",
                                             "--outdir", "{tmp}"], 3),

@@ -139,6 +139,10 @@ MALFORMED = {
         "sigmas": [0.1], "paper_sigma": 0.1, "models": ["pca24"], "table": {"0.1": {}}}},
     "a sigma model the figure cannot draw": {"config": {"seeds": [0]}, "sigma": {
         "sigmas": [0.1], "paper_sigma": 0.1, "models": ["vae"], "table": {}}},
+    "an earlier entry without its trajectory": {"config": {"seeds": [0]}, "earlier": {
+        "table": {name: {key: {f"{t}_{s}": 1.0 for t in ("recon", "code", "total")
+                               for s in ("mean", "sd")} for key in ("its", "valid_heldout")}
+                  for name in sv.EARLIER_LABELS}}},
 }
 
 
@@ -154,6 +158,15 @@ def test_malformed_experiment_json_is_named_and_draws_nothing(tmp_path, what, cl
 def test_committed_experiment_json_passes_the_check():
     data = viz.read_experiments(ROOT / "viz" / "experiments.json")
     assert {"sweep", "alignment", "annealing", "limit"} <= set(data)
+
+
+def test_earlier_recipe_figure_is_drawn_from_its_committed_run(tmp_path, cli):
+    status, _, err = cli(viz.main, "--experiments", str(ROOT / "viz" / "earlier.json"),
+                         "--outdir", str(tmp_path), "--quiet", "--dpi", "40")
+    assert status == 0, err
+    assert [p.name for p in tmp_path.iterdir()] == ["earlier_recipe.png"]
+    img = iio.imread(tmp_path / "earlier_recipe.png")
+    assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0
 
 
 def test_sigma_figure_is_drawn_from_the_committed_sweep(tmp_path, cli):

@@ -78,8 +78,9 @@ def assert_gradient_close(analytic, numeric):
 @pytest.mark.parametrize("kw", [
     dict(n_dims=3, n_codes=4), dict(n_dims=2, n_codes=3, n_hidden=6),
     dict(n_dims=4, n_codes=3, bands=sv.column_bands(4)),
-    dict(n_dims=4, n_codes=3, n_hidden=8, bands=sv.column_bands(4))],
-    ids=["linear", "hidden", "banded-linear", "banded-hidden"])
+    dict(n_dims=4, n_codes=3, n_hidden=8, bands=sv.column_bands(4)),
+    dict(n_dims=2, n_codes=3, n_hidden=6, act="relu")],
+    ids=["linear", "hidden", "banded-linear", "banded-hidden", "hidden-relu"])
 @pytest.mark.parametrize("variance", [True, False])
 def test_model_gradients_through_recognition_match_finite_differences(kw, variance):
     rng = np.random.default_rng(3)

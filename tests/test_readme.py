@@ -17,7 +17,7 @@ import pytest
 
 import compressors
 import spline_images_factorial_vq as sv
-from tests.helpers import (FLOAT32_TOL, ROOT, SPOT_ROWS, TABLES, TOL, committed, compress_table,
+from tests.helpers import (ROOT, SPOT_ROWS, TABLES, TOL, committed, compress_table,
                            fresh, mismatches, neural_block, numbers_by_row, readme_block,
                            results_table, sigma_table)
 
@@ -102,16 +102,16 @@ def test_readme_modern_code_tables_are_the_committed_runs(name):
 
 def test_committed_modern_code_runs_match_a_fresh_fit():
     """Spot check of viz/neural_seeds.json: seed 0's factorial VQ and PPCA-24 refitted to
-    TOL, its VQ-VAE 4x6 to FLOAT32_TOL."""
+    TOL.  (Its networks, trained in float32, can only be held to FLOAT32_TOL, which catches
+    a broken network and not a drift; `python3 -m tests.bench --neural` refits them all.)"""
     import neural_codes as nc
     import neural_models as nm
     with open(ROOT / "viz" / "neural_seeds.json") as f:
         want = next(r for r in json.load(f)["results"] if r["seed"] == 0)["models"]
     data = nm.load_split(0, 200)
-    got = {name: (nc.run_core(name, data, 0)["total"], TOL) for name in ("factorial_vq", "pca24")}
-    got["vq_vae_4x6"] = (nc.run_model("vq_vae_4x6", data, 0)[0]["total"], FLOAT32_TOL)
-    for name, (total, tol) in got.items():
-        assert abs(total - want[name]["total"]) <= tol, (name, total, want[name]["total"])
+    for name in ("factorial_vq", "pca24"):
+        total = nc.run_core(name, data, 0)["total"]
+        assert abs(total - want[name]["total"]) <= TOL, (name, total, want[name]["total"])
 
 
 def test_readme_sigma_tables_are_the_committed_run_and_a_cell_refits():
