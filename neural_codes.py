@@ -213,29 +213,61 @@ def run_core(name, data, seed, folder=None):
     return out | {"train_seconds": time.perf_counter() - t0}
 
 
+# the slowest networks first, so that two workers finish together
+SLOW_FIRST = ("vq_vae_4x64", "gumbel_vq_vae_4x6", "vae", "vq_vae_4x6_loss", "vq_vae_4x6",
+              "vq_vae_residual_4x6")
+
+
+def _run_one(name, data, seed, compress, log, folder, kw):
+    """One model of run_all on data: (result, the trained network or None)."""
+    if name in CORE_MODELS:
+        return run_core(name, data, seed, folder), None
+    return run_model(name, data, seed, log=log, folder=folder, **kw,
+                     compress=compress and name == "vae")
+
+
+def _model_task(task):
+    """Worker: one model of run_all, (name, result, elapsed seconds)."""
+    seed, name, n_train, n_test, compress, folder, quiet, kw = task
+    t0 = time.perf_counter()
+    data = nm.load_split(seed, n_train, n_test=n_test)
+    out, _ = _run_one(name, data, seed, compress, kit.progress_logger(quiet), folder, kw)
+    return name, out, time.perf_counter() - t0
+
+
 def run_all(seed, n_train, models, n_test=2000, compress=False, log=None, on_model=None,
-            folder=None, **kw):
+            folder=None, workers=1, quiet=True, **kw):
     """{name: result} for neural and core models at one seed and training-set size, each
     saved to or loaded from a ModelFolder `folder` if given; on_model(name, model, data)
-    is called with each trained network, if given."""
+    is called with each trained network, if given (in this process: the models then train
+    one after another).  Otherwise the models train in `workers` processes, the slowest
+    first (each from its own seed: the same numbers either way), their progress lines
+    printed unless quiet."""
     log = log or kit.progress_logger(True)
-    data = nm.load_split(seed, n_train, n_test=n_test)
-    out = {}
-    for name in models:
-        t0 = time.perf_counter()
-        if name in CORE_MODELS:
-            out[name] = run_core(name, data, seed, folder)
-        else:
-            out[name], model = run_model(name, data, seed, log=log, folder=folder, **kw,
-                                         compress=compress and name == "vae")
-            if on_model:
-                on_model(name, model, data)
-        r = out[name]
+
+    def report(name, r, seconds):
         steps = (f" after {r['steps_run']} steps (best at {r['best_step']})"
                  if "steps_run" in r else "")
         log(f"{name} (seed {seed}, N = {n_train}): {r['total']:.2f} bits per image "
-            f"held-out{steps}, {time.perf_counter() - t0:.1f} s")
-    return out
+            f"held-out{steps}, {seconds:.1f} s")
+
+    out = {}
+    if on_model is not None or workers < 2:
+        data = nm.load_split(seed, n_train, n_test=n_test)
+        for name in models:
+            t0 = time.perf_counter()
+            out[name], model = _run_one(name, data, seed, compress, log, folder, kw)
+            if on_model and model is not None:
+                on_model(name, model, data)
+            report(name, out[name], time.perf_counter() - t0)
+        return out
+    rank = lambda m: SLOW_FIRST.index(m) if m in SLOW_FIRST else len(SLOW_FIRST)
+    tasks = [(seed, name, n_train, n_test, compress, folder, quiet, kw)
+             for name in sorted(models, key=rank)]
+    for name, r, seconds in kit.map_workers(_model_task, tasks, workers):
+        out[name] = r
+        report(name, r, seconds)
+    return {name: out[name] for name in models}
 
 
 def generator_limit(seed, n_images=LIMIT_IMAGES):
@@ -1211,8 +1243,9 @@ def estimate_seconds(args):
     sizes = SWEEP_SIZES if args.sweep else (args.n_samples,)
     models = SWEEP_MODELS if args.sweep else args.models
     nets = [m for m in models if m in NETWORKS]
+    together = 1 if args.sweep or args.bitstream else min(2, max(1, len(nets)))  # run_all
     return len(args.seeds or [args.seed]) * sum(training_seconds(n, vae, **kw)
-                                                for n in sizes for _ in nets)
+                                                for n in sizes for _ in nets) / together
 
 
 def parse_args(argv=None):
@@ -1224,7 +1257,8 @@ def parse_args(argv=None):
     seeds.add_argument("--seed", type=kit.int_at_least(0, sv.MAX_SEED), default=0,
                        help="random seed")
     seeds.add_argument("--seeds", type=kit.int_at_least(0, sv.MAX_SEED), nargs="+", metavar="S",
-                       help="several seeds, one after another: mean ± sd")
+                       help="several seeds, one after another (a seed's models two at a "
+                            "time): mean ± sd")
     ap.add_argument("--n-samples", type=kit.int_at_least(1, MAX_TRAIN_IMAGES), default=200,
                     help="training images N (200 as in the paper); a validation split of "
                          "N/10 (100 to 2000) images comes from its own stream")
@@ -1507,11 +1541,12 @@ def main(argv=None):
                             for s in seeds]
     else:
         def keep(name, model, data):          # the VAE's code of the held-out set, as a file
-            if name == "vae" and args.bitstream:
+            if name == "vae":
                 nm.write_vae_code(args.bitstream, model, sv.quantise_images(data[2]),
                                   seeds[0], args.n_test)
         results = {s: run_all(s, args.n_samples, args.models, args.n_test, args.compress, log,
-                              on_model=keep, folder=args.folder, **kw) for s in seeds}
+                              on_model=keep if args.bitstream else None, folder=args.folder,
+                              workers=2, quiet=args.quiet, **kw) for s in seeds}
         flat = {s: {name: flatten(r) for name, r in res.items()} for s, res in results.items()}
         payload.update(results=[{"seed": s, "models": results[s]} for s in seeds],
                        summary=summarise(flat, args.models))

@@ -640,3 +640,13 @@ def test_vae_pictures_interpolate_between_the_reconstructions_and_the_page_quote
               f"PPCA-24's {run['pca24']['recon']:.1f}"]
     assert not [q for q in quoted if q not in page], quoted
 
+
+
+def test_a_seeds_models_in_two_workers_give_the_numbers_of_one_process():
+    models = ["vq_vae_4x6", "gumbel_vq_vae_4x6", "pca24"]
+    kw = dict(steps=60, hidden=(8,))
+    one = nc.run_all(0, 200, models, n_test=50, workers=1, **kw)
+    two = nc.run_all(0, 200, models, n_test=50, workers=2, **kw)
+    assert list(two) == models                        # in the order asked, not finished
+    for name in models:
+        assert two[name]["total"] == one[name]["total"], name
