@@ -298,6 +298,107 @@ def bits_back_decode(cm, words, n_images):
     return V, [c.get_compressed() for c in coders]
 
 
+# ----------------------------------------------------------------------------- a model's parameters
+#
+# A model sent ahead of its images: integer tensors (a model's fixed-point parameters, or a
+# network's weights rounded to steps of their own), coded one tensor after another on one
+# stack.  A tensor's integers v are split as v = hi 2^low + lo: lo, the `low` bits below what
+# a table can hold (none for a tensor within PARAM_RADIUS), is sent as it is, uniform; hi
+# under a table of the tensor's own with mass exp(-|hi|^power decay / 2^16) at
+# hi = -radius..radius (power 1 a discretised Laplace, 2 a Gaussian).  The four integers of
+# each tensor go in the file's header; the table is read from exp_table, so it is the same
+# integers everywhere.  The sender picks power and decay for the shortest code (param_spec).
+
+PARAM_DECAYS = tuple(sorted({round(2.0 ** (k / 4)) for k in range(0, 4 * 24)}))  # 1 .. 2^24
+PARAM_RADIUS = 1 << 12                 # the widest table
+
+
+def param_table(radius, power, decay):
+    """Frequencies (2 radius + 1,) >= 1 summing to 2^PRECISION of v = -radius..radius."""
+    e = exp_table()
+    v = np.abs(np.arange(-radius, radius + 1, dtype=np.int64)) ** power
+    steps = np.minimum((v * decay) >> 8, len(e) - 1)        # exp(-steps / 256)
+    return int_table(e[steps])
+
+
+def _split(values, low):
+    """(hi, lo) with values = hi 2^low + lo, 0 <= lo < 2^low."""
+    hi = values >> low
+    return hi, values - (hi << low)
+
+
+def param_spec(values):
+    """(radius, power, decay, low) of the code that sends the integers `values` shortest,
+    and that code's length in bits (-log2 of the tables' probabilities: the stack adds at
+    most a few bits in all)."""
+    values = np.asarray(values, dtype=np.int64).ravel()
+    top = int(np.abs(values).max(initial=0))
+    low = max(0, top.bit_length() - PARAM_RADIUS.bit_length() + 1)
+    hi = _split(values, low)[0]
+    radius = int(np.abs(hi).max(initial=0))
+    counts = np.bincount(hi + radius, minlength=2 * radius + 1)
+    bits = lambda power, decay: float(counts @ (PRECISION - np.log2(
+        param_table(radius, power, decay)))) + low * len(values)
+    best = None
+    for power in (1, 2):
+        fits = [i for i, d in enumerate(PARAM_DECAYS) if radius**power * d < 1 << 62]
+        coarse = min(fits[::4], key=lambda i: bits(power, PARAM_DECAYS[i]))   # every 2x
+        near = [i for i in fits if abs(i - coarse) <= 3]                      # then 2^(1/4)x
+        i = min(near, key=lambda i: bits(power, PARAM_DECAYS[i]))
+        got = ((radius, power, PARAM_DECAYS[i], low), bits(power, PARAM_DECAYS[i]))
+        best = got if best is None or got[1] < best[1] else best
+    return best
+
+
+LOW_CHUNK = 16                         # lo is sent in uniform pieces of at most these bits
+
+
+def _param_models(spec):
+    """constriction's models of a spec: hi's table (None when hi is all 0), and per piece of
+    lo, lowest first, (its first bit, its uniform table)."""
+    import constriction
+    radius, power, decay, low = spec
+    table = lambda f: constriction.stream.model.Categorical(weights(f), perfect=False)
+    pieces = [(j, min(LOW_CHUNK, low - j)) for j in range(0, low, LOW_CHUNK)]
+    return (table(param_table(radius, power, decay)) if radius else None,
+            [(j, table(np.full(1 << b, 1 << (PRECISION - b)))) for j, b in pieces])
+
+
+def encode_params(tensors, specs):
+    """One stack (uint32 words) holding the integer tensors, each by its spec; decode_params
+    reads them back in the same order."""
+    import constriction
+    coder = constriction.stream.stack.AnsCoder()
+    for values, spec in reversed(list(zip(tensors, specs))):    # a stack: the last in first
+        hi, lo = _split(np.asarray(values, dtype=np.int64).ravel(), spec[3])
+        hi_model, lo_models = _param_models(spec)
+        for j, model in reversed(lo_models):
+            bits = min(LOW_CHUNK, spec[3] - j)
+            coder.encode_reverse(((lo >> j) & ((1 << bits) - 1)).astype(np.int32), model)
+        if hi_model is not None:
+            coder.encode_reverse((hi + spec[0]).astype(np.int32), hi_model)
+    return coder.get_compressed()
+
+
+def decode_params(words, specs, sizes):
+    """The integer tensors (flat int64 arrays of the given sizes) of encode_params."""
+    import constriction
+    coder = constriction.stream.stack.AnsCoder(np.asarray(words, dtype=np.uint32))
+    out = []
+    for spec, size in zip(specs, sizes):
+        hi_model, lo_models = _param_models(spec)
+        size = int(size)
+        hi = (coder.decode(hi_model, size).astype(np.int64) - spec[0] if hi_model is not None
+              else np.zeros(size, dtype=np.int64))
+        lo = np.zeros(size, dtype=np.int64)
+        for j, model in lo_models:
+            lo += coder.decode(model, size).astype(np.int64) << j
+        out.append((hi << spec[3]) + lo)
+    if not coder.is_empty():
+        raise ValueError("the parameters' message holds more than its tensors")
+    return out
+
+
 # ----------------------------------------------------------------------------- the coder's bound
 
 

@@ -20,10 +20,10 @@ def image_layouts(V, height, width):
             "pixels": np.ascontiguousarray(V.T)}
 
 
-def baseline_bits(V, height, width):
-    """Bits per image of general-purpose compressors on the 8-bit images V (N, height *
-    width), each given the layout (image_layouts) it codes shortest; "layout" names the one
-    each got."""
+def baseline_bits(V, height, width, names=COMPRESSORS):
+    """Bits per image of general-purpose compressors (`names`) on the 8-bit images V (N,
+    height * width), each given the layout (image_layouts) it codes shortest; "layout" names
+    the one each got."""
     import bz2
     import gzip
     import io
@@ -40,7 +40,7 @@ def baseline_bits(V, height, width):
             "png": png}
     layouts = image_layouts(V, height, width)
     out, best = {}, {}
-    for name in COMPRESSORS:
+    for name in names:
         sizes = {layout: len(code[name](a)) for layout, a in layouts.items()}
         best[name] = min(sizes, key=sizes.get)
         out[name] = 8.0 * sizes[best[name]] / len(V)

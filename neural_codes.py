@@ -245,7 +245,7 @@ def run_all(seed, n_train, models, n_test=2000, compress=False, log=None, on_mod
     printed unless quiet."""
     log = log or kit.progress_logger(True)
 
-    def report(name, r, seconds):
+    def say(name, r, seconds):
         steps = (f" after {r['steps_run']} steps (best at {r['best_step']})"
                  if "steps_run" in r else "")
         log(f"{name} (seed {seed}, N = {n_train}): {r['total']:.2f} bits per image "
@@ -259,14 +259,14 @@ def run_all(seed, n_train, models, n_test=2000, compress=False, log=None, on_mod
             out[name], model = _run_one(name, data, seed, compress, log, folder, kw)
             if on_model and model is not None:
                 on_model(name, model, data)
-            report(name, out[name], time.perf_counter() - t0)
+            say(name, out[name], time.perf_counter() - t0)
         return out
     rank = lambda m: SLOW_FIRST.index(m) if m in SLOW_FIRST else len(SLOW_FIRST)
     tasks = [(seed, name, n_train, n_test, compress, folder, quiet, kw)
              for name in sorted(models, key=rank)]
     for name, r, seconds in kit.map_workers(_model_task, tasks, workers):
         out[name] = r
-        report(name, r, seconds)
+        say(name, r, seconds)
     return {name: out[name] for name in models}
 
 
@@ -589,7 +589,13 @@ def format_acn_variants(result, markdown=False):
 # 8-bit data: the 1994 models their noise scale sigma_x fitted by maximum likelihood on
 # their training images (the model refitted at each sigma of SCORE_SIGMAS, the one whose
 # training images the coder codes shortest kept), the 8-bit VAE a discretised Gaussian with a
-# scale per pixel.  A model's parameters, at 32-bit floats, are counted beside its bits.
+# scale per pixel.  A model's parameters, at 32-bit floats, are counted beside its bits,
+# and so is its model actually coded (neural_models' parameter code): the integers the coder
+# uses, the 8-bit VAEs' rounded to steps chosen on validation images for the smallest total
+# over the held-out set (choose_shifts), sent ahead of the images and decoded; each number
+# of a file's header the receiver needs besides (each tensor's table and step, sigma_x) at
+# HEADER_NUMBER_BITS.  Small 8-bit VAEs (SCORE_MDL_HIDDEN, on SCORE_MDL_SIZE images) are
+# candidates for the shortest total; the one with the least validation total is marked.
 
 SCORE_SIGMAS = (0.01, 0.014, 0.02, 0.028, 0.04, 0.057, 0.08, 0.113, 0.16, 0.226, 0.32)
 SCORE_CORE = sv.STOCHASTIC            # every 1994 model but the hard codes
@@ -597,6 +603,11 @@ SCORE_MODELS = SCORE_CORE + ("pixel_vae",)
 SCORE_VAE_SIZES = (200, 20000)
 CODER_DRAWS = 5                # each row's actual bits: the mean over this many initial bits
 PARAM_FLOAT_BITS = 32
+HEADER_NUMBER_BITS = 32
+SCORE_MDL_HIDDEN = (32, 64, 128)         # two hidden layers of this width
+SCORE_MDL_SIZE = 20_000
+MDL_SEARCH_IMAGES = 500        # validation images the 8-bit VAEs' steps are chosen on
+IMAGES_SENT = (100, 300, 1000, 2000, 10_000, 30_000, 100_000)   # the model-counted curve
 
 
 def linear_vae(pca):
@@ -659,8 +670,15 @@ def _score_core(name, seed, V, baselines, log, folder=None):
     model = fits[sigma][0]
     if isinstance(model, sv.PCA):
         row = nm.code_vae(linear_vae(model), V, seed, draws=CODER_DRAWS)
+        cm = nm.coding_model(linear_vae(model))
+        sent = nm.rounded_nets(cm.kind, cm.nets, [0] * len(nm.net_tensors(cm.kind, cm.nets)))[1]
     else:
         row, _ = sv.code_and_check(model, V, seed, draws=CODER_DRAWS)
+        sent = list(sv.CodingModel.from_model(model).params.values())
+    coded = nm.model_code_row(sent)                  # its tables' numbers and sigma_x besides
+    coded["model_bits"] += HEADER_NUMBER_BITS * (3 * len(sent) + 1)
+    row = {**row, **coded, "model_actual_bits": row["actual_bits"],     # the same model
+           "with_model": row["actual_bits"] + coded["model_bits"] / len(V)}
     log(f"{name}: sigma_x = {sigma:g} by maximum likelihood, {row['actual_bits']:.2f} bits "
         f"per image, round trip {kit.round_trip_cell(row['roundtrip'])}")
     return {**scoreboard_row(row, core_params(name, model), len(V), baselines),
@@ -670,26 +688,45 @@ def _score_core(name, seed, V, baselines, log, folder=None):
 
 def _score_vae(n, seed, V, baselines, log, bitstream=None, folder=None, **kw):
     """The 8-bit VAE trained on n images (or loaded from folder), its held-out images V
-    coded (and written to the file bitstream, if given)."""
+    coded, also with its model (and written to the file bitstream, if given)."""
     t0 = time.perf_counter()
     Xn, Xv, _, _ = nm.load_split(seed, n, n_test=1)
     q = sv.quantise_images
+    hidden = tuple(kw.get("hidden") or nm.HIDDEN)
     config = nm.network_config(seed, n, kw.get("steps"), kw.get("batch"), nm.PIXEL_BATCH,
                                nm.PIXEL_STEPS_AT, model="pixel_vae", n_latent=nm.LATENTS,
-                               hidden=list(kw.get("hidden") or nm.HIDDEN), lr=nm.pixel_rate(n))
-    vae, hist, _ = fc.fit_or_load(folder, fc.model_key("pixel_vae", seed, n), config,
+                               hidden=list(hidden), lr=nm.pixel_rate(n))
+    key = fc.model_key("pixel_vae" if hidden == nm.HIDDEN else
+                       "pixel_vae_" + "x".join(map(str, hidden)), seed, n)
+    vae, hist, _ = fc.fit_or_load(folder, key, config,
                                   lambda: nm.fit_pixel_vae(q(Xn), q(Xv), seed, log=log, **kw))
     dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1))
     row = nm.code_vae(vae, V, seed, dl=dl, draws=CODER_DRAWS)
+    coded, _ = nm.code_with_model(vae, q(Xv)[:MDL_SEARCH_IMAGES], V, seed)
+    tensors = len(coded["shifts"])             # each tensor's table and step; the widths
+    coded["model_bits"] += HEADER_NUMBER_BITS * (4 * tensors + len(hidden))
+    coded["with_model"] = coded["model_actual_bits"] + coded["model_bits"] / len(V)
     if bitstream:
         nm.write_vae_code(bitstream, vae, V, seed, len(V))
-    log(f"8-bit VAE, N = {n}: {row['actual_bits']:.2f} bits per image, round trip "
-        f"{kit.round_trip_cell(row['roundtrip'])}, {time.perf_counter() - t0:.0f} s")
-    return {**scoreboard_row(row, vae.theta.size, len(V), baselines), "n_train": n,
+    log(f"8-bit VAE {'x'.join(map(str, hidden))}, N = {n}: {row['actual_bits']:.2f} bits per "
+        f"image, {coded['with_model']:.2f} with its model coded, round trips "
+        f"{kit.round_trip_cell(row['roundtrip'] and coded['model_roundtrip'])}, "
+        f"{time.perf_counter() - t0:.0f} s")
+    return {**scoreboard_row(row, vae.theta.size, len(V), baselines), **coded, "n_train": n,
             "recon": float(dl["recon"].mean()), "code": float(dl["code"].mean()),
             "steps_run": hist["steps_run"], "best_step": hist["best_step"],
             "batch": kw.get("batch") or nm.batch_size(n, nm.PIXEL_BATCH), "lr": nm.pixel_rate(n),
             "train_seconds": hist["seconds"], "hidden": list(vae.hidden)}
+
+
+def _score_sent(seed, log, sizes=IMAGES_SENT):
+    """lzma's bits per image on the first n held-out images, for each n of sizes."""
+    out = {}
+    for n in sizes:
+        V = sv.quantise_images(sv.generate_spline_images(n, seed, stream=1)[0])
+        out[str(n)] = compressors.baseline_bits(V, sv.HEIGHT, sv.WIDTH, names=("lzma",))["lzma"]
+    log(f"lzma on {', '.join(out)} held-out images")
+    return out
 
 
 def _score_limit(seed, n_images, log):
@@ -708,6 +745,18 @@ def _score_task(task):
     return key, fn(*args, log=kit.progress_logger(quiet), **kw)
 
 
+def score_order():
+    """The scoreboard's rows in their order: the 1994 models, the 8-bit VAEs, the small ones."""
+    return ([name for name in SCORE_CORE] + [f"pixel_vae_{n}" for n in SCORE_VAE_SIZES]
+            + [f"pixel_vae_{SCORE_MDL_SIZE}_{w}x{w}" for w in SCORE_MDL_HIDDEN])
+
+
+def mdl_choice(rows):
+    """The 8-bit VAE row with the least validation total (model bits plus the images'), or None."""
+    valid = {k: r["model_validation"]["total"] for k, r in rows.items()
+             if "model_validation" in r}
+    return min(valid, key=valid.get) if valid else None
+
 def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, quiet=True,
                    limit_images=LIMIT_IMAGES, bitstream=None, folder=None, **kw):
     """The 8-bit scoreboard at one seed: {"rows": {label key: row}, "baselines", "limit",
@@ -720,18 +769,24 @@ def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, quiet=Tr
     baselines = compressors.baseline_bits(V, sv.HEIGHT, sv.WIDTH)
     common = (seed, V, baselines)
     vaes = sorted(SCORE_VAE_SIZES, reverse=True) if "pixel_vae" in models else []
+    small = SCORE_MDL_HIDDEN if "pixel_vae" in models else ()
     kw = {**kw, "folder": folder}
+    mdl_key = lambda w: f"pixel_vae_{SCORE_MDL_SIZE}_{w}x{w}"                # as score_order
     tasks = ([(f"pixel_vae_{n}", _score_vae, (n, *common), {**kw, "bitstream": bitstream},
                quiet) for n in vaes[:1]] +
+             [(mdl_key(w), _score_vae, (SCORE_MDL_SIZE, *common), {**kw, "hidden": (w, w)},
+               quiet) for w in sorted(small, reverse=True)] +
              [(name, _score_core, (name, *common), {"folder": folder}, quiet) for name in models
               if name in SCORE_CORE] +
              [(f"pixel_vae_{n}", _score_vae, (n, *common), kw, quiet) for n in vaes[1:]] +
-             [("limit", _score_limit, (seed, limit_images), {}, quiet)])
+             [("limit", _score_limit, (seed, limit_images), {}, quiet),
+              ("sent", _score_sent, (seed,), {}, quiet)])
     done = dict(kit.map_workers(_score_task, tasks, workers))
-    order = [name for name in SCORE_CORE if name in models] + \
-            [f"pixel_vae_{n}" for n in SCORE_VAE_SIZES if vaes]
-    return {"seed": seed, "n_test": n_test, "baselines": baselines,
-            "rows": {key: done[key] for key in order}, "limit": done["limit"]}
+    rows = {key: done[key] for key in score_order() if key in done}
+    return {"seed": seed, "n_test": n_test, "baselines": baselines, "rows": rows,
+            "limit": done["limit"], "lzma_by_images": done["sent"],
+            "mdl_choice": mdl_choice(rows)}
+
 
 
 def summarise(results, models):
@@ -1108,7 +1163,7 @@ def report(payload, markdown=False):
     return "\n\n".join(p.rstrip("\n") for p in parts)
 
 
-SCORE_LABELS = {"pixel_vae": "8-bit VAE, {L} latents, scale per pixel, N = {N}"}
+SCORE_LABELS = {"pixel_vae": "8-bit VAE {H}, {L} latents, scale per pixel, N = {N}"}
 
 
 def format_scoreboard(board, markdown=False):
@@ -1117,12 +1172,14 @@ def format_scoreboard(board, markdown=False):
     lzma = board["baselines"]["lzma"]
     cols = ["code", "training images", "noise", "actual bits", "coder bound", "round trip",
             "parameters", "parameter bits / image", "total with parameters",
-            "break-even images vs lzma"]
+            "break-even images vs lzma", "model coded, bits", "total with its model, coded"]
     rows = []
     for key, r in board["rows"].items():
         name = "pixel_vae" if key.startswith("pixel_vae") else key
-        text = (SCORE_LABELS[name].format(L=nm.LATENTS, N=r["n_train"]) if name in SCORE_LABELS
+        text = (SCORE_LABELS[name].format(L=nm.LATENTS, N=r["n_train"], H="-".join(
+                    map(str, r["hidden"]))) if name in SCORE_LABELS
                 else sv.model_label(name, 4, 6))
+        text += " (chosen)" if key == board.get("mdl_choice") else ""
         noise = "per pixel" if name == "pixel_vae" else f"sigma_x = {r['sigma_x']:g}"
         even = r["break_even_vs_lzma"]
         actual = f"{r['actual_bits']:.2f}" + (f" ± {r['actual_bits_sd']:.2f}"
@@ -1130,14 +1187,18 @@ def format_scoreboard(board, markdown=False):
         rows.append([text, str(r["n_train"]), noise, actual,
                      f"{r['bound_t']:.2f}", kit.round_trip_cell(r["roundtrip"]),
                      f"{r['params']:,}", f"{r['params_bits_per_image']:.1f}",
-                     f"{r['with_params']:.2f}", f"{even:,}" if even else "never"])
+                     f"{r['with_params']:.2f}", f"{even:,}" if even else "never",
+                     f"{r['model_bits']:,}" if "model_bits" in r else "-",
+                     f"{r['with_model']:.2f} ({kit.round_trip_cell(r['model_roundtrip'])})"
+                     if "model_bits" in r else "-"])
     for name in compressors.COMPRESSORS:
         layout = board["baselines"]["layout"][name]
         rows.append([f"{name} ({layout} layout)", "-", "-", f"{board['baselines'][name]:.2f}",
-                     "-", "exact", "-", "-", "-", "-"])
+                     "-", "exact", "-", "-", "-", "-", "-", "-"])
     lim = board["limit"]
     rows.append([f"limit: the true generator ({lim['n_images']} images)", "-", "-",
-                 f"{lim['bits']:.2f} ± {lim['se']:.2f}", "-", "-", "-", "-", "-", "-"])
+                 f"{lim['bits']:.2f} ± {lim['se']:.2f}", "-", "-", "-", "-", "-", "-", "-",
+                 "-"])
     draws = next((len(r["actual_bits_draws"]) for r in board["rows"].values()
                   if "actual_bits_draws" in r), 1)
     head = (f"Actual bits per image coding the {board['n_test']} held-out images as 8-bit "
@@ -1146,7 +1207,13 @@ def format_scoreboard(board, markdown=False):
                else "one set of the coder's initial bits")
             + f"); the parameters at {PARAM_FLOAT_BITS}-bit floats, "
             f"amortised over these images; break-even = images at which a model's saving "
-            f"against lzma ({lzma:.2f} bits per image here) pays for its parameters")
+            f"against lzma ({lzma:.2f} bits per image here) pays for its parameters. Model "
+            f"coded: its parameters sent by the parameter code (the 8-bit VAEs' rounded to "
+            f"steps chosen on {MDL_SEARCH_IMAGES} validation images) with the numbers of the "
+            f"header at {HEADER_NUMBER_BITS} bits; total with its model = the images' actual "
+            f"bits under the model as sent (the VAEs': rounded) plus the model's bits over "
+            f"these images, model and images decoded from the bits (round trip); chosen = "
+            f"the 8-bit VAE with the least such total on validation images")
     return kit.table(head, cols, rows, markdown)
 
 
@@ -1446,10 +1513,10 @@ def merged(kind, runs, config, markdown=False):
             for sched in runs[0]["one_bit"]["collapse"]}}
     else:
         rows = {k: r for p in runs for k, r in p["scoreboard"]["rows"].items()}
-        order = [n for n in SCORE_CORE] + [f"pixel_vae_{n}" for n in SCORE_VAE_SIZES]
         config["models"] = [m for m in SCORE_MODELS if m in config["models"]]
-        payload["scoreboard"] = {**runs[0]["scoreboard"],
-                                 "rows": {k: rows[k] for k in order if k in rows}}
+        rows = {k: rows[k] for k in score_order() if k in rows}
+        payload["scoreboard"] = {**runs[0]["scoreboard"], "rows": rows,
+                                 "mdl_choice": mdl_choice(rows)}
     return payload, report({"config": config, **payload}, markdown)
 
 

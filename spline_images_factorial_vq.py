@@ -98,6 +98,9 @@ def natural_spline_basis(knots, xs):
             + h[j] ** 2 / 6 * (((1 - u) ** 3 - (1 - u)) * m[j].T + (u**3 - u) * m[j + 1].T))
 
 
+RENDER_CHUNK = 20_000                   # images rendered at once (their curves: 256 MB)
+
+
 def render_splines(controls, blur_sigma=BLUR_SIGMA):
     """Render spline images from control heights.
 
@@ -106,6 +109,9 @@ def render_splines(controls, blur_sigma=BLUR_SIGMA):
     an isotropic Gaussian bump at the pixel centres; each image is scaled to max 1.
     """
     controls = np.asarray(controls, dtype=np.float64)
+    if len(controls) > RENDER_CHUNK:            # (N, 200, 8) at once would not fit in memory
+        return np.concatenate([render_splines(controls[i:i + RENDER_CHUNK], blur_sigma)
+                               for i in range(0, len(controls), RENDER_CHUNK)])
     xs = np.linspace(0.0, WIDTH - 1, N_CURVE_POINTS)
     ys = controls @ natural_spline_basis(CONTROL_X, xs)                        # (N, 200)
     # the bump is separable, so the sum over curve points is one matrix product

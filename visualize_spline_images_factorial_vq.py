@@ -844,6 +844,14 @@ def check_scoreboard(data):
                      f"scoreboard.rows.{key}")
         if "actual_bits_sd" in r:
             _check(r["actual_bits_sd"], "sd", f"scoreboard.rows.{key}.actual_bits_sd")
+        if "lzma_by_images" in board:
+            _check_terms(r, {"model_bits": "number", "model_actual_bits": "number"},
+                         f"scoreboard.rows.{key}")
+    if "lzma_by_images" in board:
+        sent = board["lzma_by_images"]
+        if not isinstance(sent, dict) or not sent or not all(k.isdigit() for k in sent):
+            raise ValueError("scoreboard.lzma_by_images must map image counts to bits")
+        _check_terms(sent, {k: "number" for k in sent}, "scoreboard.lzma_by_images")
     b = board.get("baselines")
     _check_terms(b, {n: "number" for n in compressors.COMPRESSORS}, "scoreboard.baselines")
     if not isinstance(b.get("layout"), dict) or set(b["layout"]) != set(compressors.COMPRESSORS):
@@ -960,7 +968,8 @@ def fig_scoreboard(board):
     rows = []
     for key, r in board["rows"].items():
         vae = key.startswith("pixel_vae")
-        text = (f"8-bit VAE, N = {r['n_train']}" if vae else
+        text = (f"8-bit VAE {'-'.join(map(str, r.get('hidden', [])))}, N = {r['n_train']}"
+                if vae else
                 f"{sv.model_label(key, 4, 6)}, σ_x = {r['sigma_x']:g}")
         rows.append((text, r["actual_bits"], r.get("actual_bits_sd", 0.0),
                      SCORE_COLORS["pixel_vae"] if vae else COLORS[key]))
@@ -989,6 +998,41 @@ def fig_scoreboard(board):
                  f"initial bits) and general-purpose compressors (hatched) on their best layout",
                  fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def fig_model_counted(board):
+    """Bits per held-out image with the model counted, against the number of images sent:
+    each code's images' bits plus its coded model spread over them; lzma on as many."""
+    fig, ax = plt.subplots(figsize=(9, 5.4))
+    n = np.array(sorted(int(k) for k in board["lzma_by_images"]))
+    styles, lows = ["-", "--", "-.", ":"], []
+    for i, (key, r) in enumerate(board["rows"].items()):
+        vae = key.startswith("pixel_vae")
+        text = (f"8-bit VAE {'-'.join(map(str, r['hidden']))}, N = {r['n_train']}" if vae else
+                sv.model_label(key, 4, 6))
+        text += " (chosen)" if key == board.get("mdl_choice") else ""
+        color = plt.cm.tab10(i % 10)
+        bits = r["model_actual_bits"] + r["model_bits"] / n
+        lows.append(bits.min())
+        ax.plot(n, bits, styles[i % 4], color=color,
+                lw=2.5 if key == board.get("mdl_choice") else 1.2, label=text)
+    lzma = [board["lzma_by_images"][str(k)] for k in n]
+    ax.plot(n, lzma, "ko-", ms=4, lw=1.5, label="lzma on as many images")
+    ax.axvline(board["n_test"], color="0.6", lw=0.8, ls=":")
+    ax.set_ylim(0.85 * min(lows + lzma), 8 * max(lzma))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("held-out images sent (log scale)")
+    ax.set_ylabel("bits per image, model included (log scale)")
+    ax.set_title(f"Held-out 8-bit images of seed {board['seed']}: each code's bits per image "
+                 f"(measured on {board['n_test']}) plus its coded model\nspread over the images "
+                 f"sent (dotted: {board['n_test']}, where the model's steps were chosen); the "
+                 f"true generator's floor: {board['limit']['bits']:.1f} bits",
+                 fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
 
@@ -1032,8 +1076,10 @@ def draw_neural(path, outdir, dpi, log):
             makers["acn_curves"] = lambda: fig_acn_curves(first, n, seed)
         return write_figures(makers, outdir, dpi, log)
     if "scoreboard" in data:
-        return write_figures({"scoreboard": lambda: fig_scoreboard(data["scoreboard"])},
-                             outdir, dpi, log)
+        makers = {"scoreboard": lambda: fig_scoreboard(data["scoreboard"])}
+        if "lzma_by_images" in data["scoreboard"]:
+            makers["model_counted"] = lambda: fig_model_counted(data["scoreboard"])
+        return write_figures(makers, outdir, dpi, log)
     sweeps = data["sweep"]
     makers = {"dl_vs_training_size": lambda: fig_dl_vs_training_size(sweeps)}
     if "vae" in sweeps[0]["models"]:

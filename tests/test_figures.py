@@ -240,7 +240,8 @@ def test_acn_one_bit_and_scoreboard_figures_are_drawn_from_their_committed_runs(
     status, _, err = cli(viz.main, "--neural", str(ROOT / "viz" / source), "--outdir",
                          str(tmp_path), "--quiet", "--dpi", "40")
     assert status == 0, err
-    also = {"one_bit_vae": ["one_bit_posteriors"], "acn_daydream": ["acn_curves"]}
+    also = {"one_bit_vae": ["one_bit_posteriors"], "acn_daydream": ["acn_curves"],
+            "scoreboard": ["model_counted"]}
     for name in [figure] + also.get(figure, []):
         img = iio.imread(tmp_path / f"{name}.png")
         assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0
