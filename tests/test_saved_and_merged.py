@@ -157,16 +157,20 @@ def test_the_scripts_save_load_and_refuse_models(tmp_path):
 # ----------------------------------------------------------------------------- merged runs
 
 
-def merge(script, tmp_path, parts, *args):
-    """Write each part's payload as a JSON file, merge them: (merged payload, stdout)."""
+MAINS = {"spline_images_factorial_vq.py": sv.main, "neural_codes.py": nc.main}
+
+
+def merge(cli, script, tmp_path, parts, *args):
+    """Write each part's payload as a JSON file, merge them with the script's main (in this
+    process: `cli` is the fixture): (merged payload, stdout)."""
     paths = []
     for i, part in enumerate(parts):
         paths.append(str(tmp_path / f"part{i}.json"))
         (tmp_path / f"part{i}.json").write_text(json.dumps(part))
-    out = run_script(script, "--merge", *paths, "--json", str(tmp_path / "merged.json"),
-                     "--quiet", *args)
-    assert out.returncode == 0, out.stderr
-    return json.loads((tmp_path / "merged.json").read_text()), out.stdout
+    status, out, err = cli(MAINS[script], "--merge", *paths, "--json",
+                           str(tmp_path / "merged.json"), "--quiet", *args)
+    assert status == 0, err
+    return json.loads((tmp_path / "merged.json").read_text()), out
 
 
 def split_by_seed(payload, kind):
@@ -193,14 +197,14 @@ def split_by_seed(payload, kind):
 @pytest.mark.parametrize("script, name, kind", [
     ("neural_codes.py", "neural_seeds", "results"), ("neural_codes.py", "acn", "acn"),
     ("neural_codes.py", "one_bit_vae", "one_bit")])
-def test_a_committed_run_split_by_seed_merges_back_to_itself(tmp_path, script, name, kind):
+def test_a_committed_run_split_by_seed_merges_back_to_itself(tmp_path, cli, script, name, kind):
     payload = json.loads((ROOT / "viz" / f"{name}.json").read_text())
-    merged, stdout = merge(script, tmp_path, split_by_seed(payload, kind), "--markdown")
+    merged, stdout = merge(cli, script, tmp_path, split_by_seed(payload, kind), "--markdown")
     assert numbers(merged) == numbers(payload)
     assert stdout.strip() == nc.report(payload, markdown=True).strip()
 
 
-def test_the_scoreboard_split_by_model_merges_back_to_itself(tmp_path):
+def test_the_scoreboard_split_by_model_merges_back_to_itself(tmp_path, cli):
     payload = json.loads((ROOT / "viz" / "scoreboard.json").read_text())
     rows, cfg = payload["scoreboard"]["rows"], payload["config"]
     halves = [[m for m in cfg["models"] if m != "pixel_vae"], ["pixel_vae"]]
@@ -209,7 +213,7 @@ def test_the_scoreboard_split_by_model_merges_back_to_itself(tmp_path):
                              "rows": {k: r for k, r in rows.items()
                                       if k.startswith("pixel_vae") == (models == ["pixel_vae"])}}}
              for models in reversed(halves)]
-    merged, stdout = merge("neural_codes.py", tmp_path, parts)
+    merged, stdout = merge(cli, "neural_codes.py", tmp_path, parts)
     assert numbers(merged) == numbers(payload)
     assert stdout.strip() == nc.report(payload).strip()
 
@@ -219,14 +223,14 @@ def test_the_scoreboard_split_by_model_merges_back_to_itself(tmp_path):
                                        "--n-test", "150", "--steps", "20"], True),
     ("neural_codes.py", ["--models", "vae", "vq_vae_4x6", "pca24", "--n-test", "80",
                          "--steps", "30", "--hidden", "32"], False)])
-def test_runs_one_seed_each_merge_to_the_two_seed_run(tmp_path, script, args, timed):
+def test_runs_one_seed_each_merge_to_the_two_seed_run(tmp_path, cli, script, args, timed):
     runs = {}
     for name, seeds in (("both", ["0", "1"]), ("one", ["1"]), ("zero", ["0"])):
-        out = run_script(script, *args, "--seeds", *seeds, "--quiet",
-                         "--json", str(tmp_path / f"{name}.json"), timeout=300)
-        assert out.returncode == 0, out.stderr
-        runs[name] = (json.loads((tmp_path / f"{name}.json").read_text()), out.stdout)
-    merged, stdout = merge(script, tmp_path, [runs["one"][0], runs["zero"][0]])
+        status, out, err = cli(MAINS[script], *args, "--seeds", *seeds, "--quiet",
+                               "--json", str(tmp_path / f"{name}.json"))
+        assert status == 0, err
+        runs[name] = (json.loads((tmp_path / f"{name}.json").read_text()), out)
+    merged, stdout = merge(cli, script, tmp_path, [runs["one"][0], runs["zero"][0]])
     assert numbers(merged) == numbers(runs["both"][0])
     # the core's table ends in a seconds column, the one thing a merge cannot repeat
     strip = lambda text: [line.rsplit(None, 1)[0] if timed and line.strip() else line
@@ -234,18 +238,19 @@ def test_runs_one_seed_each_merge_to_the_two_seed_run(tmp_path, script, args, ti
     assert strip(stdout) == strip(runs["both"][1])
 
 
-def test_the_limit_of_a_merge_is_the_smallest_seeds_as_in_the_single_run(tmp_path):
+def test_the_limit_of_a_merge_is_the_smallest_seeds_as_in_the_single_run(tmp_path, cli):
     runs = {}
     for seeds in ([0, 1], [1], [0]):
         out = sv.run_experiments(("limit",), seeds, workers=1, limit_images=30, limit_samples=40)
         runs[tuple(seeds)] = {"config": {"seeds": seeds, "experiments": ["limit"]}, **out}
-    merged, stdout = merge("spline_images_factorial_vq.py", tmp_path, [runs[(1,)], runs[(0,)]])
+    merged, stdout = merge(cli, "spline_images_factorial_vq.py", tmp_path,
+                           [runs[(1,)], runs[(0,)]])
     assert merged["limit"] == runs[(0, 1)]["limit"] and merged["limit"]["seed"] == 0
     assert merged["experiment_runs"] == runs[(0, 1)]["experiment_runs"]
     assert stdout.strip() == sv.format_experiments(runs[(0, 1)], [0, 1]).strip()
 
 
-def test_parts_that_do_not_make_one_run_are_refused_in_one_line(tmp_path):
+def test_parts_that_do_not_make_one_run_are_refused_in_one_line(tmp_path, cli):
     payload = json.loads((ROOT / "viz" / "acn.json").read_text())
     one, two = split_by_seed(payload, "acn")[:2]
     cases = [([one, one], "seed 4 is in"),
@@ -261,6 +266,5 @@ def test_parts_that_do_not_make_one_run_are_refused_in_one_line(tmp_path):
                          str(tmp_path / "p1.json"))
         assert out.returncode == 2 and reason in out.stderr, out.stderr
         assert out.stderr.count("\n") == 1
-    out = run_script("spline_images_factorial_vq.py", "--merge", str(tmp_path / "p0.json"),
-                     "--seed", "3")
-    assert out.returncode == 2 and "--merge reads its runs: leave out --seed" in out.stderr
+    status, _, err = cli(sv.main, "--merge", str(tmp_path / "p0.json"), "--seed", "3")
+    assert status == 2 and "--merge reads its runs: leave out --seed" in err
