@@ -593,9 +593,10 @@ def format_acn_variants(result, markdown=False):
 # and so is its model actually coded (neural_models' parameter code): the integers the coder
 # uses, the 8-bit VAEs' rounded to steps chosen on validation images for the smallest total
 # over the held-out set (choose_shifts), sent ahead of the images and decoded; each number
-# of a file's header the receiver needs besides (each tensor's table and step, sigma_x) at
-# HEADER_NUMBER_BITS.  Small 8-bit VAEs (SCORE_MDL_HIDDEN, on SCORE_MDL_SIZE images) are
-# candidates for the shortest total; the one with the least validation total is marked.
+# of a file's header the receiver needs besides (each tensor's table and step, the networks'
+# sizes, sigma_x) at neural_models.HEADER_NUMBER_BITS.  Small 8-bit VAEs (SCORE_MDL_HIDDEN,
+# on SCORE_MDL_SIZE images) are candidates for the shortest total; the one with the least
+# validation total is marked.
 
 SCORE_SIGMAS = (0.01, 0.014, 0.02, 0.028, 0.04, 0.057, 0.08, 0.113, 0.16, 0.226, 0.32)
 SCORE_CORE = sv.STOCHASTIC            # every 1994 model but the hard codes
@@ -603,7 +604,6 @@ SCORE_MODELS = SCORE_CORE + ("pixel_vae",)
 SCORE_VAE_SIZES = (200, 20000)
 CODER_DRAWS = 5                # each row's actual bits: the mean over this many initial bits
 PARAM_FLOAT_BITS = 32
-HEADER_NUMBER_BITS = 32
 SCORE_MDL_HIDDEN = (32, 64, 128)         # two hidden layers of this width
 SCORE_MDL_SIZE = 20_000
 MDL_SEARCH_IMAGES = 500        # validation images the 8-bit VAEs' steps are chosen on
@@ -673,10 +673,9 @@ def _score_core(name, seed, V, baselines, log, folder=None):
         cm = nm.coding_model(linear_vae(model))
         sent = nm.rounded_nets(cm.kind, cm.nets, [0] * len(nm.net_tensors(cm.kind, cm.nets)))[1]
     else:
-        row, _ = sv.code_and_check(model, V, seed, draws=CODER_DRAWS)
-        sent = list(sv.CodingModel.from_model(model).params.values())
-    coded = nm.model_code_row(sent)                  # its tables' numbers and sigma_x besides
-    coded["model_bits"] += HEADER_NUMBER_BITS * (3 * len(sent) + 1)
+        row, (cm, _) = sv.code_and_check(model, V, seed, draws=CODER_DRAWS)
+        sent = list(cm.params.values())
+    coded = nm.model_code_row(sent, other_numbers=1)           # its tables' numbers, sigma_x
     row = {**row, **coded, "model_actual_bits": row["actual_bits"],     # the same model
            "with_model": row["actual_bits"] + coded["model_bits"] / len(V)}
     log(f"{name}: sigma_x = {sigma:g} by maximum likelihood, {row['actual_bits']:.2f} bits "
@@ -703,9 +702,6 @@ def _score_vae(n, seed, V, baselines, log, bitstream=None, folder=None, **kw):
     dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1))
     row = nm.code_vae(vae, V, seed, dl=dl, draws=CODER_DRAWS)
     coded, _ = nm.code_with_model(vae, q(Xv)[:MDL_SEARCH_IMAGES], V, seed)
-    tensors = len(coded["shifts"])             # each tensor's table and step; the widths
-    coded["model_bits"] += HEADER_NUMBER_BITS * (4 * tensors + len(hidden))
-    coded["with_model"] = coded["model_actual_bits"] + coded["model_bits"] / len(V)
     if bitstream:
         nm.write_vae_code(bitstream, vae, V, seed, len(V))
     log(f"8-bit VAE {'x'.join(map(str, hidden))}, N = {n}: {row['actual_bits']:.2f} bits per "
@@ -1210,7 +1206,7 @@ def format_scoreboard(board, markdown=False):
             f"against lzma ({lzma:.2f} bits per image here) pays for its parameters. Model "
             f"coded: its parameters sent by the parameter code (the 8-bit VAEs' rounded to "
             f"steps chosen on {MDL_SEARCH_IMAGES} validation images) with the numbers of the "
-            f"header at {HEADER_NUMBER_BITS} bits; total with its model = the images' actual "
+            f"header at {nm.HEADER_NUMBER_BITS} bits; total with its model = the images' actual "
             f"bits under the model as sent (the VAEs': rounded) plus the model's bits over "
             f"these images, model and images decoded from the bits (round trip); chosen = "
             f"the 8-bit VAE with the least such total on validation images")

@@ -1445,6 +1445,8 @@ FIX = 12                          # activations and weights in units of 2^-12
 Z_UNIT = 8192                     # latent values on the grid 1/8192, over +-4 ...
 Z_SIGMA = Z_UNIT / (bbc.PHI_STEPS * (bbc.PIXEL_LEVELS - 1))  # ... which phi_table(Z_SIGMA) steps
 EXACT = 2.0**52                   # partial sums of an exact float64 product stay below this
+# the value of one input step of each network's first layer: 8-bit pixels, latent grid, FIX
+INPUT_UNITS = {"enc": 1.0 / (bbc.PIXEL_LEVELS - 1), "dec": 1.0 / Z_UNIT, "prior": 2.0**-FIX}
 
 
 def _fixed_layers(mlp, in_unit):
@@ -1507,10 +1509,9 @@ class VAECodingModel:
     @classmethod
     def fixed_nets(cls, vae):
         """The fixed-point layers of a trained model's networks."""
-        units = {"enc": 1.0 / (bbc.PIXEL_LEVELS - 1), "dec": 1.0 / Z_UNIT, "prior": 2.0**-FIX}
         if any(net.act != "relu" for net in vae.nets.values()):
             raise ValueError("the VAE coder takes ReLU networks")
-        return {name: _fixed_layers(net, units[name]) for name, net in vae.nets.items()}
+        return {name: _fixed_layers(net, INPUT_UNITS[name]) for name, net in vae.nets.items()}
 
     @classmethod
     def of(cls, vae):
@@ -1804,10 +1805,12 @@ def write_vae_code(path, vae, V, seed, n_test, order="held-out"):
 # and b, in the file's order) is rounded to a step of 2^shift of its fixed-point unit and
 # sent by bits_back_coder's parameter code.  The shifts are chosen per tensor for the
 # smallest total, model bits plus the images' bits, by coordinate descent on validation
-# images, the images' bits measured by the float model with the rounded weights (the coder's
-# actual bits follow it to a fraction of a bit, see the tests).
+# images, the images' bits measured by the float model with the rounded weights standing in
+# for the coder's (which computes the same networks in fixed point).  A Gaussian VAE or an
+# 8-bit VAE; an ACN's prior network would need its context in the search.
 
-MAX_SHIFT = 30
+MAX_SHIFT = 30                   # a step of 2^30 fixed-point units is coarser than any weight
+HEADER_NUMBER_BITS = 32          # each number of a file's header the receiver needs
 
 
 def net_tensors(kind, nets):
@@ -1843,21 +1846,24 @@ def param_code(sent):
     return specs, words, [f.reshape(np.shape(t)) for f, t in zip(flat, sent)]
 
 
-def model_code_row(sent):
-    """The parameter code of a model's integer tensors, decoded and checked:
-    {"model_bits", "model_roundtrip"}."""
-    _, words, back = param_code(sent)
-    return {"model_bits": bbc.message_bits([words]),
-            "model_roundtrip": all(np.array_equal(a, b) for a, b in zip(sent, back))}
+def model_code_row(sent, other_numbers=0):
+    """The parameter code of a model's integer tensors, decoded and checked: {"model_bits",
+    "model_roundtrip", "header_numbers"}; the model's bits count its message and, at
+    HEADER_NUMBER_BITS each, the numbers of every tensor's table and other_numbers more."""
+    specs, words, back = param_code(sent)
+    numbers = sum(len(spec) for spec in specs) + other_numbers
+    return {"model_bits": bbc.message_bits([words]) + HEADER_NUMBER_BITS * numbers,
+            "model_roundtrip": all(np.array_equal(a, b) for a, b in zip(sent, back)),
+            "header_numbers": numbers}
 
 
 def as_float(vae, nets):
-    """A copy of the float VAE whose networks are the fixed-point ones given."""
-    units = {"enc": 1.0 / (bbc.PIXEL_LEVELS - 1), "dec": 1.0 / Z_UNIT, "prior": 2.0**-FIX}
+    """A copy of the float VAE whose networks are the fixed-point ones given (the inverse
+    of _fixed_layers, exact up to the rounding)."""
     out = vae.astype(np.float64)
     for name, layers in nets.items():
         for i, (W, b) in enumerate(layers):
-            unit = units[name] if i == 0 else 2.0**-FIX
+            unit = INPUT_UNITS[name] if i == 0 else 2.0**-FIX
             out.nets[name].p[f"W{i}"][...] = W / (unit * 2.0**(2 * FIX))
             out.nets[name].p[f"b{i}"][...] = b / 2.0**(2 * FIX)
     return out
@@ -1927,8 +1933,9 @@ def code_with_model(vae, V_val, V, seed=0, lanes=bbc.CODER_LANES):
     chosen on V_val (choose_shifts, for len(V) images), sent by the parameter code, then V
     by bits-back under the rounded networks.  The receiver's side is run too: it decodes the
     parameters, builds its coding model from them alone (receiver_model), and decodes the
-    images with it.  Returns (row, what is sent: {"kind", "n_latent", "sigma_x", "nets",
-    "shifts", "specs", "param_words", "words", "n_images"})."""
+    images with it.  The model's bits count its message and the header's numbers (at
+    HEADER_NUMBER_BITS).  Returns (row, what is sent: {"kind", "n_latent", "sigma_x",
+    "nets", "shifts", "specs", "param_words", "words", "n_images"})."""
     shifts, chosen = choose_shifts(vae, V_val, len(V))
     cm = coding_model(vae)
     nets, sent = rounded_nets(cm.kind, cm.nets, shifts)
@@ -1941,11 +1948,14 @@ def code_with_model(vae, V_val, V, seed=0, lanes=bbc.CODER_LANES):
     decoded, left = receive(message)
     ok = (np.array_equal(decoded, V) and len(left) == len(initial)
           and all(np.array_equal(a, b) for a, b in zip(left, initial)))
-    model_bits = bbc.message_bits([param_words])
+    # the header: each tensor's table and step, the networks' sizes and the latents
+    numbers = (sum(len(spec) + 1 for spec in specs) + sum(map(len, message["nets"].values()))
+               + 1)
+    model_bits = bbc.message_bits([param_words]) + HEADER_NUMBER_BITS * numbers
     data_bits = (bbc.message_bits(words) - bbc.message_bits(initial)) / len(V)
-    row = {"model_bits": model_bits, "model_roundtrip": bool(ok), "shifts": shifts,
-           "model_actual_bits": data_bits, "with_model": data_bits + model_bits / len(V),
-           "model_validation": chosen}
+    row = {"model_bits": model_bits, "model_roundtrip": bool(ok), "header_numbers": numbers,
+           "shifts": shifts, "model_actual_bits": data_bits,
+           "with_model": data_bits + model_bits / len(V), "model_validation": chosen}
     return row, message
 
 

@@ -80,7 +80,11 @@ def test_the_steps_chosen_never_cost_more_than_where_the_search_starts(tiny):
 def test_the_model_and_its_images_round_trip_and_add_up(tiny):
     vae, Vv, Vt, (row, message) = tiny
     assert row["model_roundtrip"]
-    assert row["model_bits"] == bbc.message_bits([message["param_words"]])
+    numbers = (sum(len(spec) + 1 for spec in message["specs"])     # each table and step,
+               + sum(map(len, message["nets"].values())) + 1)       # the sizes, the latents
+    assert row["header_numbers"] == numbers
+    assert row["model_bits"] == (bbc.message_bits([message["param_words"]])
+                                 + nm.HEADER_NUMBER_BITS * numbers)
     assert row["with_model"] == pytest.approx(row["model_actual_bits"]
                                               + row["model_bits"] / len(Vt))
     images, _ = nm.receive(message)
