@@ -51,3 +51,11 @@ def test_column_bands_partition_the_columns():
     assert bands.shape == (4, 96)
     np.testing.assert_array_equal(bands.sum(axis=0), 1.0)
     assert bands[0].reshape(8, 12)[:, :3].all() and not bands[0].reshape(8, 12)[:, 3:].any()
+
+
+def test_rendering_in_chunks_is_rendering_at_once(monkeypatch):
+    """To the last bits of float64 (BLAS's kernels differ with the batch size)."""
+    controls = np.random.default_rng(3).uniform(0.5, 6.5, (50, 5))
+    whole = sv.render_splines(controls)
+    monkeypatch.setattr(sv, "RENDER_CHUNK", 7)
+    np.testing.assert_allclose(sv.render_splines(controls), whole, rtol=0, atol=1e-14)
