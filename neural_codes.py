@@ -1205,7 +1205,7 @@ def format_scoreboard(board, markdown=False):
             f"amortised over these images; break-even = images at which a model's saving "
             f"against lzma ({lzma:.2f} bits per image here) pays for its parameters. Model "
             f"coded: its parameters sent by the parameter code (the 8-bit VAEs' rounded to "
-            f"steps chosen on {MDL_SEARCH_IMAGES} validation images) with the numbers of the "
+            f"steps chosen on up to {MDL_SEARCH_IMAGES} validation images) with the numbers of the "
             f"header at {nm.HEADER_NUMBER_BITS} bits; total with its model = the images' actual "
             f"bits under the model as sent (the VAEs': rounded) plus the model's bits over "
             f"these images, model and images decoded from the bits (round trip); chosen = "
