@@ -701,7 +701,7 @@ def _score_vae(n, seed, V, baselines, log, bitstream=None, folder=None, **kw):
                                   lambda: nm.fit_pixel_vae(q(Xn), q(Xv), seed, log=log, **kw))
     dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1))
     row = nm.code_vae(vae, V, seed, dl=dl, draws=CODER_DRAWS)
-    coded, _ = nm.code_with_model(vae, q(Xv)[:MDL_SEARCH_IMAGES], V, seed)
+    coded, message = nm.code_with_model(vae, q(Xv)[:MDL_SEARCH_IMAGES], V, seed)
     if bitstream:
         nm.write_vae_code(bitstream, vae, V, seed, len(V))
     log(f"8-bit VAE {'x'.join(map(str, hidden))}, N = {n}: {row['actual_bits']:.2f} bits per "
@@ -709,6 +709,7 @@ def _score_vae(n, seed, V, baselines, log, bitstream=None, folder=None, **kw):
         f"{kit.round_trip_cell(row['roundtrip'] and coded['model_roundtrip'])}, "
         f"{time.perf_counter() - t0:.0f} s")
     return {**scoreboard_row(row, vae.theta.size, len(V), baselines), **coded, "n_train": n,
+            "message": message,                        # run_scoreboard takes it out
             "recon": float(dl["recon"].mean()), "code": float(dl["code"].mean()),
             "steps_run": hist["steps_run"], "best_step": hist["best_step"],
             "batch": kw.get("batch") or nm.batch_size(n, nm.PIXEL_BATCH), "lr": nm.pixel_rate(n),
@@ -754,10 +755,11 @@ def mdl_choice(rows):
     return min(valid, key=valid.get) if valid else None
 
 def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, quiet=True,
-                   limit_images=LIMIT_IMAGES, bitstream=None, folder=None, **kw):
+                   limit_images=LIMIT_IMAGES, bitstream=None, counted=None, folder=None, **kw):
     """The 8-bit scoreboard at one seed: {"rows": {label key: row}, "baselines", "limit",
-    "n_test"}; rows of the 1994 models carry their sigma profile on the training images.
-    bitstream: a path to write the code of the 8-bit VAE on the most images to.
+    "n_test", "lzma_by_images", "mdl_choice"}; rows of the 1994 models carry their sigma
+    profile on the training images.  bitstream: a path to write the code of the 8-bit VAE on
+    the most images to; counted: a path to write the chosen 8-bit VAE's code with its model.
 
     The tasks are handed to the workers longest first: one worker trains the VAE on 20000
     images while the other does all the rest (progress lines come from the workers)."""
@@ -779,9 +781,12 @@ def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, quiet=Tr
               ("sent", _score_sent, (seed,), {}, quiet)])
     done = dict(kit.map_workers(_score_task, tasks, workers))
     rows = {key: done[key] for key in score_order() if key in done}
+    messages = {key: row.pop("message") for key, row in rows.items() if "message" in row}
+    choice = mdl_choice(rows)
+    if counted and choice:
+        nm.write_counted_bitstream(counted, messages[choice], V, seed, n_test)
     return {"seed": seed, "n_test": n_test, "baselines": baselines, "rows": rows,
-            "limit": done["limit"], "lzma_by_images": done["sent"],
-            "mdl_choice": mdl_choice(rows)}
+            "limit": done["limit"], "lzma_by_images": done["sent"], "mdl_choice": choice}
 
 
 
@@ -1382,9 +1387,11 @@ def parse_args(argv=None):
                          "Gaussian VAE's (a run with vae, one seed), the 8-bit VAE's on "
                          f"{max(SCORE_VAE_SIZES)} images (--scoreboard) or the ACN's tour "
                          "(--acn, one seed and --n-samples)")
+    ap.add_argument("--bitstream-counted", metavar="PATH", help="with --scoreboard: write "
+                    "the chosen 8-bit VAE's code with its networks coded to PATH")
     ap.add_argument("--decode", metavar="PATH",
-                    help="decode a --bitstream file and check it against the held-out set; "
-                         "everything else is read from the file")
+                    help="decode a --bitstream or --bitstream-counted file and check it "
+                         "against the held-out set; everything else is read from the file")
     ap.add_argument("--json", metavar="PATH", help="write config, versions and all numbers here")
     args, given = ap.parse_run(argv, "every network and 1994 model trained",
                                "print tables as Markdown")
@@ -1470,6 +1477,11 @@ def parse_args(argv=None):
             ap.error("--bitstream writes one code: a run with vae at one seed, --scoreboard "
                      "with pixel_vae, or --acn at one seed and one --n-samples")
         ap.output_file("--bitstream", args.bitstream)
+    if args.bitstream_counted is not None:
+        if not (args.scoreboard and "pixel_vae" in args.models):
+            ap.error("--bitstream-counted writes the scoreboard's chosen 8-bit VAE: give "
+                     "--scoreboard with pixel_vae")
+        ap.output_file("--bitstream-counted", args.bitstream_counted)
     args.folder = ap.model_folder(args, nm.model_folder)
     n = max(SWEEP_SIZES) if args.sweep else max((args.n_samples,) + args.acn_sizes)
     kit.check_memory(ap, memory_needed(n, args.n_test, args.hidden, args.latents),
@@ -1520,7 +1532,7 @@ def decode_main(path):
     """--decode: decode a file of --bitstream and check it; 0 when every image is recovered
     and they are the held-out images of the file's seed (in the tour's order for an ACN)."""
     try:
-        header, V = nm.read_vae_bitstream(path)
+        header, V = nm.read_bitstream(path)
         T = sv.quantise_images(sv.generate_spline_images(header["n_test"], header["seed"],
                                                          stream=1)[0])
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -1587,6 +1599,7 @@ def main(argv=None):
         payload["scoreboard"] = run_scoreboard(args.seed, args.models, quiet=args.quiet,
                                                hidden=args.hidden, steps=args.steps,
                                                batch=args.batch, bitstream=args.bitstream,
+                                               counted=args.bitstream_counted,
                                                folder=args.folder)
     elif args.one_bit:
         payload["one_bit"] = run_one_bit(seeds, log=log, folder=args.folder)

@@ -1966,3 +1966,76 @@ def receive(message):
     cm = receiver_model(m["kind"], m["n_latent"], m["sigma_x"], m["nets"], m["shifts"],
                         m["specs"], m["param_words"])
     return bbc.bits_back_decode(cm, m["words"], m["n_images"])
+
+
+
+# --- the model counted: its file -------------------------------------------------------------
+#
+# The images of code_with_model with the code of their model, in the coder's container: the
+# header holds each tensor's table and step besides the networks' sizes; the message's first
+# stack is the parameters', the rest the images' lanes.  The receiver needs nothing else.
+
+COUNTED = "pixel_vae_counted"
+
+
+def _spec_valid(v):
+    return (isinstance(v, list) and len(v) == 4 and fc.whole(0, bbc.PARAM_RADIUS)(v[0])
+            and v[1] in (1, 2) and fc.whole(1, max(bbc.PARAM_DECAYS))(v[2])
+            and fc.whole(0, 64)(v[3]))
+
+
+COUNTED_HEADER = {
+    **{k: VAE_HEADER[k] for k in ("seed", "n_test", "n_images", "lanes", "n_latent", "nets",
+                                  "images_sha256")},
+    "model": lambda v: v == COUNTED,
+    "order": lambda v: v == "held-out",
+    "shifts": lambda v: isinstance(v, list) and all(fc.whole(0, MAX_SHIFT)(s) for s in v),
+    "specs": lambda v: isinstance(v, list) and all(_spec_valid(s) for s in v),
+}
+
+
+def write_counted_bitstream(path, message, V, seed, n_test):
+    """Write code_with_model's message for the 8-bit images V (N, 96): returns the file's
+    size in bytes."""
+    import hashlib
+    header = {"model": COUNTED, "seed": int(seed), "n_test": int(n_test), "n_images": len(V),
+              "lanes": len(message["words"]), "n_latent": message["n_latent"],
+              "nets": message["nets"], "order": "held-out",
+              "shifts": [int(s) for s in message["shifts"]],
+              "specs": [[int(x) for x in spec] for spec in message["specs"]],
+              "images_sha256": hashlib.sha256(V.tobytes()).hexdigest()}
+    blob = fc.pack_stream(header, np.zeros(0, dtype=np.int64),
+                          [message["param_words"], *message["words"]])
+    kit.write_bytes(path, blob)
+    return len(blob)
+
+
+def read_bitstream(path):
+    """Decode any file of this module: a counted file here, the others by
+    read_vae_bitstream; (header, images (N, 96) uint8 in the order sent), ValueError with a
+    plain message on any damage."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    header = fc.unpack(path, blob, fc.STREAM_MAGIC, fc.STREAM_VERSION, "a bitstream")[0]
+    if header.get("model") != COUNTED:
+        return read_vae_bitstream(path)
+    header, rest = fc.unpack_stream(path, blob, COUNTED_HEADER)
+    return header, _read_counted(path, header, rest)
+
+
+def _read_counted(path, header, rest):
+    """The images of a checked counted file's body: its model first, then its images."""
+    _check_vae_header(path, {**header, "model": "pixel_vae", "sigma_x": None, "mix": None})
+    tensors = 2 * sum(len(sizes) - 1 for sizes in header["nets"].values())
+    if len(header["shifts"]) != tensors or len(header["specs"]) != tensors or \
+            header["n_images"] > header["n_test"]:
+        raise ValueError(f"{path}: header fields 'shifts', 'specs' or 'n_images' do not fit "
+                         f"the networks and the held-out set")
+    _, words = fc.split_payload(path, rest, 0, header["lanes"] + 1)
+    try:
+        cm = receiver_model("pixel_vae", header["n_latent"], None, header["nets"],
+                            header["shifts"], [tuple(s) for s in header["specs"]], words[0])
+    except Exception as err:            # whatever the coder raises on a message it cannot read
+        raise ValueError(f"{path}: the model's message does not decode ({err})") from None
+    return bbc.decode_checked(path, cm, words[1:], header["n_images"], header["seed"],
+                              header["images_sha256"])

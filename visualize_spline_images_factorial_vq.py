@@ -1387,7 +1387,8 @@ def parse_args(argv=None):
                     help="instead: draw dl_vs_training_size.png and vae_traversals.png from "
                          "the --json output of neural_codes.py --sweep, one_bit_vae.png and "
                          "one_bit_posteriors.png from that of --one-bit, acn.png from that of "
-                         "--acn, scoreboard.png from that of --scoreboard")
+                         "--acn, scoreboard.png and model_counted.png from that of "
+                         "--scoreboard")
     ap.add_model_folders("the models trained, with their training curves,")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)

@@ -8,7 +8,7 @@ import pytest
 import bits_back_coder as bbc
 import neural_models as nm
 import spline_images_factorial_vq as sv
-from tests.helpers import NO_AVX512, run_python
+from tests.helpers import NO_AVX512, rewrite, run_python
 
 RNG = np.random.default_rng(0)
 TENSORS = {"gaussian": np.rint(RNG.normal(0, 30, 4000)).astype(np.int64),
@@ -147,3 +147,31 @@ def test_the_coding_page_quotes_the_committed_scoreboard():
     assert chosen["with_model"] < lzma                         # the issue's first aim
     assert min(r["with_model"] for k, r in rows.items() if not k.startswith("pixel")) == \
         rows["separate_slices"]["with_model"]
+
+
+def test_a_counted_file_decodes_and_a_damaged_one_is_refused_in_one_line(tiny, tmp_path, cli):
+    import neural_codes as nc
+    vae, Vv, Vt, (row, message) = tiny
+    path = tmp_path / "counted.svqb"
+    size = nm.write_counted_bitstream(path, message, Vt, 0, len(Vt))
+    header, V = nm.read_bitstream(path)
+    assert np.array_equal(V, Vt) and header["model"] == nm.COUNTED
+    # the file holds the model's message and the images' beside its header and lane counts
+    words = len(message["param_words"]) + sum(map(len, message["words"]))
+    assert 4 * words < size < 4 * words + 4096
+    status, out, err = cli(nc.main, "--decode", str(path))
+    assert status == 0 and "the held-out set" in out, err
+    for edit in (lambda h: h["shifts"].__setitem__(0, h["shifts"][0] + 1),
+                 lambda h: h["specs"][0].__setitem__(2, h["specs"][0][2] + 1),
+                 lambda h: h["shifts"].pop()):
+        bad = tmp_path / "bad.svqb"
+        bad.write_bytes(path.read_bytes())
+        rewrite(bad, edit)
+        status, _, err = cli(nc.main, "--decode", str(bad))
+        assert status == 2 and err.count("\n") == 1, err
+
+
+def test_the_counted_file_is_asked_of_the_scoreboard_only(cli):
+    import neural_codes as nc
+    status, _, err = cli(nc.main, "--bitstream-counted", "x.svqb")
+    assert status == 2 and "--scoreboard" in err and err.count("\n") == 1
