@@ -669,8 +669,9 @@ def _score_core(name, seed, V, baselines, log, folder=None):
     sigma = min(SCORE_SIGMAS, key=lambda s: fits[s][1])
     model = fits[sigma][0]
     if isinstance(model, sv.PCA):
-        row = nm.code_vae(linear_vae(model), V, seed, draws=CODER_DRAWS)
-        cm = nm.coding_model(linear_vae(model))
+        linear = linear_vae(model)
+        row = nm.code_vae(linear, V, seed, draws=CODER_DRAWS)
+        cm = nm.coding_model(linear)
         sent = nm.rounded_nets(cm.kind, cm.nets, [0] * len(nm.net_tensors(cm.kind, cm.nets)))[1]
     else:
         row, (cm, _) = sv.code_and_check(model, V, seed, draws=CODER_DRAWS)

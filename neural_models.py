@@ -1725,13 +1725,18 @@ def _layer_shapes(kind, nets):
             for a, b in zip(nets[name][:-1], nets[name][1:])]
 
 
+def net_sizes(cm):
+    """{net: [n_in, widths..., n_out]} of a coding model's networks, as a file's header holds."""
+    return {name: [cm.nets[name][0][0].shape[0]] + [W.shape[1] for W, _ in cm.nets[name]]
+            for name in VAE_NETS[cm.kind]}
+
+
 def write_vae_bitstream(path, cm, words, V, seed, n_test, order="held-out"):
     """Write the message words of the 8-bit images V (N, 96) as coded by cm (a
     VAECodingModel and kin; for an ACN, one lane with V sent in its order) with cm's
     fixed-point networks.  Returns the file's size in bytes."""
     import hashlib
-    nets = {name: [cm.nets[name][0][0].shape[0]] + [W.shape[1] for W, _ in cm.nets[name]]
-            for name in VAE_NETS[cm.kind]}
+    nets = net_sizes(cm)
     params = np.concatenate([np.concatenate([W.ravel(), b.ravel()])
                              for name in VAE_NETS[cm.kind] for W, b in cm.nets[name]])
     params = params.astype(np.int64)
@@ -1832,28 +1837,23 @@ def rounded_nets(kind, nets, shifts):
     return {name: [tuple(layer) for layer in layers] for name, layers in out.items()}, sent
 
 
-def params_bits(sent):
-    """Bits of the parameter code of the integer tensors (each under its shortest table)."""
-    return sum(bbc.param_spec(t)[1] for t in sent)
-
-
-def param_code(sent):
-    """Send the integer tensors by the parameter code and decode them as the receiver does:
-    (specs, words, decoded tensors shaped like the sent ones)."""
+def send_params(sent):
+    """The integer tensors sent by the parameter code, each under its shortest table:
+    (specs, words)."""
     specs = [bbc.param_spec(t)[0] for t in sent]
-    words = bbc.encode_params(sent, specs)
-    flat = bbc.decode_params(words, specs, [np.size(t) for t in sent])
-    return specs, words, [f.reshape(np.shape(t)) for f, t in zip(flat, sent)]
+    return specs, bbc.encode_params(sent, specs)
 
 
 def model_code_row(sent, other_numbers=0):
     """The parameter code of a model's integer tensors, decoded and checked: {"model_bits",
     "model_roundtrip", "header_numbers"}; the model's bits count its message and, at
     HEADER_NUMBER_BITS each, the numbers of every tensor's table and other_numbers more."""
-    specs, words, back = param_code(sent)
+    specs, words = send_params(sent)
+    back = bbc.decode_params(words, specs, [np.size(t) for t in sent])
     numbers = sum(len(spec) for spec in specs) + other_numbers
     return {"model_bits": bbc.message_bits([words]) + HEADER_NUMBER_BITS * numbers,
-            "model_roundtrip": all(np.array_equal(a, b) for a, b in zip(sent, back)),
+            "model_roundtrip": all(np.array_equal(a, b.reshape(np.shape(a)))
+                                   for a, b in zip(sent, back)),
             "header_numbers": numbers}
 
 
@@ -1910,12 +1910,6 @@ def choose_shifts(vae, V_val, n_images, fine=6, passes=2, n_samples=4):
     return shifts, {"model_bits": best[1], "data_bits": best[2], "total": best[0]}
 
 
-def net_sizes(cm):
-    """{net: [n_in, widths..., n_out]} of a coding model's networks, as a file's header holds."""
-    return {name: [cm.nets[name][0][0].shape[0]] + [W.shape[1] for W, _ in cm.nets[name]]
-            for name in VAE_NETS[cm.kind]}
-
-
 def receiver_model(kind, n_latent, sigma_x, nets, shifts, specs, param_words):
     """The coding model a receiver builds from the parameters' message and the header's
     numbers alone (nets as net_sizes gives them; shifts and specs per tensor)."""
@@ -1940,7 +1934,7 @@ def code_with_model(vae, V_val, V, seed=0, lanes=bbc.CODER_LANES):
     cm = coding_model(vae)
     nets, sent = rounded_nets(cm.kind, cm.nets, shifts)
     sender = type(cm)(cm.n_dims, cm.sigma_x, nets)
-    specs, param_words, _ = param_code(sent)
+    specs, param_words = send_params(sent)
     words, initial = bbc.bits_back_encode(sender, V, lanes, seed)
     message = {"kind": cm.kind, "n_latent": cm.n_dims, "sigma_x": cm.sigma_x,
                "nets": net_sizes(cm), "shifts": shifts, "specs": specs,

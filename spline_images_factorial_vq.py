@@ -1791,14 +1791,21 @@ EARLIER_LABELS = {"standard_vq": "standard 24-VQ", "separate_vq": "four separate
                   "factorial_vq": "factorial 4x6 VQ", "pca5": "PCA, 5 components"}
 
 
-def earlier_vq(n_codes, factor_seeds):
-    """Its VQ of len(factor_seeds) factors of n_codes codes, factor d's weights and
-    codewords drawn from default_rng(factor_seeds[d]) as it draws them: a FactorialVQ whose
-    masks make it one 96 -> 64 -> K network per factor, with no bias and a fixed uniform prior."""
-    M, K, H, s = len(factor_seeds), n_codes, EARLIER["hidden"], EARLIER["weight_sd"]
+def earlier_shape(n_factors, n_codes):
+    """Its VQ's shape, all zero: a FactorialVQ whose masks make it one 96 -> 64 -> K
+    network per factor, with no bias and a fixed uniform prior."""
+    M, K, H = n_factors, n_codes, EARLIER["hidden"]
     model = FactorialVQ(M, K, EARLIER["sigma_x"], n_hidden=H * M, learn_prior=False, act="relu")
     model.mask["b"][...] = 0.0
     model.mask["W2"][...] = np.kron(np.eye(M), np.ones((H, K)))        # units of d -> q_d only
+    return model
+
+
+def earlier_vq(n_codes, factor_seeds):
+    """Its VQ of len(factor_seeds) factors of n_codes codes (earlier_shape), factor d's
+    weights and codewords drawn from default_rng(factor_seeds[d]) as it draws them."""
+    K, H, s = n_codes, EARLIER["hidden"], EARLIER["weight_sd"]
+    model = earlier_shape(len(factor_seeds), K)
     p = model.p
     for d, seed in enumerate(factor_seeds):
         rng = np.random.default_rng(seed)
@@ -1809,9 +1816,10 @@ def earlier_vq(n_codes, factor_seeds):
     return model
 
 
-def join_factors(stages, factor_seeds):
+def join_factors(stages):
     """The separate VQs' single-factor models as one model with x fed to every factor."""
-    joined, H, K = earlier_vq(stages[0].n_codes, factor_seeds), EARLIER["hidden"], stages[0].n_codes
+    H, K = EARLIER["hidden"], stages[0].n_codes
+    joined = earlier_shape(len(stages), K)
     for d, stage in enumerate(stages):
         units, codes = slice(d * H, (d + 1) * H), slice(d * K, (d + 1) * K)
         for name, where in (("W1", np.s_[:, units]), ("c1", units), ("W2", (units, codes)),
@@ -1863,7 +1871,7 @@ def earlier_run(seed, X, Xt):
               "factorial_vq": [earlier_vq(6, factor_seeds)]}
     opts = {name: [Adam([m.theta], lr=c["lr"]) for m in ms] for name, ms in stages.items()}
     batches = {name: np.random.default_rng(seed + 1000) for name in stages}  # each its own
-    scored = lambda name: (join_factors(stages[name], factor_seeds) if name == "separate_vq"
+    scored = lambda name: (join_factors(stages[name]) if name == "separate_vq"
                            else stages[name][0])
     trajectory = {"step": [], **{name: {"its": [], "valid": [], "valid_heldout": []}
                                  for name in stages}}

@@ -36,7 +36,7 @@ def test_joined_separate_vqs_feed_x_to_every_factor():
     stages = [sv.earlier_vq(6, [s]) for s in seeds]
     for i, stage in enumerate(stages):                 # make them differ from their draws
         stage.theta += np.random.default_rng(i).normal(0, 0.1, stage.theta.shape) * stage.trainable
-    joined = sv.join_factors(stages, seeds)
+    joined = sv.join_factors(stages)
     want = sum(stage.mean_reconstruction(X) for stage in stages)
     assert np.allclose(joined.mean_reconstruction(X), want, atol=1e-12)
     kl = sum(stage.description_length(X, refine=0)["code"] for stage in stages)
