@@ -16,6 +16,10 @@ summing to 2^PRECISION) through these attributes and methods:
 - prior_table(): (M, K) the prior of each part;
 - pixel_weights(codes): (N, n_pixels, 256) the pixel tables given the codes, as
   constriction's weights (frequencies minus one);
+- optionally autoregressive = True: pixel_weights(codes, V) needs the image too, and the
+  receiver decodes the pixels one at a time in pixel_order (a permutation of the pixels),
+  pixel j's table from pixel_weights_at(codes, V, j) (N, 256) with V's pixels before j in
+  that order decoded;
 - pixel_bits(V, codes): (N, n_pixels) -log2 of each pixel's table probability;
 - optionally context_prior_table(V_ctx): (N, M, K) the prior of an image's code given the
   image sent after it on its lane, which the receiver has decoded first (see _code_priors).
@@ -250,6 +254,7 @@ def bits_back_encode(cm, V, lanes=CODER_LANES, seed=0, draw=0):
     coders = [constriction.stream.stack.AnsCoder(w) for w in initial]
     prior = weights(cm.prior_table())
     q_all = None if cm.sequential else weights(cm.posterior_table(V))
+    autoregressive = getattr(cm, "autoregressive", False)
     for step in range(layout.shape[1]):
         act = np.flatnonzero(layout[:, step] >= 0)
         v = V[layout[act, step]]
@@ -263,10 +268,14 @@ def bits_back_encode(cm, V, lanes=CODER_LANES, seed=0, draw=0):
                 q = weights(cm.stage_table(v, codes, d))
                 for i, lane in enumerate(act):
                     codes[i, d] = _pop(coders[lane], q[i:i + 1])[0]
-        pixels = cm.pixel_weights(codes)
+        if autoregressive:               # pushed in pixel_order: popped in it
+            pixels = np.ascontiguousarray(cm.pixel_weights(codes, v)[:, cm.pixel_order])
+            sent = v[:, cm.pixel_order]
+        else:
+            pixels, sent = cm.pixel_weights(codes), v
         priors = _code_priors(cm, V, layout, step, act, prior)
         for i, lane in enumerate(act):
-            _push(coders[lane], v[i], pixels[i])
+            _push(coders[lane], sent[i], pixels[i])
             _push(coders[lane], codes[i], priors[i])
     return [c.get_compressed() for c in coders], initial
 
@@ -280,13 +289,20 @@ def bits_back_decode(cm, words, n_images):
     coders = [constriction.stream.stack.AnsCoder(w) if len(w) else
               constriction.stream.stack.AnsCoder() for w in words]
     prior = weights(cm.prior_table())
+    autoregressive = getattr(cm, "autoregressive", False)
     V = np.zeros((n_images, cm.n_pixels), dtype=np.uint8)
     for step in reversed(range(layout.shape[1])):
         act = np.flatnonzero(layout[:, step] >= 0)
         priors = _code_priors(cm, V, layout, step, act, prior)
         codes = np.array([_pop(coders[lane], priors[i]) for i, lane in enumerate(act)])
-        pixels = cm.pixel_weights(codes)
-        v = np.array([_pop(coders[lane], pixels[i]) for i, lane in enumerate(act)])
+        if autoregressive:
+            v = np.zeros((len(act), cm.n_pixels), dtype=np.int64)
+            for j in cm.pixel_order:     # pixel j's table needs the pixels before it
+                w = cm.pixel_weights_at(codes, v, j)
+                v[:, j] = [_pop(coders[lane], w[i:i + 1])[0] for i, lane in enumerate(act)]
+        else:
+            pixels = cm.pixel_weights(codes)
+            v = np.array([_pop(coders[lane], pixels[i]) for i, lane in enumerate(act)])
         if cm.sequential:
             q = np.stack([cm.stage_table(v, codes, d) for d in range(cm.n_dims)], axis=1)
         else:

@@ -173,7 +173,7 @@ def run_model(name, data, seed, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=Non
                "curves": {k: hist[k] for k in ("step", "val", "recon", "commitment",
                                                 "perplexity")}}
     out.update(steps_run=hist["steps_run"], best_step=hist["best_step"],
-               train_seconds=hist["seconds"], n_params=int(model.theta.size))
+               train_seconds=hist["seconds"], n_params=model.n_params())
     return {k: float(v) if isinstance(v, np.floating) else v for k, v in out.items()}, model
 
 
@@ -606,6 +606,7 @@ CODER_DRAWS = 5                # each row's actual bits: the mean over this many
 PARAM_FLOAT_BITS = 32
 SCORE_MDL_HIDDEN = (32, 64, 128)         # two hidden layers of this width
 SCORE_MDL_SIZE = 20_000
+SCORE_AR_SIZE = 20_000         # the 8-bit VAE with an autoregressive decoder
 MDL_SEARCH_IMAGES = 500        # validation images the 8-bit VAEs' steps are chosen on
 IMAGES_SENT = (100, 300, 1000, 2000, 10_000, 30_000, 100_000)   # the model-counted curve
 
@@ -687,17 +688,20 @@ def _score_core(name, seed, V, baselines, log, folder=None):
 
 
 def _score_vae(n, seed, V, baselines, log, bitstream=None, folder=None, **kw):
-    """The 8-bit VAE trained on n images (or loaded from folder), its held-out images V
-    coded, also with its model (and written to the file bitstream, if given)."""
+    """The 8-bit VAE trained on n images (or loaded from folder; with autoregressive=True
+    in kw, its autoregressive decoder), its held-out images V coded, also with its model
+    (and written to the file bitstream, if given)."""
     t0 = time.perf_counter()
     Xn, Xv, _, _ = nm.load_split(seed, n, n_test=1)
     q = sv.quantise_images
     hidden = tuple(kw.get("hidden") or nm.HIDDEN)
+    ar = bool(kw.get("autoregressive"))
+    lr = nm.PIXEL_AR_LR if ar else nm.pixel_rate(n)
     config = nm.network_config(seed, n, kw.get("steps"), kw.get("batch"), nm.PIXEL_BATCH,
-                               nm.PIXEL_STEPS_AT, model="pixel_vae", n_latent=nm.LATENTS,
-                               hidden=list(hidden), lr=nm.pixel_rate(n))
-    key = fc.model_key("pixel_vae" if hidden == nm.HIDDEN else
-                       "pixel_vae_" + "x".join(map(str, hidden)), seed, n)
+                               nm.PIXEL_STEPS_AT, model="pixel_ar" if ar else "pixel_vae",
+                               n_latent=nm.LATENTS, hidden=list(hidden), lr=lr)
+    key = fc.model_key(("pixel_vae_ar" if ar else "pixel_vae") +
+                       ("" if hidden == nm.HIDDEN else "_" + "x".join(map(str, hidden))), seed, n)
     vae, hist, _ = fc.fit_or_load(folder, key, config,
                                   lambda: nm.fit_pixel_vae(q(Xn), q(Xv), seed, log=log, **kw))
     dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1))
@@ -705,16 +709,17 @@ def _score_vae(n, seed, V, baselines, log, bitstream=None, folder=None, **kw):
     coded, message = nm.code_with_model(vae, q(Xv)[:MDL_SEARCH_IMAGES], V, seed)
     if bitstream:
         nm.write_vae_code(bitstream, vae, V, seed, len(V))
-    log(f"8-bit VAE {'x'.join(map(str, hidden))}, N = {n}: {row['actual_bits']:.2f} bits per "
+    log(f"8-bit VAE {'x'.join(map(str, hidden))}{', autoregressive' if ar else ''}, N = {n}: "
+        f"{row['actual_bits']:.2f} bits per "
         f"image, {coded['with_model']:.2f} with its model coded, round trips "
         f"{kit.round_trip_cell(row['roundtrip'] and coded['model_roundtrip'])}, "
         f"{time.perf_counter() - t0:.0f} s")
-    return {**scoreboard_row(row, vae.theta.size, len(V), baselines), **coded, "n_train": n,
+    return {**scoreboard_row(row, vae.n_params(), len(V), baselines), **coded, "n_train": n,
             "message": message,                        # run_scoreboard takes it out
             "recon": float(dl["recon"].mean()), "code": float(dl["code"].mean()),
             "steps_run": hist["steps_run"], "best_step": hist["best_step"],
-            "batch": kw.get("batch") or nm.batch_size(n, nm.PIXEL_BATCH), "lr": nm.pixel_rate(n),
-            "train_seconds": hist["seconds"], "hidden": list(vae.hidden)}
+            "batch": kw.get("batch") or nm.batch_size(n, nm.PIXEL_BATCH), "lr": lr,
+            "train_seconds": hist["seconds"], "hidden": list(vae.hidden), "autoregressive": ar}
 
 
 def _score_sent(seed, log, sizes=IMAGES_SENT):
@@ -746,6 +751,7 @@ def _score_task(task):
 def score_order():
     """The scoreboard's rows in their order: the 1994 models, the 8-bit VAEs, the small ones."""
     return ([name for name in SCORE_CORE] + [f"pixel_vae_{n}" for n in SCORE_VAE_SIZES]
+            + [f"pixel_vae_ar_{SCORE_AR_SIZE}"]
             + [f"pixel_vae_{SCORE_MDL_SIZE}_{w}x{w}" for w in SCORE_MDL_HIDDEN])
 
 
@@ -771,7 +777,9 @@ def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, quiet=Tr
     small = SCORE_MDL_HIDDEN if "pixel_vae" in models else ()
     kw = {**kw, "folder": folder}
     mdl_key = lambda w: f"pixel_vae_{SCORE_MDL_SIZE}_{w}x{w}"                # as score_order
-    tasks = ([(f"pixel_vae_{n}", _score_vae, (n, *common), {**kw, "bitstream": bitstream},
+    tasks = ([(f"pixel_vae_ar_{SCORE_AR_SIZE}", _score_vae, (SCORE_AR_SIZE, *common),
+               {**kw, "autoregressive": True}, quiet) for _ in vaes[:1]] +
+             [(f"pixel_vae_{n}", _score_vae, (n, *common), {**kw, "bitstream": bitstream},
                quiet) for n in vaes[:1]] +
              [(mdl_key(w), _score_vae, (SCORE_MDL_SIZE, *common), {**kw, "hidden": (w, w)},
                quiet) for w in sorted(small, reverse=True)] +
@@ -813,9 +821,10 @@ def summarise(results, models):
 # (its own stream, never scored as held-out), and the held-out rows use what this picks.
 
 PIXEL_RATES = (1e-3, 3e-3, 1e-2, 2e-2)
+AR_RATES = (2.5e-3, 5e-3, 1e-2, 2e-2)   # the autoregressive decoder's, at SCORE_AR_SIZE
 GUMBEL_TAUS = ((0.5, 0.5), (1.0, 0.5), (2.0, 0.5))  # the Gumbel VQ-VAE's temperature schedules
 TAU_SIZE = 2000
-CHOICES = ("rate", "mix", "tau")
+CHOICES = ("rate", "mix", "tau", "ar_rate")
 CODER_MIXES = (None, 32, 16, 8, 4)       # None: the conditional prior alone
 
 
@@ -828,9 +837,10 @@ def _choice_task(task):
     if kind == "tau":
         _, hist = nm.fit_gumbel_vqvae(X, X_val, 0, steps=steps, taus=arg)
         return kind, n, arg, float(min(hist["val"]))
-    if kind == "rate":
+    if kind in ("rate", "ar_rate"):
         q = sv.quantise_images
-        _, hist = nm.fit_pixel_vae(q(X), q(X_val), 0, lr=arg, steps=steps)
+        _, hist = nm.fit_pixel_vae(q(X), q(X_val), 0, lr=arg, steps=steps,
+                                   autoregressive=kind == "ar_rate")
         return kind, n, arg, float(min(hist["val"]))
     vae, _ = nm.fit_vae(X, X_val, 0, steps=steps)
     acn, _ = nm.fit_acn(X, X_val, 0, vae=vae, steps=steps)
@@ -839,27 +849,33 @@ def _choice_task(task):
 
 
 def run_choices(which=CHOICES, pixel_sizes=SCORE_VAE_SIZES, rates=PIXEL_RATES,
-                acn_size=max(ACN_SIZES), mixes=CODER_MIXES, taus=GUMBEL_TAUS, steps=None,
-                workers=2, log=None):
+                acn_size=max(ACN_SIZES), mixes=CODER_MIXES, taus=GUMBEL_TAUS, ar_rates=AR_RATES,
+                steps=None, workers=2, log=None):
     """The choices `which` on seed 0's validation images: {"pixel_lr": {str(N): {str(rate):
     bits}}, "coder_mix": {str(N): {str(mix): bits}}, "gumbel_tau": {str(N): {"first,last":
-    bits}}}, with the picks.  steps: every network's Adam steps, if not its recipe's."""
+    bits}}, "pixel_ar_lr": {str(N): {str(rate): bits}}}, with the picks.  steps: every
+    network's Adam steps, if not its recipe's."""
     log = log or kit.progress_logger(True)
-    tasks = ([("mix", acn_size, mixes, steps)] if "mix" in which else []) + \
+    tasks = ([("ar_rate", SCORE_AR_SIZE, lr, steps) for lr in ar_rates]
+             if "ar_rate" in which else []) + \
+        ([("mix", acn_size, mixes, steps)] if "mix" in which else []) + \
         ([("tau", TAU_SIZE, t, steps) for t in taus] if "tau" in which else []) + \
         ([("rate", n, lr, steps) for n in pixel_sizes[::-1] for lr in rates]
          if "rate" in which else [])
     out = {}                                  # sizes in ascending order, whatever finishes first
     if "rate" in which:
         out["pixel_lr"] = {str(n): {} for n in pixel_sizes}
+    if "ar_rate" in which:
+        out["pixel_ar_lr"] = {str(SCORE_AR_SIZE): {}}
     if "mix" in which:
         out["coder_mix"] = {}
     if "tau" in which:
         out["gumbel_tau"] = {str(TAU_SIZE): {}}
     for kind, n, arg, result in kit.map_workers(_choice_task, tasks, workers):
-        if kind == "rate":
-            out["pixel_lr"][str(n)][f"{arg:g}"] = result
-            log(f"8-bit VAE, N = {n}, rate {arg:g}: {result:.2f} validation bits per image")
+        if kind in ("rate", "ar_rate"):
+            out["pixel_lr" if kind == "rate" else "pixel_ar_lr"][str(n)][f"{arg:g}"] = result
+            log(f"8-bit VAE{', autoregressive' * (kind == 'ar_rate')}, N = {n}, rate {arg:g}: "
+                f"{result:.2f} validation bits per image")
         elif kind == "tau":
             out["gumbel_tau"][str(n)][",".join(f"{t:g}" for t in arg)] = result
             log(f"Gumbel VQ-VAE, N = {n}, tau {arg[0]:g} -> {arg[1]:g}: {result:.2f} "
@@ -901,6 +917,15 @@ def format_choices(c, markdown=False):
                                f"bits per image (seed 0, N = {n}, "
                                f"{nm.validation_size(int(n))} validation images)",
                                ["schedule", "validation F"], rows, markdown))
+    if "pixel_ar_lr" in c:
+        n = next(iter(c["pixel_ar_lr"]))
+        rows = [[f"rate {r}", kit.num(bits)] for r, bits in
+                sorted(c["pixel_ar_lr"][n].items(), key=lambda item: float(item[0]))]
+        rows.append(["chosen", c["pixel_ar_lr_pick"][n]])
+        parts.append(kit.table(f"The autoregressive decoder's Adam rate: best validation bits "
+                               f"per image (seed 0, N = {n}, {nm.validation_size(int(n))} "
+                               f"validation images)", ["rate", "validation bits"], rows,
+                               markdown))
     return "\n\n".join(parts)
 
 
@@ -1165,7 +1190,8 @@ def report(payload, markdown=False):
     return "\n\n".join(p.rstrip("\n") for p in parts)
 
 
-SCORE_LABELS = {"pixel_vae": "8-bit VAE {H}, {L} latents, scale per pixel, N = {N}"}
+SCORE_LABELS = {"pixel_vae": "8-bit VAE {H}, {L} latents, scale per pixel, N = {N}",
+                "pixel_vae_ar": "8-bit VAE {H}, {L} latents, autoregressive decoder, N = {N}"}
 
 
 def format_scoreboard(board, markdown=False):
@@ -1178,7 +1204,7 @@ def format_scoreboard(board, markdown=False):
     rows = []
     for key, r in board["rows"].items():
         name = "pixel_vae" if key.startswith("pixel_vae") else key
-        text = (SCORE_LABELS[name].format(L=nm.LATENTS, N=r["n_train"], H="-".join(
+        text = (SCORE_LABELS[name + "_ar" * bool(r.get("autoregressive"))].format(L=nm.LATENTS, N=r["n_train"], H="-".join(
                     map(str, r["hidden"]))) if name in SCORE_LABELS
                 else sv.model_label(name, 4, 6))
         text += " (chosen)" if key == board.get("mdl_choice") else ""
@@ -1290,7 +1316,10 @@ def estimate_seconds(args):
         rate = len(PIXEL_RATES) * sum(training_seconds(n, pixel, table=nm.PIXEL_STEPS_AT,
                                                        largest=nm.PIXEL_BATCH)
                                       for n in SCORE_VAE_SIZES)
-        return max(sum(t for k, t in (("mix", mix), ("tau", tau)) if k in args.choose) / 2,
+        ar = len(AR_RATES) * training_seconds(SCORE_AR_SIZE, network_params(
+            nm.HIDDEN, D + nm.LATENTS, 2 * D), table=nm.PIXEL_STEPS_AT, largest=nm.PIXEL_BATCH)
+        return max(sum(t for k, t in (("mix", mix), ("tau", tau), ("ar_rate", ar))
+                       if k in args.choose) / 2,
                    rate if "rate" in args.choose else 0.0, mix if "mix" in args.choose else 0.0)
     if args.beta:                 # one VAE a beta, two at a time
         seeds = len(args.seeds or [args.seed])
@@ -1306,9 +1335,11 @@ def estimate_seconds(args):
     if args.scoreboard:
         if "pixel_vae" not in args.models:
             return 40.0
-        return 40.0 + sum(training_seconds(n, network_params(args.hidden, D, 2 * D), table=
-                                           nm.PIXEL_STEPS_AT, largest=nm.PIXEL_BATCH, **kw)
-                          for n in SCORE_VAE_SIZES)
+        pixel = lambda n, n_in: training_seconds(n, network_params(args.hidden, n_in, 2 * D),
+                                                 table=nm.PIXEL_STEPS_AT,
+                                                 largest=nm.PIXEL_BATCH, **kw)
+        return 40.0 + sum(pixel(n, D) for n in SCORE_VAE_SIZES) + pixel(SCORE_AR_SIZE,
+                                                                        D + nm.LATENTS)
     sizes = SWEEP_SIZES if args.sweep else (args.n_samples,)
     models = SWEEP_MODELS if args.sweep else args.models
     nets = [m for m in models if m in NETWORKS]
@@ -1586,7 +1617,9 @@ def main(argv=None):
         if args.choose != list(CHOICES):     # a part of them: its own settings
             cfg = {"choose": args.choose,
                    **({"gumbel_taus": [list(t) for t in GUMBEL_TAUS], "tau_size": TAU_SIZE}
-                      if "tau" in args.choose else {})}
+                      if "tau" in args.choose else {}),
+                   **({"ar_rates": list(AR_RATES), "ar_size": SCORE_AR_SIZE,
+                       "ar_hidden": list(nm.HIDDEN)} if "ar_rate" in args.choose else {})}
     elif args.one_bit:
         cfg = {"dims": list(nm.ONE_BIT_DIMS), "hidden": list(nm.ONE_BIT_HIDDEN),
                "steps": nm.ONE_BIT_STEPS, "draws": nm.ONE_BIT_DRAWS, "lr": list(nm.ONE_BIT_LR),

@@ -58,6 +58,7 @@ STEPS_AT = {200: 2000, 2000: 50_000, 20_000: 100_000}
 PIXEL_STEPS_AT = {200: 2000, 20_000: 28_000}
 PIXEL_BATCH = 64
 PIXEL_LR_AT = {200: 1e-2, 20_000: 2e-2}
+PIXEL_AR_LR = 5e-3            # the autoregressive decoder's rate (chosen likewise, at N = 20000)
 PIXEL_EVAL_EVERY = 1000        # a validation score of 2000 images costs 45 training steps
 EVAL_EVERY = 250               # steps between validation scores
 PATIENCE = 0.2                 # stop after this fraction of the run (at least 8 scores) brings
@@ -120,14 +121,22 @@ class Networks:
             self.nets[name] = mlp.MLP(sizes, self.theta[offset:offset + n], act)
             offset += n
 
+    mask = None                # or 0/1 like theta: the weights a model holds at zero
+
+    def n_params(self):
+        """The parameters that exist: theta's, less those the mask holds at zero."""
+        return self.theta.size if self.mask is None else int(np.count_nonzero(self.mask))
+
     def gather(self, grads):
-        """{net name: flat gradient} -> one flat gradient like theta (zeros elsewhere)."""
+        """{net name: flat gradient} -> one flat gradient like theta (zeros elsewhere, and
+        where the model's mask is 0: Adam never moves a weight whose gradient stays 0)."""
         if list(grads) == list(self.nets):             # every net, in theta's order
-            return np.concatenate([grads[name] for name in self.nets], dtype=self.theta.dtype)
-        out = np.zeros_like(self.theta)
-        for name, g in grads.items():
-            out[self._slices[name]] += g
-        return out
+            out = np.concatenate([grads[name] for name in self.nets], dtype=self.theta.dtype)
+        else:
+            out = np.zeros_like(self.theta)
+            for name, g in grads.items():
+                out[self._slices[name]] += g
+        return out if self.mask is None else out * self.mask
 
     def training_state(self):
         """What training changes besides theta (copied with the best theta)."""
@@ -185,6 +194,7 @@ class GaussianVAE(Networks):
     """
 
     beta = 1.0                 # the KL's weight in training (and early stopping) alone
+    reads_pixels = False       # whether the decoder reads the image too (autoregressive)
 
     def __init__(self, n_latent=LATENTS, hidden=HIDDEN, sigma_x=0.15, act="relu", rng=None,
                  n_out=D, extra=None):
@@ -192,7 +202,8 @@ class GaussianVAE(Networks):
             raise ValueError("need n_latent >= 1 and hidden widths >= 1")
         L = self.n_latent = int(n_latent)
         self.sigma_x, self.hidden = float(sigma_x), tuple(hidden)
-        super().__init__({"enc": ((D, *hidden, 2 * L), act), "dec": ((L, *hidden, n_out), act),
+        super().__init__({"enc": ((D, *hidden, 2 * L), act),
+                          "dec": ((L + D * self.reads_pixels, *hidden, n_out), act),
                           **(extra or {})})
         rng = rng if rng is not None else np.random.default_rng(0)
         self.nets["enc"].init(rng, last_scale=0.1)      # start near the prior: small KL
@@ -204,9 +215,14 @@ class GaussianVAE(Networks):
         out, cache = self.nets["enc"].forward(X)
         return out[:, :self.n_latent], out[:, self.n_latent:], cache
 
-    def decode(self, Z):
-        """The decoder's output for Z (N, L): f(z) (N, 96)."""
-        return self.nets["dec"].forward(Z)[0]
+    def decoder_input(self, Z, X):
+        """What the decoder is fed for codes Z (N, L) of images X (N, 96): Z (an
+        autoregressive decoder takes X too)."""
+        return Z
+
+    def decode(self, Z, X=None):
+        """The decoder's output for Z (N, L) (and images X, if the decoder reads them)."""
+        return self.nets["dec"].forward(self.decoder_input(Z, X))[0]
 
     def pixel_nll(self, X, out, grad=False):
         """-log p(x|z) in nats per image (N,) in the t-convention, from the decoder's output
@@ -227,10 +243,11 @@ class GaussianVAE(Networks):
         s = np.exp(log_s)
         eps = rng.standard_normal(mu.shape, dtype=mu.dtype)
         Z = mu + s * eps
-        out, dec_cache = self.nets["dec"].forward(Z)
+        out, dec_cache = self.nets["dec"].forward(self.decoder_input(Z, X))
         recon, g_out = self.pixel_nll(X, out, grad=True)
         kl = 0.5 * np.sum(mu * mu + s * s - 1.0 - 2.0 * log_s, axis=1)
-        g_dec, g_Z = self.nets["dec"].backward(dec_cache, g_out / N)
+        g_dec, g_in = self.nets["dec"].backward(dec_cache, g_out / N)
+        g_Z = g_in[:, :self.n_latent]
         b = self.beta
         g_mu = g_Z + b * mu / N
         g_log_s = g_Z * eps * s + b * (s * s - 1.0) / N
@@ -250,8 +267,9 @@ class GaussianVAE(Networks):
             s = np.exp(log_s)
             code[i:i + chunk] = 0.5 * np.sum(mu * mu + s * s - 1.0 - 2.0 * log_s, axis=1)
             eps = rng.standard_normal((n_samples,) + mu.shape)
-            out = self.decode((mu + s * eps).reshape(-1, self.n_latent))
-            err = self.pixel_nll(np.tile(x, (n_samples, 1)), out).reshape(n_samples, len(x))
+            xs = np.tile(x, (n_samples, 1))
+            out = self.decode((mu + s * eps).reshape(-1, self.n_latent), xs)
+            err = self.pixel_nll(xs, out).reshape(n_samples, len(x))
             recon[i:i + chunk] = err.mean(axis=0)
         recon, code = recon / LN2, code / LN2
         return {"recon": recon, "code": code, "total": recon + code}
@@ -263,8 +281,9 @@ class GaussianVAE(Networks):
         s = np.exp(log_s)
         eps = rng.standard_normal((n_samples,) + mu.shape)
         Z = mu + s * eps
-        out = self.decode(Z.reshape(-1, self.n_latent))
-        log_px = -self.pixel_nll(np.tile(X, (n_samples, 1)), out).reshape(n_samples, len(X))
+        Xs = np.tile(X, (n_samples, 1))
+        log_px = -self.pixel_nll(Xs, self.decode(Z.reshape(-1, self.n_latent), Xs)
+                                 ).reshape(n_samples, len(X))
         log_pz = -0.5 * np.sum(Z * Z, axis=2)
         log_qz = -0.5 * np.sum(eps * eps, axis=2) - np.sum(log_s, axis=1)
         return log_px + log_pz - log_qz          # the (2 pi)^(L/2) of p(z) and q(z|x) cancel
@@ -367,6 +386,60 @@ class PixelVAE(GaussianVAE):
 
     def mean_image(self, out):
         return out[:, :D]
+
+
+# --- the 8-bit VAE with an autoregressive decoder --------------------------------------------
+#
+# Given z, the plain 8-bit VAE's pixels are independent, and its decoder cannot place the
+# curve finely enough: its reconstruction term is about 240 bits.  Here the decoder also
+# reads the pixels sent before each one, column by column from the left (the curve is a
+# function of x), as a masked MLP (MADE, Germain et al. 2015): every input, hidden unit and
+# output has a degree, pixel k of the order degree k, the latents 0; a weight exists where
+# the degree does not fall (input to hidden, hidden to hidden) and to the outputs of pixel k
+# only from degrees below k.  So pixel k's (mean, log-scale) is a function of z and the
+# pixels before it: the image's likelihood is the product of the pixels' in that order, a
+# normalised 8-bit distribution, and the decoder runs once on the whole image in training.
+# A quarter of each hidden layer has degree 0 (z alone), so that the first pixels are
+# predicted from z with capacity; the rest take the degrees 1 ... 95 in turn.  The masks
+# follow from the sizes alone, so a receiver rebuilds them.
+
+PIXEL_ORDER = np.lexsort((np.arange(D) // sv.WIDTH, np.arange(D) % sv.WIDTH))  # by column, then row
+Z_UNITS = 0.25                 # the fraction of each hidden layer that sees z alone
+
+
+def made_masks(n_latent, hidden):
+    """0/1 masks (float) of the autoregressive decoder's weights, one per layer:
+    [(L + 96, h_1), ..., (h_last, 192)], the outputs (mean, log-scale) per pixel index."""
+    rank = np.empty(D, dtype=np.int64)
+    rank[PIXEL_ORDER] = np.arange(1, D + 1)                 # pixel index -> degree 1 ... 96
+    degrees = [np.concatenate([np.zeros(n_latent, dtype=np.int64), rank])]
+    for h in hidden:
+        z_only = int(Z_UNITS * h)
+        degrees.append(np.concatenate([np.zeros(z_only, dtype=np.int64),
+                                       np.arange(h - z_only) % (D - 1) + 1]))
+    masks = [(d_out[None, :] >= d_in[:, None]).astype(np.float64)
+             for d_in, d_out in zip(degrees[:-1], degrees[1:])]
+    masks.append((np.tile(rank, 2)[None, :] > degrees[-1][:, None]).astype(np.float64))
+    return masks
+
+
+class ARPixelVAE(PixelVAE):
+    """The 8-bit VAE whose decoder reads z and the pixels before each one (made_masks):
+    p(v|z) = prod_k p(v_k | z, v_<k), each the discretised Gaussian of PixelVAE.  Masked
+    weights are zero and stay zero (their gradient is masked: Networks.gather)."""
+
+    reads_pixels = True
+
+    def __init__(self, n_latent=LATENTS, hidden=HIDDEN, act="relu", rng=None):
+        super().__init__(n_latent, hidden, act=act, rng=rng)
+        self.mask = np.ones_like(self.theta)
+        views = self.nets["dec"]._views(self.mask[self._slices["dec"]])
+        for i, m in enumerate(made_masks(n_latent, hidden)):
+            views[f"W{i}"][...] = m
+        self.theta *= self.mask
+
+    def decoder_input(self, Z, X):
+        return np.concatenate([Z, X.astype(Z.dtype)], axis=1)
 
 
 # ----------------------------------------------------------------------------- ACN
@@ -1330,13 +1403,15 @@ def pixel_rate(n):
 
 
 def fit_pixel_vae(V, V_val, seed=0, n_latent=LATENTS, hidden=HIDDEN, steps=None, batch=None,
-                  lr=None, log=None):
-    """A PixelVAE trained on 8-bit images V (N, 96) uint8 (validation V_val), in float32,
-    by its own recipe (PIXEL_STEPS_AT, PIXEL_BATCH, pixel_rate), returned in float64 with
-    its training history."""
-    lr = pixel_rate(len(V)) if lr is None else lr
+                  lr=None, autoregressive=False, log=None):
+    """A PixelVAE (an ARPixelVAE if autoregressive) trained on 8-bit images V (N, 96) uint8
+    (validation V_val), in float32, by its own recipe (PIXEL_STEPS_AT, PIXEL_BATCH,
+    pixel_rate, or PIXEL_AR_LR), returned in float64 with its training history."""
+    if lr is None:
+        lr = PIXEL_AR_LR if autoregressive else pixel_rate(len(V))
     rng = np.random.default_rng([seed, 14])
-    model = PixelVAE(n_latent, hidden, rng=rng).astype(np.float32)
+    model = (ARPixelVAE if autoregressive else PixelVAE)(n_latent, hidden, rng=rng)
+    model = model.astype(np.float32)
     x = lambda A: (A / np.float32(bbc.PIXEL_LEVELS - 1)).astype(np.float32)
     steps = training_steps(len(V), PIXEL_STEPS_AT) if steps is None else steps
     batch = batch_size(len(V), PIXEL_BATCH) if batch is None else batch
@@ -1452,7 +1527,7 @@ INPUT_UNITS = {"enc": 1.0 / (bbc.PIXEL_LEVELS - 1), "dec": 1.0 / Z_UNIT, "prior"
 def _fixed_layers(mlp, in_unit):
     """An MLP's weights in fixed point: per layer (W, b) integer-valued float64 with the
     products in units 2^-2*FIX; in_unit is the value of one input step (1/255 for 8-bit
-    pixels, 2^-FIX for activations)."""
+    pixels, 2^-FIX for activations), a number or one per input (n_in, 1)."""
     layers = []
     for i in range(len(mlp.sizes) - 1):
         unit = in_unit if i == 0 else 2.0**-FIX
@@ -1511,7 +1586,13 @@ class VAECodingModel:
         """The fixed-point layers of a trained model's networks."""
         if any(net.act != "relu" for net in vae.nets.values()):
             raise ValueError("the VAE coder takes ReLU networks")
-        return {name: _fixed_layers(net, INPUT_UNITS[name]) for name, net in vae.nets.items()}
+        return {name: _fixed_layers(net, cls.input_unit(name, vae.n_latent))
+                for name, net in vae.nets.items()}
+
+    @classmethod
+    def input_unit(cls, name, n_latent):
+        """The value of one input step of a network's first layer (_fixed_layers)."""
+        return INPUT_UNITS[name]
 
     @classmethod
     def of(cls, vae):
@@ -1587,24 +1668,76 @@ class PixelVAECodingModel(VAECodingModel):
             raise ValueError("PixelVAECodingModel takes a PixelVAE")
         return cls(vae.n_latent, None, cls.fixed_nets(vae))
 
-    def pixel_cdf(self, codes, levels):
+    autoregressive = False       # the pixel tables need no pixels: decoded all at once
+
+    def decoder_out(self, codes, V):
+        """The decoder's integer outputs (N, 192), units 2^-12, for codes (N, L) (V unused)."""
+        return self.reconstruct(codes)
+
+    @staticmethod
+    def pixel_cdf(out, levels):
         """The pixel tables' CDF at each of `levels` (tuple of integer arrays broadcast with
-        (N, 96, ...)) given codes (N, L): the decoder runs once for all of them."""
-        out = self.reconstruct(codes)                       # (N, 192), units 2^-12
-        means, raw = out[:, :D], out[:, D:]
+        (N, P, ...)) given decoder outputs out (N, 2P), the P means then the P log-scales."""
+        means, raw = np.split(out, 2, axis=1)
         row = np.clip((raw - SCALE_LOW + SCALE_STEP // 2) // SCALE_STEP, 0, N_SCALES - 1)
         extra = (1,) * (np.ndim(levels[0]) - 2)
         row, means = row.reshape(row.shape + extra), means.reshape(means.shape + extra)
         return [bbc.table_cdf(lambda idx: scale_tables()[row, idx], means, v) for v in levels]
 
-    def pixel_weights(self, codes):
-        cdf, = self.pixel_cdf(codes, (np.arange(bbc.PIXEL_LEVELS + 1)[None, None],))  # (N, 96, 257)
+    @classmethod
+    def table_weights(cls, out):
+        """constriction's weights (N, P, 256) of the pixel tables of decoder outputs (N, 2P)."""
+        cdf, = cls.pixel_cdf(out, (np.arange(bbc.PIXEL_LEVELS + 1)[None, None],))  # (N, P, 257)
         return (np.diff(cdf, axis=-1) - 1).astype(np.float32)
+
+    def pixel_weights(self, codes, V=None):
+        """The pixel tables (N, 96, 256) as weights given codes (N, L) (and the images V,
+        which an autoregressive decoder reads)."""
+        return self.table_weights(self.decoder_out(codes, V))
 
     def pixel_bits(self, V, codes):
         v = V.astype(np.int64)
-        upper, lower = self.pixel_cdf(codes, (v + 1, v))
+        upper, lower = self.pixel_cdf(self.decoder_out(codes, V), (v + 1, v))
         return bbc.PRECISION - np.log2(upper - lower)
+
+
+class ARPixelVAECodingModel(PixelVAECodingModel):
+    """An ARPixelVAE as the coder sees it: pixel k's table (in PIXEL_ORDER) from the decoder
+    run on the codes and the pixels before it.  The sender has the image and gets every
+    table in one run; the receiver decodes pixel by pixel (pixel_weights_at), the pixels not
+    yet decoded at 0, which the masks make irrelevant."""
+
+    kind = "pixel_ar"
+    autoregressive, pixel_order = True, PIXEL_ORDER
+
+    @classmethod
+    def of(cls, vae):
+        if not isinstance(vae, ARPixelVAE):
+            raise ValueError("ARPixelVAECodingModel takes an ARPixelVAE")
+        return cls(vae.n_latent, None, cls.fixed_nets(vae))
+
+    @classmethod
+    def input_unit(cls, name, n_latent):
+        if name != "dec":
+            return INPUT_UNITS[name]
+        return np.concatenate([np.full(n_latent, INPUT_UNITS["dec"]),
+                               np.full(D, INPUT_UNITS["enc"])])[:, None]
+
+    def reconstruct(self, codes, V):
+        """Decoder outputs (N, 192), units 2^-12, at the bin centres of codes (N, L) and
+        the 8-bit images V (N, 96)."""
+        _, _, centres = latent_grid()
+        H = np.concatenate([centres[codes], V.astype(np.int64)], axis=1).astype(np.float64)
+        return _fixed_forward(self.dec, "relu", H)
+
+    def decoder_out(self, codes, V):
+        return self.reconstruct(codes, V)
+
+    def pixel_weights_at(self, codes, V, j):
+        """The table (N, 256) of pixel j as weights, given codes (N, L) and V (N, 96) whose
+        pixels before j in PIXEL_ORDER are decoded."""
+        out = self.reconstruct(codes, V)
+        return self.table_weights(out[:, [j, D + j]])[:, 0]
 
 
 class ACNCodingModel(VAECodingModel):
@@ -1658,6 +1791,8 @@ def coding_model(vae, mix=ACN_CODER_MIX):
     """The coder's view of a trained VAE, 8-bit VAE or ACN (its prior mixed as `mix` says)."""
     if isinstance(vae, ACN):
         return ACNCodingModel.of(vae, mix)
+    if isinstance(vae, ARPixelVAE):
+        return ARPixelVAECodingModel.of(vae)
     return PixelVAECodingModel.of(vae) if isinstance(vae, PixelVAE) else VAECodingModel.of(vae)
 
 
@@ -1692,8 +1827,11 @@ def code_vae(vae, V, seed=0, lanes=bbc.CODER_LANES, dl=None, draws=1, mix=ACN_CO
 # (bits_back_coder.pack_stream): the receiver needs nothing but the file.  An ACN's set is
 # sent as one sequence on one lane, in the order given (its tour).
 
-VAE_CODERS = {"vae": VAECodingModel, "pixel_vae": PixelVAECodingModel, "acn": ACNCodingModel}
-VAE_NETS = {"vae": ("enc", "dec"), "pixel_vae": ("enc", "dec"), "acn": ("enc", "dec", "prior")}
+VAE_CODERS = {"vae": VAECodingModel, "pixel_vae": PixelVAECodingModel,
+              "pixel_ar": ARPixelVAECodingModel, "acn": ACNCodingModel}
+VAE_NETS = {"vae": ("enc", "dec"), "pixel_vae": ("enc", "dec"), "pixel_ar": ("enc", "dec"),
+            "acn": ("enc", "dec", "prior")}
+PIXEL_KINDS = ("pixel_vae", "pixel_ar")              # the 8-bit VAEs: no sigma_x
 
 
 def _sizes(v):
@@ -1725,10 +1863,28 @@ def _layer_shapes(kind, nets):
             for a, b in zip(nets[name][:-1], nets[name][1:])]
 
 
+def layer_sizes(kind, nets):
+    """{net: [n_in, widths..., n_out]} of fixed-point networks, as a file's header holds."""
+    return {name: [nets[name][0][0].shape[0]] + [W.shape[1] for W, _ in nets[name]]
+            for name in VAE_NETS[kind]}
+
+
 def net_sizes(cm):
-    """{net: [n_in, widths..., n_out]} of a coding model's networks, as a file's header holds."""
-    return {name: [cm.nets[name][0][0].shape[0]] + [W.shape[1] for W, _ in cm.nets[name]]
-            for name in VAE_NETS[cm.kind]}
+    """layer_sizes of a coding model's networks."""
+    return layer_sizes(cm.kind, cm.nets)
+
+
+def tensor_masks(kind, sizes):
+    """Per tensor (each layer's W, then its b, the networks in VAE_NETS order), the boolean
+    mask of the weights that exist (the autoregressive decoder's: made_masks, which the
+    sizes fix), or None where all do."""
+    masks = [None] * sum(2 * (len(s) - 1) for s in sizes.values())
+    if kind == "pixel_ar":
+        at = 2 * (len(sizes["enc"]) - 1)                    # the decoder's tensors follow
+        dec = sizes["dec"]
+        for i, m in enumerate(made_masks(dec[0] - D, dec[1:-1])):
+            masks[at + 2 * i] = m > 0
+    return masks
 
 
 def write_vae_bitstream(path, cm, words, V, seed, n_test, order="held-out"):
@@ -1753,17 +1909,17 @@ def write_vae_bitstream(path, cm, words, V, seed, n_test, order="held-out"):
 def _check_vae_header(path, header):
     """ValueError unless a file's networks and fields fit its model and latents."""
     kind, L, nets = header["model"], header["n_latent"], header["nets"]
-    out = {"vae": D, "pixel_vae": 2 * D, "acn": D}[kind]
-    want = {"enc": (D, 2 * L), "dec": (L, out), "prior": (L, 2 * L)}
+    out = 2 * D if kind in PIXEL_KINDS else D
+    want = {"enc": (D, 2 * L), "dec": (L + D * (kind == "pixel_ar"), out), "prior": (L, 2 * L)}
     if set(nets) != set(VAE_NETS[kind]) or any((s[0], s[-1]) != want[n] for n, s in nets.items()):
         raise ValueError(f"{path}: header field 'nets' does not fit model {kind} with "
                          f"{L} latents")
-    if (header["sigma_x"] is None) != (kind == "pixel_vae") or (
+    if (header["sigma_x"] is None) != (kind in PIXEL_KINDS) or (
             header["mix"] is not None and kind != "acn"):
         raise ValueError(f"{path}: header fields 'sigma_x' and 'mix' do not fit model {kind}")
 
 
-def _vae_coding_model(header, flat):
+def _vae_coding_model(path, header, flat):
     """The coding model a checked file's header and parameters describe."""
     kind, L, nets = header["model"], header["n_latent"], header["nets"]
     layers, at = {n: [] for n in nets}, 0
@@ -1771,6 +1927,10 @@ def _vae_coding_model(header, flat):
         W = flat[at:at + a * b].reshape(a, b).astype(np.float64)
         layers[name].append((W, flat[at + a * b:at + a * b + b].astype(np.float64)))
         at += a * b + b
+    masks = tensor_masks(kind, nets)[0::2]                      # the weights' (W) masks
+    if any(m is not None and np.any(W[~m]) for m, (W, _) in
+           zip(masks, (layer for name in VAE_NETS[kind] for layer in layers[name]))):
+        raise ValueError(f"{path}: weights where the autoregressive decoder has none")
     extra = (header["mix"],) if kind == "acn" else ()
     return VAE_CODERS[kind](L, header["sigma_x"], layers, *extra)
 
@@ -1789,7 +1949,7 @@ def read_vae_bitstream(path):
         raise ValueError(f"{path}: header fields 'n_params' or 'n_images' do not fit the "
                          f"networks and the held-out set")
     flat, words = fc.split_payload(path, rest, n_params, header["lanes"])
-    cm = _vae_coding_model(header, flat)
+    cm = _vae_coding_model(path, header, flat)
     V = bbc.decode_checked(path, cm, words, header["n_images"], header["seed"],
                            header["images_sha256"], reverse=cm.kind == "acn")
     return header, V
@@ -1826,13 +1986,15 @@ def net_tensors(kind, nets):
 
 def rounded_nets(kind, nets, shifts):
     """The fixed-point networks with tensor j rounded to a multiple of 2^shifts[j], and the
-    integers sent, tensor j divided by its step: (nets, [int64 arrays])."""
+    integers sent, tensor j divided by its step (its existing weights only, in order):
+    (nets, [int64 arrays])."""
     out = {name: [list(layer) for layer in nets[name]] for name in VAE_NETS[kind]}
     sent = []
-    for (name, i, part), shift in zip(net_tensors(kind, nets), shifts):
+    masks = tensor_masks(kind, layer_sizes(kind, nets))
+    for (name, i, part), shift, mask in zip(net_tensors(kind, nets), shifts, masks):
         j = 0 if part == "W" else 1
         q = np.rint(nets[name][i][j] / 2.0**shift)
-        sent.append(q.astype(np.int64))
+        sent.append((q if mask is None else q[mask]).astype(np.int64))
         out[name][i][j] = q * 2.0**shift
     return {name: [tuple(layer) for layer in layers] for name, layers in out.items()}, sent
 
@@ -1863,7 +2025,8 @@ def as_float(vae, nets):
     out = vae.astype(np.float64)
     for name, layers in nets.items():
         for i, (W, b) in enumerate(layers):
-            unit = INPUT_UNITS[name] if i == 0 else 2.0**-FIX
+            unit = type(coding_model(vae)).input_unit(name, vae.n_latent) if i == 0 else \
+                2.0**-FIX
             out.nets[name].p[f"W{i}"][...] = W / (unit * 2.0**(2 * FIX))
             out.nets[name].p[f"b{i}"][...] = b / 2.0**(2 * FIX)
     return out
@@ -1878,11 +2041,13 @@ def choose_shifts(vae, V_val, n_images, fine=6, passes=2, n_samples=4):
     cm = coding_model(vae)
     X = V_val / (bbc.PIXEL_LEVELS - 1)
     tensors = net_tensors(cm.kind, cm.nets)
+    masks = tensor_masks(cm.kind, net_sizes(cm))
 
     @functools.lru_cache(maxsize=None)
     def tensor_bits(j, shift):                      # tensor j's code at a shift
         name, i, part = tensors[j]
-        return bbc.param_spec(np.rint(cm.nets[name][i][part == "b"] / 2.0**shift))[1]
+        q = np.rint(cm.nets[name][i][part == "b"] / 2.0**shift)
+        return bbc.param_spec(q if masks[j] is None else q[masks[j]])[1]
 
     def total(shifts):
         nets, _ = rounded_nets(cm.kind, cm.nets, shifts)
@@ -1891,7 +2056,8 @@ def choose_shifts(vae, V_val, n_images, fine=6, passes=2, n_samples=4):
         model = sum(tensor_bits(j, s) for j, s in enumerate(shifts))
         return model + n_images * data, model, data
 
-    spread = [float(np.std(cm.nets[name][i][part == "b"])) for name, i, part in tensors]
+    spread = [float(np.std(cm.nets[name][i][part == "b"][() if m is None else m]))
+              for (name, i, part), m in zip(tensors, masks)]
     shifts = [int(np.clip(math.floor(math.log2(max(sd, 1.0))) - fine, 0, MAX_SHIFT))
               for sd in spread]
     best = total(shifts)
@@ -1914,9 +2080,15 @@ def receiver_model(kind, n_latent, sigma_x, nets, shifts, specs, param_words):
     """The coding model a receiver builds from the parameters' message and the header's
     numbers alone (nets as net_sizes gives them; shifts and specs per tensor)."""
     shapes = [shape for _, (a, b) in _layer_shapes(kind, nets) for shape in ((a, b), (b,))]
-    ints = bbc.decode_params(param_words, specs, [math.prod(shape) for shape in shapes])
-    flat = iter(t.reshape(shape).astype(np.float64) * 2.0**shift
-                for t, shape, shift in zip(ints, shapes, shifts))
+    masks = [np.ones(shape, dtype=bool) if m is None else m
+             for m, shape in zip(tensor_masks(kind, nets), shapes)]
+    ints = bbc.decode_params(param_words, specs, [int(m.sum()) for m in masks])
+
+    def tensor(t, mask, shift):                     # the sent integers in their places
+        out = np.zeros(mask.shape)
+        out[mask] = t * 2.0**shift
+        return out
+    flat = iter(tensor(t, m, shift) for t, m, shift in zip(ints, masks, shifts))
     layers = {name: [(next(flat), next(flat)) for _ in range(len(nets[name]) - 1)]
               for name in VAE_NETS[kind]}
     return VAE_CODERS[kind](n_latent, sigma_x, layers)
@@ -1982,6 +2154,7 @@ COUNTED_HEADER = {
     **{k: VAE_HEADER[k] for k in ("seed", "n_test", "n_images", "lanes", "n_latent", "nets",
                                   "images_sha256")},
     "model": lambda v: v == COUNTED,
+    "coder": lambda v: v in PIXEL_KINDS,
     "order": lambda v: v == "held-out",
     "shifts": lambda v: isinstance(v, list) and all(fc.whole(0, MAX_SHIFT)(s) for s in v),
     "specs": lambda v: isinstance(v, list) and all(_spec_valid(s) for s in v),
@@ -1992,7 +2165,7 @@ def write_counted_bitstream(path, message, V, seed, n_test):
     """Write code_with_model's message for the 8-bit images V (N, 96): returns the file's
     size in bytes."""
     import hashlib
-    header = {"model": COUNTED, "seed": int(seed), "n_test": int(n_test), "n_images": len(V),
+    header = {"model": COUNTED, "coder": message["kind"], "seed": int(seed), "n_test": int(n_test), "n_images": len(V),
               "lanes": len(message["words"]), "n_latent": message["n_latent"],
               "nets": message["nets"], "order": "held-out",
               "shifts": [int(s) for s in message["shifts"]],
@@ -2019,7 +2192,7 @@ def read_bitstream(path):
 
 def _read_counted(path, header, rest):
     """The images of a checked counted file's body: its model first, then its images."""
-    _check_vae_header(path, {**header, "model": "pixel_vae", "sigma_x": None, "mix": None})
+    _check_vae_header(path, {**header, "model": header["coder"], "sigma_x": None, "mix": None})
     tensors = 2 * sum(len(sizes) - 1 for sizes in header["nets"].values())
     if len(header["shifts"]) != tensors or len(header["specs"]) != tensors or \
             header["n_images"] > header["n_test"]:
@@ -2027,7 +2200,7 @@ def _read_counted(path, header, rest):
                          f"the networks and the held-out set")
     _, words = fc.split_payload(path, rest, 0, header["lanes"] + 1)
     try:
-        cm = receiver_model("pixel_vae", header["n_latent"], None, header["nets"],
+        cm = receiver_model(header["coder"], header["n_latent"], None, header["nets"],
                             header["shifts"], [tuple(s) for s in header["specs"]], words[0])
     except Exception as err:            # whatever the coder raises on a message it cannot read
         raise ValueError(f"{path}: the model's message does not decode ({err})") from None

@@ -962,14 +962,19 @@ def fig_acn(acn):
 SCORE_COLORS = {"pixel_vae": "tab:olive", "compressor": "white"}      # compressors hatched
 
 
+def vae_label(r):
+    """An 8-bit VAE row's name: its widths, and its decoder if autoregressive."""
+    return (f"8-bit VAE {'-'.join(map(str, r.get('hidden', [])))}"
+            + (", autoregressive" if r.get("autoregressive") else ""))
+
+
 def fig_scoreboard(board):
     """Actual bits per held-out 8-bit image of every code (mean over the coder's initial
     bits, ± their sd), the compressors beside them, lzma's and the generator's lines."""
     rows = []
     for key, r in board["rows"].items():
         vae = key.startswith("pixel_vae")
-        text = (f"8-bit VAE {'-'.join(map(str, r.get('hidden', [])))}, N = {r['n_train']}"
-                if vae else
+        text = (f"{vae_label(r)}, N = {r['n_train']}" if vae else
                 f"{sv.model_label(key, 4, 6)}, σ_x = {r['sigma_x']:g}")
         rows.append((text, r["actual_bits"], r.get("actual_bits_sd", 0.0),
                      SCORE_COLORS["pixel_vae"] if vae else COLORS[key]))
@@ -1010,7 +1015,7 @@ def fig_model_counted(board):
     styles, lows = ["-", "--", "-.", ":"], []
     for i, (key, r) in enumerate(board["rows"].items()):
         vae = key.startswith("pixel_vae")
-        text = (f"8-bit VAE {'-'.join(map(str, r['hidden']))}, N = {r['n_train']}" if vae else
+        text = (f"{vae_label(r)}, N = {r['n_train']}" if vae else
                 sv.model_label(key, 4, 6))
         text += " (chosen)" if key == board.get("mdl_choice") else ""
         color = plt.cm.tab10(i % 10)

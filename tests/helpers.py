@@ -142,6 +142,7 @@ NEURAL_JSON = {"scoreboard": ["viz/scoreboard.json"],
                "vq_codes": ["viz/vq_codes_200.json", "viz/vq_codes_2000.json",
                             "viz/vq_codes_20000.json"],
                "choices_tau": ["viz/choices_tau.json"],
+               "choices_ar_rate": ["viz/choices_ar_rate.json"],
                "choices": ["viz/choices.json"]}
 
 

@@ -1,6 +1,6 @@
-"""The modern codes' files: the Gaussian VAE, the 8-bit VAE and the ACN tour written with
-their fixed-point networks, decoded by a fresh process under other floating-point kernels,
-and damage refused with one line."""
+"""The modern codes' files: the Gaussian VAE, the 8-bit VAE (plain and autoregressive) and
+the ACN tour written with their fixed-point networks, decoded by a fresh process under other
+floating-point kernels, and damage refused with one line."""
 import pickle
 
 import numpy as np
@@ -22,8 +22,10 @@ def fitted(tmp_path_factory):
     q = sv.quantise_images
     vae, _ = nm.fit_vae(X, X_val, 0, hidden=(32,), steps=60)
     pixel, _ = nm.fit_pixel_vae(q(X), q(X_val), 0, hidden=(32,), steps=60)
+    ar, _ = nm.fit_pixel_vae(q(X), q(X_val), 0, hidden=(32,), steps=60, autoregressive=True)
     acn, _ = nm.fit_acn(X, X_val, 0, vae=vae, steps=30)
     sends = {"vae": (vae, q(T), "held-out"), "pixel_vae": (pixel, q(T), "held-out"),
+             "pixel_ar": (ar, q(T), "held-out"),
              "acn": (acn, q(T)[acn.tour(T)], "tour")}
     path = tmp_path_factory.mktemp("fitted") / "fitted.pickle"
     path.write_bytes(pickle.dumps(sends))
@@ -46,7 +48,7 @@ for path in sys.argv[1:]:
 """
 
 
-def test_the_three_codes_decode_under_other_floating_point_kernels(fitted, tmp_path):
+def test_the_four_codes_decode_under_other_floating_point_kernels(fitted, tmp_path):
     """Written with numpy's default kernels and decoded with its AVX-512 kernels off, and
     the other way round: the receiver rebuilds the very same integer tables."""
     if run_python("import numpy", env=NO_AVX512).returncode:
@@ -57,10 +59,10 @@ def test_the_three_codes_decode_under_other_floating_point_kernels(fitted, tmp_p
         files = sorted(str(p) for p in tmp_path.glob(f"{tag}_*.svqb"))
         res = run_python(READ, *files, env=reader)
         assert res.returncode == 0, res.stderr
-        assert sorted(res.stdout.split()[1::3]) == ["acn", "pixel_vae", "vae"]
+        assert sorted(res.stdout.split()[1::3]) == ["acn", "pixel_ar", "pixel_vae", "vae"]
 
 
-@pytest.mark.parametrize("name", ["vae", "pixel_vae", "acn"])
+@pytest.mark.parametrize("name", ["vae", "pixel_vae", "pixel_ar", "acn"])
 def test_a_file_round_trips_in_process_and_the_cli_checks_it(fitted, tmp_path, cli, name):
     model, V, order = fitted[1][name]
     path = tmp_path / f"{name}.svqb"
