@@ -589,14 +589,15 @@ def format_acn_variants(result, markdown=False):
 # 8-bit data: the 1994 models their noise scale sigma_x fitted by maximum likelihood on
 # their training images (the model refitted at each sigma of SCORE_SIGMAS, the one whose
 # training images the coder codes shortest kept), the 8-bit VAE a discretised Gaussian with a
-# scale per pixel.  A model's parameters, at 32-bit floats, are counted beside its bits,
+# scale per pixel, and beside it the same VAE with an autoregressive decoder (the pixels
+# before each one read too).  A model's parameters, at 32-bit floats, are counted beside its bits,
 # and so is its model actually coded (neural_models' parameter code): the integers the coder
 # uses, the 8-bit VAEs' rounded to steps chosen on validation images for the smallest total
 # over the held-out set (choose_shifts), sent ahead of the images and decoded; each number
 # of a file's header the receiver needs besides (each tensor's table and step, the networks'
 # sizes, sigma_x) at neural_models.HEADER_NUMBER_BITS.  Small 8-bit VAEs (SCORE_MDL_HIDDEN,
-# on SCORE_MDL_SIZE images) are candidates for the shortest total; the one with the least
-# validation total is marked.
+# on SCORE_MDL_SIZE images, with either decoder) are candidates for the shortest total; the
+# one with the least validation total is marked.
 
 SCORE_SIGMAS = (0.01, 0.014, 0.02, 0.028, 0.04, 0.057, 0.08, 0.113, 0.16, 0.226, 0.32)
 SCORE_CORE = sv.STOCHASTIC            # every 1994 model but the hard codes
@@ -752,7 +753,8 @@ def score_order():
     """The scoreboard's rows in their order: the 1994 models, the 8-bit VAEs, the small ones."""
     return ([name for name in SCORE_CORE] + [f"pixel_vae_{n}" for n in SCORE_VAE_SIZES]
             + [f"pixel_vae_ar_{SCORE_AR_SIZE}"]
-            + [f"pixel_vae_{SCORE_MDL_SIZE}_{w}x{w}" for w in SCORE_MDL_HIDDEN])
+            + [f"pixel_vae{ar}_{SCORE_MDL_SIZE}_{w}x{w}" for ar in ("", "_ar")
+               for w in SCORE_MDL_HIDDEN])
 
 
 def mdl_choice(rows):
@@ -776,13 +778,14 @@ def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, quiet=Tr
     vaes = sorted(SCORE_VAE_SIZES, reverse=True) if "pixel_vae" in models else []
     small = SCORE_MDL_HIDDEN if "pixel_vae" in models else ()
     kw = {**kw, "folder": folder}
-    mdl_key = lambda w: f"pixel_vae_{SCORE_MDL_SIZE}_{w}x{w}"                # as score_order
+    mdl_key = lambda w, ar: f"pixel_vae{'_ar' * ar}_{SCORE_MDL_SIZE}_{w}x{w}"   # as score_order
     tasks = ([(f"pixel_vae_ar_{SCORE_AR_SIZE}", _score_vae, (SCORE_AR_SIZE, *common),
                {**kw, "autoregressive": True}, quiet) for _ in vaes[:1]] +
              [(f"pixel_vae_{n}", _score_vae, (n, *common), {**kw, "bitstream": bitstream},
                quiet) for n in vaes[:1]] +
-             [(mdl_key(w), _score_vae, (SCORE_MDL_SIZE, *common), {**kw, "hidden": (w, w)},
-               quiet) for w in sorted(small, reverse=True)] +
+             [(mdl_key(w, ar), _score_vae, (SCORE_MDL_SIZE, *common),
+               {**kw, "hidden": (w, w), "autoregressive": ar}, quiet)
+              for w in sorted(small, reverse=True) for ar in (True, False)] +
              [(name, _score_core, (name, *common), {"folder": folder}, quiet) for name in models
               if name in SCORE_CORE] +
              [(f"pixel_vae_{n}", _score_vae, (n, *common), kw, quiet) for n in vaes[1:]] +
@@ -1284,6 +1287,7 @@ def memory_needed(n_train, n_test, hidden, n_latent):
 # seconds of one float32 Adam step on 2 cores: a fixed part, and a part per image and
 # network parameter (measured at hidden widths 64 to 1024, batch 128; within 30%)
 STEP_SECONDS = (2e-4, 1.1e-10)
+VAE_CODING_SECONDS = 25        # an 8-bit VAE's coding on the scoreboard: five draws, its steps
 ONE_BIT_START_SECONDS = (0.7, 0.0052)   # a one-layer one-bit VAE's start: a + b ndims
 NETWORKS = ("vae", "pixel_vae") + tuple(VQ_VARIANTS) + tuple(GUMBEL_VARIANTS)
 
@@ -1335,11 +1339,15 @@ def estimate_seconds(args):
     if args.scoreboard:
         if "pixel_vae" not in args.models:
             return 40.0
-        pixel = lambda n, n_in: training_seconds(n, network_params(args.hidden, n_in, 2 * D),
-                                                 table=nm.PIXEL_STEPS_AT,
-                                                 largest=nm.PIXEL_BATCH, **kw)
-        return 40.0 + sum(pixel(n, D) for n in SCORE_VAE_SIZES) + pixel(SCORE_AR_SIZE,
-                                                                        D + nm.LATENTS)
+        pixel = lambda n, hidden, n_in: training_seconds(
+            n, network_params(hidden, n_in, 2 * D), table=nm.PIXEL_STEPS_AT,
+            largest=nm.PIXEL_BATCH, **kw)
+        work = (sum(pixel(n, args.hidden, D) for n in SCORE_VAE_SIZES)
+                + pixel(SCORE_AR_SIZE, args.hidden, D + nm.LATENTS)
+                + sum(pixel(SCORE_MDL_SIZE, (w, w), n_in) for w in SCORE_MDL_HIDDEN
+                      for n_in in (D, D + nm.LATENTS)))
+        vaes = len(SCORE_VAE_SIZES) + 1 + 2 * len(SCORE_MDL_HIDDEN)
+        return 60.0 + (work + VAE_CODING_SECONDS * vaes) / 2          # two workers
     sizes = SWEEP_SIZES if args.sweep else (args.n_samples,)
     models = SWEEP_MODELS if args.sweep else args.models
     nets = [m for m in models if m in NETWORKS]

@@ -439,6 +439,8 @@ class ARPixelVAE(PixelVAE):
         self.theta *= self.mask
 
     def decoder_input(self, Z, X):
+        if X is None:
+            raise ValueError("the autoregressive decoder reads the image: decode(Z, X)")
         return np.concatenate([Z, X.astype(Z.dtype)], axis=1)
 
 
@@ -2114,9 +2116,10 @@ def code_with_model(vae, V_val, V, seed=0, lanes=bbc.CODER_LANES):
     decoded, left = receive(message)
     ok = (np.array_equal(decoded, V) and len(left) == len(initial)
           and all(np.array_equal(a, b) for a, b in zip(left, initial)))
-    # the header: each tensor's table and step, the networks' sizes and the latents
+    # the header: each tensor's table and step, the networks' sizes, the latents and the
+    # decoder's kind (plain or autoregressive)
     numbers = (sum(len(spec) + 1 for spec in specs) + sum(map(len, message["nets"].values()))
-               + 1)
+               + 2)
     model_bits = bbc.message_bits([param_words]) + HEADER_NUMBER_BITS * numbers
     data_bits = (bbc.message_bits(words) - bbc.message_bits(initial)) / len(V)
     row = {"model_bits": model_bits, "model_roundtrip": bool(ok), "header_numbers": numbers,

@@ -191,3 +191,5 @@ def test_the_coding_page_quotes_the_committed_scoreboard_and_half_of_lzma_is_rea
     page = " ".join((ROOT / "docs" / "coding.md").read_text().split())
     missing = {k: v for k, v in quoted_numbers(board).items() if v not in page}
     assert missing == {} and "PVAE_" not in page
+    worst = max(abs(r["overhead_pct"]) for r in board["rows"].values())
+    assert f"within {math.ceil(worst * 100) / 100:.2f}% of each coder's bound" in page
