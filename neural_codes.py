@@ -590,8 +590,8 @@ def format_acn_variants(result, markdown=False):
 # their training images (the model refitted at each sigma of SCORE_SIGMAS, the one whose
 # training images the coder codes shortest kept), the 8-bit VAE a discretised Gaussian with a
 # scale per pixel, and beside it the same VAE with an autoregressive decoder (the pixels
-# before each one read too).  A model's parameters, at 32-bit floats, are counted beside its bits,
-# and so is its model actually coded (neural_models' parameter code): the integers the coder
+# before each one read too).  A model's parameters, at 32-bit floats, are counted beside its
+# bits, and so is its model actually coded (neural_models' parameter code): the integers the coder
 # uses, the 8-bit VAEs' rounded to steps chosen on validation images for the smallest total
 # over the held-out set (choose_shifts), sent ahead of the images and decoded; each number
 # of a file's header the receiver needs besides (each tensor's table and step, the networks'
@@ -1207,9 +1207,9 @@ def format_scoreboard(board, markdown=False):
     rows = []
     for key, r in board["rows"].items():
         name = "pixel_vae" if key.startswith("pixel_vae") else key
-        text = (SCORE_LABELS[name + "_ar" * bool(r.get("autoregressive"))].format(L=nm.LATENTS, N=r["n_train"], H="-".join(
-                    map(str, r["hidden"]))) if name in SCORE_LABELS
-                else sv.model_label(name, 4, 6))
+        label = SCORE_LABELS.get(name + "_ar" * bool(r.get("autoregressive")))
+        text = (label.format(L=nm.LATENTS, N=r["n_train"], H="-".join(map(str, r["hidden"])))
+                if label else sv.model_label(name, 4, 6))
         text += " (chosen)" if key == board.get("mdl_choice") else ""
         noise = "per pixel" if name == "pixel_vae" else f"sigma_x = {r['sigma_x']:g}"
         even = r["break_even_vs_lzma"]

@@ -403,7 +403,7 @@ class PixelVAE(GaussianVAE):
 # predicted from z with capacity; the rest take the degrees 1 ... 95 in turn.  The masks
 # follow from the sizes alone, so a receiver rebuilds them.
 
-PIXEL_ORDER = np.lexsort((np.arange(D) // sv.WIDTH, np.arange(D) % sv.WIDTH))  # by column, then row
+PIXEL_ORDER = np.lexsort((np.arange(D) // sv.WIDTH, np.arange(D) % sv.WIDTH))  # column, row
 Z_UNITS = 0.25                 # the fraction of each hidden layer that sees z alone
 
 
@@ -1484,9 +1484,9 @@ def fit_gumbel_vqvae(X, X_val, seed=0, n_codebooks=4, n_codes=6, hidden=HIDDEN, 
 
 # --- saved networks ---------------------------------------------------------------------------
 
-SAVED_CLASSES = {**sv.SAVED_CLASSES, **{c.__name__: c for c in (GaussianVAE, PixelVAE, ACN,
-                                                                OneBitVAE, VQVAE,
-                                                                GumbelVQVAE)}}
+SAVED_CLASSES = {**sv.SAVED_CLASSES, **{c.__name__: c for c in (GaussianVAE, PixelVAE,
+                                                                ARPixelVAE, ACN, OneBitVAE,
+                                                                VQVAE, GumbelVQVAE)}}
 
 
 def model_folder(path, mode):

@@ -191,6 +191,7 @@ TIMED = (
     ("--one-bit", ["neural_codes.py", "--one-bit"], 1),
     ("--choose rate mix", ["neural_codes.py", "--choose", "rate", "mix"], 1),
     ("--choose tau", ["neural_codes.py", "--choose", "tau"], 1),
+    ("--choose ar_rate", ["neural_codes.py", "--choose", "ar_rate"], 1),
     ("--acn, one seed (two sizes)", ["neural_codes.py", "--acn", "--seed", "0"], 1),
     ("--beta (five seeds)", ["neural_codes.py", "--beta"], 1),
     ("--acn-variants (five seeds)", ["neural_codes.py", "--acn-variants"], 1),

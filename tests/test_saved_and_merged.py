@@ -71,16 +71,18 @@ def test_every_network_scores_exactly_as_saved(tmp_path):
     fits = {"vae": lambda: nm.fit_vae(X, V, 0, **small),
             "vae_beta4": lambda: nm.fit_vae(X, V, 0, beta=4.0, **small),
             "pixel_vae": lambda: nm.fit_pixel_vae(q(X), q(V), 0, **small),
+            "pixel_vae_ar": lambda: nm.fit_pixel_vae(q(X), q(V), 0, autoregressive=True,
+                                                     **small),
             "gumbel_vq_vae_4x6": lambda: nm.fit_gumbel_vqvae(X, V, 0, **small),
             **{name: (lambda form=form, M=M, K=K, u=u: nm.fit_vqvae(X, V, 0, M, K, form,
                                                                    update=u, **small))
                for name, (form, M, K, u) in nc.VQ_VARIANTS.items()}}
-    models = {}
+    models, reloaded = {}, {}
     for name, fit in fits.items():
         model, loaded = save_then_load(tmp_path, name, {"model": name}, fit)
-        images = q(T) / 255.0 if name == "pixel_vae" else T
+        images = q(T) / 255.0 if name.startswith("pixel_vae") else T
         assert same_scores(model.description_length(images), loaded.description_length(images))
-        models[name] = model
+        models[name], reloaded[name] = model, loaded
     vae = models["vae"]
     for rule in nm.ACN_RULES:
         acn, loaded = save_then_load(tmp_path, f"acn_{rule}", {"model": "acn"},
@@ -89,6 +91,7 @@ def test_every_network_scores_exactly_as_saved(tmp_path):
         assert np.array_equal(tour, loaded.tour(T)) and loaded.rule == rule
         assert same_scores(acn.description_length(T[tour]), loaded.description_length(T[tour]))
     assert models["vae_beta4"].beta == 4.0
+    assert np.array_equal(models["pixel_vae_ar"].mask, reloaded["pixel_vae_ar"].mask)
     vae, loaded = save_then_load(tmp_path, "vae_iw", {"model": "vae"}, lambda: (vae, {}))
     rng = lambda: np.random.default_rng(3)
     (bits, se), (bits_loaded, se_loaded) = (m.importance_bound(T[:10], rng=rng())
