@@ -1420,8 +1420,10 @@ def parse_args(argv=None):
                     help="the validation scores behind settings (default: all of them): "
                          "rate, the 8-bit VAE's Adam rate (" +
                          ", ".join(f"{r:g}" for r in PIXEL_RATES) + "); mix, the ACN coder's "
-                         "prior mixture; tau, the Gumbel VQ-VAE's temperature schedule; on "
-                         "seed 0's validation images")
+                         "prior mixture; tau, the Gumbel VQ-VAE's temperature schedule; "
+                         "ar_rate, the autoregressive decoder's rate (" +
+                         ", ".join(f"{r:g}" for r in AR_RATES) + "); on seed 0's validation "
+                         "images")
     ap.add_argument("--bitstream", metavar="PATH",
                     help="write the coded 8-bit held-out set to PATH, with the networks: the "
                          "Gaussian VAE's (a run with vae, one seed), the 8-bit VAE's on "
