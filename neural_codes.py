@@ -19,8 +19,8 @@ to every row of the core's table with no conversion.
 - The one-bit VAE (--one-bit): two data points, one latent, one- and two-layer VAEs; and
   the factorial VQ trained from random codewords with and without KL warm-up.
 
-The models, their training and their coding models are in neural_models.py; this module
-runs the experiments and the command line.  Run `python3 neural_codes.py --help`.
+The models and their training are in neural_models.py, their coding models, files and the
+model counted in neural_coding.py; this module runs the experiments and the command line.  Run `python3 neural_codes.py --help`.
 """
 
 import os
@@ -40,6 +40,7 @@ import bits_back_coder as bbc  # noqa: E402
 import compressors  # noqa: E402
 import file_container as fc  # noqa: E402
 import mlp  # noqa: E402
+import neural_coding as coding  # noqa: E402
 import neural_models as nm  # noqa: E402
 
 np = sv.np
@@ -138,7 +139,7 @@ def run_model(name, data, seed, n_latent=nm.LATENTS, hidden=nm.HIDDEN, steps=Non
                "alignment": vae_alignment(model, T, controls),
                "traversals": model.traversals().tolist(), "pictures": vae_pictures(model, T, seed)}
         if compress:
-            out["compress"] = nm.code_vae(model, sv.quantise_images(T), seed)
+            out["compress"] = coding.code_vae(model, sv.quantise_images(T), seed)
     elif name in GUMBEL_VARIANTS:
         M, K = GUMBEL_VARIANTS[name]
         config = nm.network_config(seed, len(X), steps, batch, model=name, hidden=list(hidden),
@@ -413,11 +414,11 @@ def _acn_task(task):
                                    lambda: nm.fit_acn(X, X_val, seed, vae=vae))
     tour = acn.tour(T)
     if bitstream:
-        nm.write_vae_code(bitstream, acn, sv.quantise_images(T)[tour], seed, n_test, "tour")
+        coding.write_vae_code(bitstream, acn, sv.quantise_images(T)[tour], seed, n_test, "tour")
     iid = vae.description_length(T)
     seq = acn.description_length(T[tour])
     saving = set_saving(n_test)
-    coder = nm.code_vae(acn, sv.quantise_images(T)[tour], seed)
+    coder = coding.code_vae(acn, sv.quantise_images(T)[tour], seed)
     out = {"vae": float(iid["total"].mean()), "vae_recon": float(iid["recon"].mean()),
            "vae_code": float(iid["code"].mean()), "set_saving": saving,
            "vae_set": float(iid["total"].mean()) - saving,
@@ -591,11 +592,11 @@ def format_acn_variants(result, markdown=False):
 # training images the coder codes shortest kept), the 8-bit VAE a discretised Gaussian with a
 # scale per pixel, and beside it the same VAE with an autoregressive decoder (the pixels
 # before each one read too).  A model's parameters, at 32-bit floats, are counted beside its
-# bits, and so is its model actually coded (neural_models' parameter code): the integers the coder
-# uses, the 8-bit VAEs' rounded to steps chosen on validation images for the smallest total
-# over the held-out set (choose_shifts), sent ahead of the images and decoded; each number
+# bits, and so is its model actually coded (neural_coding's model counted): the integers the
+# coder uses, the 8-bit VAEs' rounded to steps chosen on validation images for the smallest
+# total over the held-out set (choose_shifts), sent ahead of the images and decoded; each number
 # of a file's header the receiver needs besides (each tensor's table and step, the networks'
-# sizes, sigma_x) at neural_models.HEADER_NUMBER_BITS.  Small 8-bit VAEs (SCORE_MDL_HIDDEN,
+# sizes, sigma_x) at neural_coding.HEADER_NUMBER_BITS.  Small 8-bit VAEs (SCORE_MDL_HIDDEN,
 # on SCORE_MDL_SIZE images, with either decoder) are candidates for the shortest total; the
 # one with the least validation total is marked.
 
@@ -641,7 +642,7 @@ def core_params(name, model):
 def training_bits(name, model, V):
     """Mean bits per image the coder's bound gives the 8-bit training images V."""
     if isinstance(model, sv.PCA):
-        return float(nm.VAECodingModel.of(linear_vae(model)).bound(V)[0].mean())
+        return float(coding.VAECodingModel.of(linear_vae(model)).bound(V)[0].mean())
     return float(sv.discrete_bound(sv.CodingModel.from_model(model), V)[0].mean())
 
 
@@ -672,13 +673,13 @@ def _score_core(name, seed, V, baselines, log, folder=None):
     model = fits[sigma][0]
     if isinstance(model, sv.PCA):
         linear = linear_vae(model)
-        row = nm.code_vae(linear, V, seed, draws=CODER_DRAWS)
-        cm = nm.coding_model(linear)
-        sent = nm.rounded_nets(cm.kind, cm.nets, [0] * len(nm.net_tensors(cm.kind, cm.nets)))[1]
+        row = coding.code_vae(linear, V, seed, draws=CODER_DRAWS)
+        cm = coding.coding_model(linear)
+        sent = coding.rounded_nets(cm.kind, cm.nets, [0] * len(coding.net_tensors(cm.kind, cm.nets)))[1]
     else:
         row, (cm, _) = sv.code_and_check(model, V, seed, draws=CODER_DRAWS)
         sent = list(cm.params.values())
-    coded = nm.model_code_row(sent, other_numbers=1)           # its tables' numbers, sigma_x
+    coded = coding.model_code_row(sent, other_numbers=1)           # its tables' numbers, sigma_x
     row = {**row, **coded, "model_actual_bits": row["actual_bits"],     # the same model
            "with_model": row["actual_bits"] + coded["model_bits"] / len(V)}
     log(f"{name}: sigma_x = {sigma:g} by maximum likelihood, {row['actual_bits']:.2f} bits "
@@ -706,10 +707,10 @@ def _score_vae(n, seed, V, baselines, log, bitstream=None, folder=None, **kw):
     vae, hist, _ = fc.fit_or_load(folder, key, config,
                                   lambda: nm.fit_pixel_vae(q(Xn), q(Xv), seed, log=log, **kw))
     dl = vae.description_length(V / (bbc.PIXEL_LEVELS - 1))
-    row = nm.code_vae(vae, V, seed, dl=dl, draws=CODER_DRAWS)
-    coded, message = nm.code_with_model(vae, q(Xv)[:MDL_SEARCH_IMAGES], V, seed)
+    row = coding.code_vae(vae, V, seed, dl=dl, draws=CODER_DRAWS)
+    coded, message = coding.code_with_model(vae, q(Xv)[:MDL_SEARCH_IMAGES], V, seed)
     if bitstream:
-        nm.write_vae_code(bitstream, vae, V, seed, len(V))
+        coding.write_vae_code(bitstream, vae, V, seed, len(V))
     log(f"8-bit VAE {'x'.join(map(str, hidden))}{', autoregressive' if ar else ''}, N = {n}: "
         f"{row['actual_bits']:.2f} bits per "
         f"image, {coded['with_model']:.2f} with its model coded, round trips "
@@ -796,7 +797,7 @@ def run_scoreboard(seed=0, models=SCORE_MODELS, n_test=2000, workers=2, quiet=Tr
     messages = {key: row.pop("message") for key, row in rows.items() if "message" in row}
     choice = mdl_choice(rows)
     if counted and choice:
-        nm.write_counted_bitstream(counted, messages[choice], V, seed, n_test)
+        coding.write_counted_bitstream(counted, messages[choice], V, seed, n_test)
     return {"seed": seed, "n_test": n_test, "baselines": baselines, "rows": rows,
             "limit": done["limit"], "lzma_by_images": done["sent"], "mdl_choice": choice}
 
@@ -848,7 +849,7 @@ def _choice_task(task):
     vae, _ = nm.fit_vae(X, X_val, 0, steps=steps)
     acn, _ = nm.fit_acn(X, X_val, 0, vae=vae, steps=steps)
     V = sv.quantise_images(X_val)[acn.tour(X_val)]
-    return kind, n, None, {str(m): nm.code_vae(acn, V, 0, mix=m)["actual_bits"] for m in arg}
+    return kind, n, None, {str(m): coding.code_vae(acn, V, 0, mix=m)["actual_bits"] for m in arg}
 
 
 def run_choices(which=CHOICES, pixel_sizes=SCORE_VAE_SIZES, rates=PIXEL_RATES,
@@ -1138,7 +1139,7 @@ def format_compress(rows, markdown=False):
     out = [[n, f"{r['actual_bits']:.2f}", f"{r['bound_t']:.2f}", f"{r['overhead_pct']:+.3f}%",
             kit.round_trip_cell(r["roundtrip"])] for n, r in rows.items()]
     return kit.table("Gaussian VAE, bits-back code of the 8-bit held-out images "
-                           f"({nm.LATENT_BINS} bins per latent)", cols, out, markdown)
+                           f"({coding.LATENT_BINS} bins per latent)", cols, out, markdown)
 
 
 def format_alignment(models, n_train, seed, markdown=False):
@@ -1241,7 +1242,7 @@ def format_scoreboard(board, markdown=False):
             f"against lzma ({lzma:.2f} bits per image here) pays for its parameters. Model "
             f"coded: its parameters sent by the parameter code (the 8-bit VAEs' rounded to "
             f"steps chosen on up to {MDL_SEARCH_IMAGES} validation images) with the numbers of the "
-            f"header at {nm.HEADER_NUMBER_BITS} bits; total with its model = the images' actual "
+            f"header at {coding.HEADER_NUMBER_BITS} bits; total with its model = the images' actual "
             f"bits under the model as sent (the VAEs': rounded) plus the model's bits over "
             f"these images, model and images decoded from the bits (round trip); chosen = "
             f"the 8-bit VAE with the least such total on validation images")
@@ -1280,7 +1281,7 @@ def memory_needed(n_train, n_test, hidden, n_latent):
     render = 8.0 * 2 * sv.N_CURVE_POINTS * sv.HEIGHT * max(n_train, n_test)
     images = render + 8.0 * D * (1.5 * n_train + 0.15 * n_train + 2 * n_test)
     scoring = 8.0 * 500 * nm.EVAL_SAMPLES * (max(hidden) + D) * 2
-    tables = 8.0 * 4 * n_test * n_latent * nm.LATENT_BINS
+    tables = 8.0 * 4 * n_test * n_latent * coding.LATENT_BINS
     return images + scoring + tables + 8.0 * 8 * mlp.MLP.n_params((D, *hidden, D))
 
 
@@ -1574,7 +1575,7 @@ def decode_main(path):
     """--decode: decode a file of --bitstream and check it; 0 when every image is recovered
     and they are the held-out images of the file's seed (in the tour's order for an ACN)."""
     try:
-        header, V = nm.read_bitstream(path)
+        header, V = coding.read_bitstream(path)
         T = sv.quantise_images(sv.generate_spline_images(header["n_test"], header["seed"],
                                                          stream=1)[0])
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -1662,7 +1663,7 @@ def main(argv=None):
     else:
         def keep(name, model, data):          # the VAE's code of the held-out set, as a file
             if name == "vae":
-                nm.write_vae_code(args.bitstream, model, sv.quantise_images(data[2]),
+                coding.write_vae_code(args.bitstream, model, sv.quantise_images(data[2]),
                                   seeds[0], args.n_test)
         results = {s: run_all(s, args.n_samples, args.models, args.n_test, args.compress, log,
                               on_model=keep if args.bitstream else None, folder=args.folder,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import neural_codes as nc
+import neural_coding as coding
 import neural_models as nm
 import spline_images_factorial_vq as sv
 from tests.helpers import ROOT, finite_difference
@@ -72,7 +73,7 @@ def test_each_pixel_depends_on_the_latents_and_the_pixels_before_it_only(tiny_mo
     V = rng.integers(0, 256, (4, D))
     Z = rng.normal(size=(4, 3))
     codes = rng.integers(300, 700, (4, 3))
-    cm = nm.coding_model(vae)
+    cm = coding.coding_model(vae)
     assert cm.kind == "pixel_ar"
     for k in (1, 30, 95):
         W = V.copy()
@@ -102,11 +103,11 @@ def test_the_code_round_trips_at_its_bound_and_the_tables_are_the_float_model(co
     VAE's test); the pixel tables given each pixel's predecessors price the images at the
     float model's density to the tables' rounding."""
     vae, _, V = coded_ar
-    assert nm.code_vae(vae, V[:9], seed=3, lanes=3)["roundtrip"]
-    row = nm.code_vae(vae, V, seed=3, lanes=len(V))
+    assert coding.code_vae(vae, V[:9], seed=3, lanes=3)["roundtrip"]
+    row = coding.code_vae(vae, V, seed=3, lanes=len(V))
     assert row["roundtrip"] and abs(row["overhead_pct"]) < 1.0
     assert row["bound_t"] < 1.01 * row["density_bound"]
-    cm = nm.coding_model(vae)
+    cm = coding.coding_model(vae)
     codes = np.random.default_rng(1).integers(400, 600, (5, vae.n_latent))
     w = cm.pixel_weights(codes, V[:5])
     for j in (nm.PIXEL_ORDER[0], nm.PIXEL_ORDER[50]):
@@ -115,17 +116,17 @@ def test_the_code_round_trips_at_its_bound_and_the_tables_are_the_float_model(co
 
 def test_the_model_counted_sends_only_the_existing_weights(coded_ar, tmp_path, cli):
     vae, Vv, V = coded_ar
-    row, message = nm.code_with_model(vae, Vv[:40], V)
+    row, message = coding.code_with_model(vae, Vv[:40], V)
     assert row["model_roundtrip"] and message["kind"] == "pixel_ar"
-    cm = nm.coding_model(vae)
-    _, sent = nm.rounded_nets(cm.kind, cm.nets, row["shifts"])
+    cm = coding.coding_model(vae)
+    _, sent = coding.rounded_nets(cm.kind, cm.nets, row["shifts"])
     sizes = [t.size for t in sent]
     full = [W.size for name in ("enc", "dec") for W, b in cm.nets[name] for W in (W, b)]
     live = [int(vae.mask[vae._slices["dec"]].sum())]
     assert sum(sizes) == sum(full) - int((vae.mask == 0).sum()) and live[0] < sum(full)
     path = tmp_path / "counted.svqb"
-    nm.write_counted_bitstream(path, message, V, 0, len(V))
-    header, got = nm.read_bitstream(path)
+    coding.write_counted_bitstream(path, message, V, 0, len(V))
+    header, got = coding.read_bitstream(path)
     assert header["coder"] == "pixel_ar" and np.array_equal(got, V)
     status, out, err = cli(nc.main, "--decode", str(path))
     assert status == 0 and "the held-out set" in out, err
@@ -133,15 +134,15 @@ def test_the_model_counted_sends_only_the_existing_weights(coded_ar, tmp_path, c
 
 def test_a_file_with_weights_outside_the_masks_is_refused(coded_ar, tmp_path):
     vae, _, V = coded_ar
-    cm = nm.coding_model(vae)
+    cm = coding.coding_model(vae)
     W, b = cm.nets["dec"][-1]
     W = W.copy()
     W[-1, nm.PIXEL_ORDER[0]] = 5.0                  # the last unit into the first pixel
     cm.nets["dec"][-1] = (W, b)
     path = tmp_path / "bad.svqb"
-    nm.write_vae_bitstream(path, cm, [np.ones(4, np.uint32)], V, 0, len(V))
+    coding.write_vae_bitstream(path, cm, [np.ones(4, np.uint32)], V, 0, len(V))
     with pytest.raises(ValueError, match="autoregressive decoder has none"):
-        nm.read_vae_bitstream(path)
+        coding.read_vae_bitstream(path)
 
 
 def test_its_rate_is_the_one_chosen_on_validation_images():

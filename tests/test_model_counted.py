@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import bits_back_coder as bbc
+import neural_coding as coding
 import neural_models as nm
 import spline_images_factorial_vq as sv
 from tests.helpers import NO_AVX512, rewrite, run_python
@@ -55,26 +56,26 @@ def tiny():
     X, Xv, T, _ = nm.load_split(0, 200, n_val=40, n_test=40)
     V, Vv, Vt = (sv.quantise_images(A) for A in (X, Xv, T))
     vae, _ = nm.fit_pixel_vae(V, Vv, 0, hidden=(8, 8), steps=150)
-    return vae, Vv, Vt, nm.code_with_model(vae, Vv, Vt)
+    return vae, Vv, Vt, coding.code_with_model(vae, Vv, Vt)
 
 
 def test_the_steps_chosen_never_cost_more_than_where_the_search_starts(tiny):
     vae, Vv, Vt, (row, _) = tiny
     shifts, got = row["shifts"], row["model_validation"]
-    cm = nm.coding_model(vae)
-    nets, sent = nm.rounded_nets(cm.kind, cm.nets, shifts)
-    data = nm.as_float(vae, nets).description_length(
+    cm = coding.coding_model(vae)
+    nets, sent = coding.rounded_nets(cm.kind, cm.nets, shifts)
+    data = coding.as_float(vae, nets).description_length(
         Vv / 255, n_samples=4, rng=np.random.default_rng(7))["total"].mean()
     params_bits = lambda tensors: sum(bbc.param_spec(t)[1] for t in tensors)
     assert got["model_bits"] == pytest.approx(params_bits(sent))
     assert got["total"] == pytest.approx(got["model_bits"] + len(Vt) * data)
-    start, _ = nm.choose_shifts(vae, Vv, len(Vt), passes=0)
-    _, sent0 = nm.rounded_nets(cm.kind, cm.nets, start)
-    data0 = nm.as_float(vae, nm.rounded_nets(cm.kind, cm.nets, start)[0]).description_length(
+    start, _ = coding.choose_shifts(vae, Vv, len(Vt), passes=0)
+    _, sent0 = coding.rounded_nets(cm.kind, cm.nets, start)
+    data0 = coding.as_float(vae, coding.rounded_nets(cm.kind, cm.nets, start)[0]).description_length(
         Vv / 255, n_samples=4, rng=np.random.default_rng(7))["total"].mean()
     assert got["total"] <= params_bits(sent0) + len(Vt) * data0 + 1e-6
     # rounding to a multiple of 2^shift: the rounded networks are what the integers say
-    for (name, i, part), shift, t in zip(nm.net_tensors(cm.kind, cm.nets), shifts, sent):
+    for (name, i, part), shift, t in zip(coding.net_tensors(cm.kind, cm.nets), shifts, sent):
         assert np.array_equal(nets[name][i][part == "b"], t * 2.0**shift)
 
 
@@ -86,23 +87,23 @@ def test_the_model_and_its_images_round_trip_and_add_up(tiny):
                                                                     # the decoder's kind
     assert row["header_numbers"] == numbers
     assert row["model_bits"] == (bbc.message_bits([message["param_words"]])
-                                 + nm.HEADER_NUMBER_BITS * numbers)
+                                 + coding.HEADER_NUMBER_BITS * numbers)
     assert row["with_model"] == pytest.approx(row["model_actual_bits"]
                                               + row["model_bits"] / len(Vt))
-    images, _ = nm.receive(message)
+    images, _ = coding.receive(message)
     assert np.array_equal(images, Vt)
     damaged = {**message, "param_words": message["param_words"].copy()}
     damaged["param_words"][0] ^= 1 << 7
     try:                                       # a damaged model decodes other images, if any
-        assert not np.array_equal(nm.receive(damaged)[0], Vt)
+        assert not np.array_equal(coding.receive(damaged)[0], Vt)
     except ValueError:
         pass
 
 
 RECEIVE = """
-import pickle, sys, numpy as np, neural_models as nm
+import pickle, sys, numpy as np, neural_coding as coding
 message, V = pickle.load(open(sys.argv[1], "rb"))
-print("same" if np.array_equal(nm.receive(message)[0], V) else "different")
+print("same" if np.array_equal(coding.receive(message)[0], V) else "different")
 """
 
 
@@ -163,9 +164,9 @@ def test_a_counted_file_decodes_and_a_damaged_one_is_refused_in_one_line(tiny, t
     import neural_codes as nc
     vae, Vv, Vt, (row, message) = tiny
     path = tmp_path / "counted.svqb"
-    size = nm.write_counted_bitstream(path, message, Vt, 0, len(Vt))
-    header, V = nm.read_bitstream(path)
-    assert np.array_equal(V, Vt) and header["model"] == nm.COUNTED
+    size = coding.write_counted_bitstream(path, message, Vt, 0, len(Vt))
+    header, V = coding.read_bitstream(path)
+    assert np.array_equal(V, Vt) and header["model"] == coding.COUNTED
     # the file holds the model's message and the images' beside its header and lane counts
     words = len(message["param_words"]) + sum(map(len, message["words"]))
     assert 4 * words < size < 4 * words + 4096

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import neural_codes as nc
+import neural_coding as coding
 import neural_models as nm
 from tests.helpers import finite_difference
 import bits_back_coder as bbc
@@ -141,14 +142,14 @@ def test_pixel_vae_tables_are_the_discretised_gaussian(coded_pixel_vae):
     """The coder's pixel tables sum to 2^24, match pixel_bits, and are the float model's
     binned Gaussian (at the grid's scale) to rounding."""
     vae, V = coded_pixel_vae
-    cm = nm.PixelVAECodingModel.of(vae)
+    cm = coding.PixelVAECodingModel.of(vae)
     codes = np.random.default_rng(1).integers(400, 600, (6, vae.n_latent))
     w = cm.pixel_weights(codes).astype(np.int64) + 1
     assert w.shape == (6, sv.D, 256) and np.all(w.sum(axis=-1) == 1 << bbc.PRECISION)
     bits = cm.pixel_bits(V[:6], codes)
     np.testing.assert_array_equal(bits, bbc.PRECISION - np.log2(
         np.take_along_axis(w, V[:6, :, None].astype(np.int64), -1)[..., 0]))
-    out = cm.reconstruct(codes) / 2.0**nm.FIX
+    out = cm.reconstruct(codes) / 2.0**coding.FIX
     row = np.clip(np.rint((out[:, sv.D:] * 4096 - nm.SCALE_LOW) / nm.SCALE_STEP), 0,
                   nm.N_SCALES - 1)
     log_s = (nm.SCALE_LOW + row * nm.SCALE_STEP) / 4096
@@ -164,8 +165,8 @@ def test_pixel_vae_code_round_trips_within_one_percent_of_its_bound(coded_pixel_
     previous code, and this briefly trained model's codes are far from its prior (the
     chained rows of the scoreboard report their overhead)."""
     vae, V = coded_pixel_vae
-    assert nm.code_vae(vae, V[:12], seed=3, lanes=3)["roundtrip"]
-    row = nm.code_vae(vae, V, seed=3, lanes=len(V))
+    assert coding.code_vae(vae, V[:12], seed=3, lanes=3)["roundtrip"]
+    row = coding.code_vae(vae, V, seed=3, lanes=len(V))
     assert row["roundtrip"]
     assert abs(row["overhead_pct"]) < 1.0
     # the tables' floor of 2^-24 a level caps what a far-off pixel costs; the float
@@ -302,36 +303,36 @@ def coded_vae():
 
 def test_vae_tables_are_exact_and_do_not_depend_on_the_batch(coded_vae):
     vae, V = coded_vae
-    cm = nm.VAECodingModel.of(vae)
+    cm = coding.VAECodingModel.of(vae)
     q = cm.posterior_table(V)
-    assert q.shape == (len(V), vae.n_latent, nm.LATENT_BINS) and q.min() >= 1
+    assert q.shape == (len(V), vae.n_latent, coding.LATENT_BINS) and q.min() >= 1
     assert np.all(q.sum(axis=-1) == 1 << bbc.PRECISION)
     assert np.all(cm.prior_table().sum(axis=-1) == 1 << bbc.PRECISION)
     for i in (0, 17, 59):
         np.testing.assert_array_equal(cm.posterior_table(V[i:i + 1])[0], q[i])
-    codes = np.random.default_rng(0).integers(0, nm.LATENT_BINS, (20, vae.n_latent))
+    codes = np.random.default_rng(0).integers(0, coding.LATENT_BINS, (20, vae.n_latent))
     means = cm.reconstruct(codes)
     np.testing.assert_array_equal(cm.reconstruct(codes[::-1])[::-1], means)
     # the fixed-point decoder agrees with the float one at the bin centres, to a level
-    z = nm.latent_grid()[2][codes] / nm.Z_UNIT
+    z = coding.latent_grid()[2][codes] / coding.Z_UNIT
     np.testing.assert_allclose(means / 2.0**bbc.PARAM_BITS, vae.decode(z), atol=1 / 255)
 
 
 def test_vae_prior_bins_have_equal_mass_and_posterior_follows_q(coded_vae):
     vae, V = coded_vae
-    cm = nm.VAECodingModel.of(vae)
+    cm = coding.VAECodingModel.of(vae)
     prior = cm.prior_table()[0] / 2.0**bbc.PRECISION
-    np.testing.assert_allclose(prior, 1.0 / nm.LATENT_BINS, rtol=0.07)
+    np.testing.assert_allclose(prior, 1.0 / coding.LATENT_BINS, rtol=0.07)
     mu, log_s, _ = vae.encode(V[:5] / 255.0)
     q = cm.posterior_table(V[:5]) / 2.0**bbc.PRECISION
-    _, edges, centres = nm.latent_grid()
-    mean = (q * centres / nm.Z_UNIT).sum(axis=-1)
+    _, edges, centres = coding.latent_grid()
+    mean = (q * centres / coding.Z_UNIT).sum(axis=-1)
     np.testing.assert_allclose(mean, mu, atol=0.02)
 
 
 def test_vae_bits_back_code_round_trips_within_one_percent_of_its_bound(coded_vae):
     vae, V = coded_vae
-    row = nm.code_vae(vae, V, seed=3)
+    row = coding.code_vae(vae, V, seed=3)
     assert row["roundtrip"]
     assert abs(row["overhead_pct"]) < 1.0
     assert row["bound_t_err"] < 0.01 * row["bound_t"]
@@ -400,17 +401,17 @@ def test_acn_tour_code_round_trips_and_prices_each_code_given_the_one_before(cod
     acn, _ = nm.fit_acn(X, X_val, seed=0, vae=vae, steps=300, lr=3e-3)
     V = sv.quantise_images(T)
     V = V[acn.tour(V / 255.0)]
-    cm = nm.ACNCodingModel.of(acn)
+    cm = coding.ACNCodingModel.of(acn)
     ctx = cm.context_prior_table(V[:3])
-    assert ctx.shape == (3, acn.n_latent, nm.LATENT_BINS)
+    assert ctx.shape == (3, acn.n_latent, coding.LATENT_BINS)
     assert np.all(ctx.sum(axis=-1) == 1 << bbc.PRECISION)
     np.testing.assert_array_equal(cm.context_prior_table(V[1:2])[0], ctx[1])
     # each latent's table gives at least 1/ACN_CODER_MIX of N(0, 1)'s mass to every bin
     assert np.all(ctx >= cm.prior_table()[None] // nm.ACN_CODER_MIX)
-    row = nm.code_vae(acn, V, seed=3)
+    row = coding.code_vae(acn, V, seed=3)
     assert row["roundtrip"] and row["lanes"] == 1
     # the coder pays what its bound with the context priors says, not the i.i.d. prior's
-    iid, _ = nm.VAECodingModel.of(acn).bound(V)
+    iid, _ = coding.VAECodingModel.of(acn).bound(V)
     assert iid.mean() > row["bound_t"] + 5.0
     assert abs(row["actual_bits"] - row["bound_t"]) < abs(row["actual_bits"] - iid.mean())
     assert abs(row["overhead_pct"]) < 1.0, row

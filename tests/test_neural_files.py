@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import neural_codes as nc
+import neural_coding as coding
 import neural_models as nm
 import spline_images_factorial_vq as sv
 from tests.helpers import NO_AVX512, rewrite, run_python
@@ -33,17 +34,17 @@ def fitted(tmp_path_factory):
 
 
 WRITE = """
-import pickle, sys, neural_models as nm
+import pickle, sys, neural_coding as coding
 folder, tag, fitted = sys.argv[1:4]
 with open(fitted, "rb") as f:
     sends = pickle.load(f)
 for name, (model, V, order) in sends.items():
-    nm.write_vae_code(f"{folder}/{tag}_{name}.svqb", model, V, 0, %d, order)
+    coding.write_vae_code(f"{folder}/{tag}_{name}.svqb", model, V, 0, %d, order)
 """ % N_TEST
 READ = """
-import sys, neural_models as nm
+import sys, neural_coding as coding
 for path in sys.argv[1:]:
-    header, V = nm.read_vae_bitstream(path)
+    header, V = coding.read_vae_bitstream(path)
     print("decoded", header["model"], len(V))
 """
 
@@ -66,8 +67,8 @@ def test_the_four_codes_decode_under_other_floating_point_kernels(fitted, tmp_pa
 def test_a_file_round_trips_in_process_and_the_cli_checks_it(fitted, tmp_path, cli, name):
     model, V, order = fitted[1][name]
     path = tmp_path / f"{name}.svqb"
-    nm.write_vae_code(path, model, V, 0, N_TEST, order)
-    header, got = nm.read_vae_bitstream(path)
+    coding.write_vae_code(path, model, V, 0, N_TEST, order)
+    header, got = coding.read_vae_bitstream(path)
     assert np.array_equal(got, V) and header["model"] == name and header["order"] == order
     status, out, err = cli(nc.main, "--decode", str(path))
     assert status == 0 and "the held-out set" in out, err
@@ -85,17 +86,17 @@ def test_a_file_round_trips_in_process_and_the_cli_checks_it(fitted, tmp_path, c
 def test_hand_edited_headers_are_named(fitted, tmp_path, edit, reason):
     model, V, order = fitted[1]["vae"]
     path = tmp_path / "vae.svqb"
-    nm.write_vae_code(path, model, V, 0, N_TEST, order)
+    coding.write_vae_code(path, model, V, 0, N_TEST, order)
     rewrite(path, edit)
     with pytest.raises(ValueError, match=reason) as err:
-        nm.read_vae_bitstream(path)
+        coding.read_vae_bitstream(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
 
 
 def test_damage_gets_one_line_and_exit_2(fitted, tmp_path, cli):
     model, V, order = fitted[1]["pixel_vae"]
     path = tmp_path / "p.svqb"
-    nm.write_vae_code(path, model, V, 0, N_TEST, order)
+    coding.write_vae_code(path, model, V, 0, N_TEST, order)
     blob = path.read_bytes()
     for bad in (blob[:-50], blob[:60] + bytes([blob[60] ^ 1]) + blob[61:]):
         path.write_bytes(bad)
@@ -105,8 +106,8 @@ def test_damage_gets_one_line_and_exit_2(fitted, tmp_path, cli):
 
 def test_weights_beyond_the_files_integers_are_refused(fitted, tmp_path):
     model, V, order = fitted[1]["vae"]
-    cm = nm.coding_model(model)
+    cm = coding.coding_model(model)
     W, b = cm.nets["enc"][0]
     cm.nets["enc"][0] = (W, b + 2.0**31)
     with pytest.raises(ValueError, match="32-bit"):
-        nm.write_vae_bitstream(tmp_path / "x.svqb", cm, [np.ones(4, np.uint32)], V, 0, N_TEST)
+        coding.write_vae_bitstream(tmp_path / "x.svqb", cm, [np.ones(4, np.uint32)], V, 0, N_TEST)
