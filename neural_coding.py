@@ -183,12 +183,12 @@ class PixelVAECodingModel(VAECodingModel):
     """A PixelVAE as the coder sees it: the VAE's tables, with each pixel's table taken from
     the scale grid at its decoded log-scale (rounded to the nearest grid step)."""
 
-    kind = "pixel_vae"
+    kind, model = "pixel_vae", nm.PixelVAE
 
     @classmethod
     def of(cls, vae):
-        if not isinstance(vae, nm.PixelVAE):
-            raise ValueError("PixelVAECodingModel takes a PixelVAE")
+        if not isinstance(vae, cls.model):
+            raise ValueError(f"{cls.__name__} takes a {cls.model.__name__}")
         return cls(vae.n_latent, None, cls.fixed_nets(vae))
 
     autoregressive = False       # the pixel tables need no pixels: decoded all at once
@@ -231,14 +231,8 @@ class ARPixelVAECodingModel(PixelVAECodingModel):
     table in one run; the receiver decodes pixel by pixel (pixel_weights_at), the pixels not
     yet decoded at 0, which the masks make irrelevant."""
 
-    kind = "pixel_ar"
+    kind, model = "pixel_ar", nm.ARPixelVAE
     autoregressive, pixel_order = True, nm.PIXEL_ORDER
-
-    @classmethod
-    def of(cls, vae):
-        if not isinstance(vae, nm.ARPixelVAE):
-            raise ValueError("ARPixelVAECodingModel takes an ARPixelVAE")
-        return cls(vae.n_latent, None, cls.fixed_nets(vae))
 
     @classmethod
     def input_unit(cls, name, n_latent):
@@ -247,20 +241,17 @@ class ARPixelVAECodingModel(PixelVAECodingModel):
         return np.concatenate([np.full(n_latent, INPUT_UNITS["dec"]),
                                np.full(D, INPUT_UNITS["enc"])])[:, None]
 
-    def reconstruct(self, codes, V):
+    def decoder_out(self, codes, V):
         """Decoder outputs (N, 192), units 2^-12, at the bin centres of codes (N, L) and
         the 8-bit images V (N, 96)."""
         _, _, centres = latent_grid()
         H = np.concatenate([centres[codes], V.astype(np.int64)], axis=1).astype(np.float64)
         return _fixed_forward(self.dec, "relu", H)
 
-    def decoder_out(self, codes, V):
-        return self.reconstruct(codes, V)
-
     def pixel_weights_at(self, codes, V, j):
         """The table (N, 256) of pixel j as weights, given codes (N, L) and V (N, 96) whose
         pixels before j in PIXEL_ORDER are decoded."""
-        out = self.reconstruct(codes, V)
+        out = self.decoder_out(codes, V)
         return self.table_weights(out[:, [j, D + j]])[:, 0]
 
 
@@ -451,9 +442,9 @@ def _vae_coding_model(path, header, flat):
         W = flat[at:at + a * b].reshape(a, b).astype(np.float64)
         layers[name].append((W, flat[at + a * b:at + a * b + b].astype(np.float64)))
         at += a * b + b
-    masks = tensor_masks(kind, nets)[0::2]                      # the weights' (W) masks
-    if any(m is not None and np.any(W[~m]) for m, (W, _) in
-           zip(masks, (layer for name in VAE_NETS[kind] for layer in layers[name]))):
+    weights = [W for name in VAE_NETS[kind] for W, _ in layers[name]]      # in file order
+    if any(m is not None and np.any(W[~m]) for m, W in zip(tensor_masks(kind, nets)[0::2],
+                                                          weights)):
         raise ValueError(f"{path}: weights where the autoregressive decoder has none")
     extra = (header["mix"],) if kind == "acn" else ()
     return VAE_CODERS[kind](L, header["sigma_x"], layers, *extra)

@@ -134,7 +134,9 @@ class Networks:
             out = np.zeros_like(self.theta)
             for name, g in grads.items():
                 out[self._slices[name]] += g
-        return out if self.mask is None else out * self.mask
+        if self.mask is not None:
+            out *= self.mask                           # out is ours: no second copy a step
+        return out
 
     def training_state(self):
         """What training changes besides theta (copied with the best theta)."""
